@@ -1,0 +1,166 @@
+"""Every tunable of the classifier, with its default, in one place.
+
+All thresholds are relative to the pool itself (its capacity, its workers, its
+own throughput and calls), never absolute depths or rates: the same defaults
+judge a 10-slot queue and a 10,000-slot one.
+
+Each condition turns on when its measure over the whole window crosses the
+``*_on`` threshold, and turns off only when the measure over the most recent
+``clear_fraction`` of the window falls below the lower ``*_off`` threshold.
+That band is the hysteresis: a pool hovering near a threshold does not flap
+from tick to tick, and a condition that has ended clears within one window.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierConfig:
+    """Classifier settings. Override any of them by keyword::
+
+    ClassifierConfig(window_s=120, idle_on=0.95)
+    """
+
+    # -- the window ----------------------------------------------------------
+    window_s: float = 60.0
+    """Seconds of samples each verdict is judged on."""
+    min_window_intervals: int = 8
+    """The window spans at least this many sampling intervals, so that coarse
+    sampling still gives enough points (15 s samples -> a 120 s window)."""
+    clear_fraction: float = 0.5
+    """An active condition is re-judged on this most recent part of the window
+    (against its ``*_off`` threshold) so that it clears within one window."""
+
+    # -- stalled ---------------------------------------------------------------
+    stalled_waiting_share: float = 0.9
+    """Share of the window's samples that must show items waiting."""
+
+    # -- overflow ------------------------------------------------------------
+    overflow_near_capacity: float = 0.9
+    """A depth at or above this share of capacity is "near capacity"."""
+    overflow_full_on: float = 0.75
+    """Share of samples near capacity that turns overflow on (bounded queues)."""
+    overflow_full_off: float = 0.4
+    overflow_backlog_share: float = 0.9
+    """Growing backlog: share of samples that must show items waiting."""
+    overflow_inflow_on: float = 1.05
+    """Growing backlog: arrivals must exceed processing by this factor (when
+    both are known); while active, the backlog is held until arrivals fall
+    below ``overflow_inflow_off`` times processing or the depth falls."""
+    overflow_inflow_off: float = 1.0
+    overflow_growth_on: float = 0.05
+    """Growing backlog: every depth in the last third of the window must exceed
+    every depth in the first third, by at least this share of the items
+    processed in the window."""
+
+    # -- rate limited ----------------------------------------------------------
+    rate_limited_on: float = 0.10
+    """Share of downstream calls answered 429 that turns rate_limited on."""
+    rate_limited_off: float = 0.05
+    rate_limited_min_calls: int = 20
+    """Fewer calls than this in the window are too few to judge a share on."""
+
+    # -- boom-bust -------------------------------------------------------------
+    boom_bust_on: float = 0.10
+    """Share of worker-time spent idle while items waited (from the idle-time
+    counter: idle accrued over intervals that had a backlog at both ends)."""
+    boom_bust_off: float = 0.05
+    boom_bust_sample_on: float = 0.25
+    """Fallback when idle time is unknown: share of samples showing items
+    waiting while at least one worker was idle."""
+    boom_bust_sample_off: float = 0.12
+    boom_bust_min_swing: float = 0.3
+    """Busy workers must swing by at least this share of the pool within the
+    window: a pool that is steadily half-busy with work waiting has a different
+    problem (some workers are stuck or disconnected), not an oscillation."""
+
+    # -- idle --------------------------------------------------------------------
+    idle_on: float = 0.90
+    """Idle worker-time share (with the queue empty) that turns idle on."""
+    idle_off: float = 0.80
+    idle_empty_share: float = 0.95
+    """Share of samples that must show an empty queue."""
+
+    # -- recommendation ----------------------------------------------------------
+    target_utilization: float = 0.7
+    """Busy share the recommended worker count aims at (Little's law)."""
+    min_workers: int = 1
+    """The recommendation never goes below this."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"classifier setting {f.name!r} must be a finite number, got {value!r}")
+        positive = ("window_s", "target_utilization", "min_window_intervals")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"classifier setting {name!r} must be positive, got {getattr(self, name)!r}")
+        shares = (
+            "clear_fraction",
+            "stalled_waiting_share",
+            "overflow_near_capacity",
+            "overflow_full_on",
+            "overflow_full_off",
+            "overflow_backlog_share",
+            "rate_limited_on",
+            "rate_limited_off",
+            "boom_bust_on",
+            "boom_bust_off",
+            "boom_bust_sample_on",
+            "boom_bust_sample_off",
+            "boom_bust_min_swing",
+            "idle_on",
+            "idle_off",
+            "idle_empty_share",
+            "target_utilization",
+        )
+        for name in shares:
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                raise ValueError(f"classifier setting {name!r} must be in (0, 1], got {value!r}")
+        pairs = (
+            ("overflow_full_off", "overflow_full_on"),
+            ("overflow_inflow_off", "overflow_inflow_on"),
+            ("rate_limited_off", "rate_limited_on"),
+            ("boom_bust_off", "boom_bust_on"),
+            ("boom_bust_sample_off", "boom_bust_sample_on"),
+            ("idle_off", "idle_on"),
+        )
+        for low, high in pairs:
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(
+                    f"classifier setting {low!r} ({getattr(self, low)}) must not exceed "
+                    f"{high!r} ({getattr(self, high)}): the off threshold is the lower one"
+                )
+        if self.min_workers < 0 or self.rate_limited_min_calls < 0:
+            raise ValueError(
+                "classifier settings 'min_workers' and 'rate_limited_min_calls' must not be negative"
+            )
+
+    def span_for(self, interval_s: float) -> float:
+        """The window span used for a given sampling interval."""
+        return max(self.window_s, self.min_window_intervals * interval_s)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> ClassifierConfig:
+        """A copy with some settings replaced; an unknown key is a ValueError naming it."""
+        known = {f.name: f for f in fields(self)}
+        converted: dict[str, Any] = {}
+        for key, given in overrides.items():
+            value = given
+            if key not in known:
+                raise ValueError(f"unknown classifier setting {key!r} (known: {', '.join(sorted(known))})")
+            if isinstance(value, str):
+                try:
+                    value = int(value) if known[key].type in ("int", int) else float(value)
+                except ValueError:
+                    raise ValueError(f"classifier setting {key!r} must be a number, got {given!r}") from None
+            converted[key] = value
+        return replace(self, **converted)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,364 @@
+"""The monitor: one ticker that samples every watched queue and judges it.
+
+At each tick (default every second) the monitor reads each queue's probes and
+depth source into a :class:`~qhealth.Sample`, appends it to that queue's
+bounded window, classifies the window, and hands a :class:`QueueSnapshot` to
+its listeners (exporters, recorders, the demo's live view). One thread (or one
+asyncio task) serves all queues; the pool itself never waits for it.
+
+Nothing a listener or a depth source does can break the pool: failures are
+logged, at most once per interval and kind, and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ._classifier import Classifier, Health
+from ._config import ClassifierConfig
+from ._log import ThrottledLog
+from ._probe import Clock, Probe, ThreadLocalProbes
+from ._sample import Sample
+
+DepthSource = Callable[[], int | None]
+"""Returns the number of items waiting, or None when it cannot tell right now."""
+
+DEFAULT_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    """Everything known about one queue at one tick: what listeners receive."""
+
+    queue: str
+    sample: Sample
+    health: Health
+    capacity: int | None
+    polls_hit_total: int
+    polls_empty_total: int
+    oldest_age_s: float | None = None
+    durations: tuple[float, ...] = ()
+    """Processing times observed since the previous tick (bounded per tick)."""
+    waits: tuple[float, ...] = ()
+    """Queue waits observed since the previous tick (bounded per tick)."""
+    interval_s: float = DEFAULT_INTERVAL_S
+
+
+class Listener:
+    """Receives every queue's snapshot at every tick. Override what you need;
+    an exception raised here is logged and the next listener still runs."""
+
+    def on_tick(self, snapshot: QueueSnapshot) -> None:
+        """Called once per queue per tick, from the monitor's ticker."""
+
+    def on_unwatch(self, queue: str) -> None:
+        """The queue is no longer watched: drop what you keep for it."""
+
+
+@dataclass(eq=False)
+class Watched:
+    """A queue under watch (internal): its sources, probes and window."""
+
+    name: str
+    depth: DepthSource | None
+    capacity: int | None
+    oldest_age: Callable[[], float | None] | None
+    classifier: Classifier
+    timed: bool
+    clock: Clock
+    probes: ThreadLocalProbes = field(init=False)
+    latest: QueueSnapshot | None = None
+
+    def __post_init__(self) -> None:
+        self.probes = ThreadLocalProbes(
+            lambda: Probe(self.name, timed=self.timed, clock=self.clock, _watched=self)
+        )
+
+    def probe_for_current_thread(self) -> Probe:
+        return self.probes.current()
+
+
+class Monitor:
+    """Samples and classifies queues.
+
+    ``interval`` is the sampling period in seconds; ``config`` the classifier
+    settings (its ``window_s`` is the sliding window). ``clock`` must be
+    monotonic; tests pass a fake one and drive :meth:`tick` themselves.
+    """
+
+    def __init__(
+        self,
+        *,
+        interval: float = DEFAULT_INTERVAL_S,
+        config: ClassifierConfig | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if not interval > 0 or not math.isfinite(interval):
+            raise ValueError(f"monitor interval must be a positive number of seconds, got {interval!r}")
+        self.interval = float(interval)
+        self.config = config or ClassifierConfig()
+        self._clock = clock
+        self._t0 = clock()
+        self._queues: dict[str, Watched] = {}
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()  # guards registration only, never the hot path
+        self._log = ThrottledLog(interval_s=max(60.0, self.interval), clock=clock)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- registration --------------------------------------------------------
+
+    def watch(
+        self,
+        queue: str,
+        *,
+        depth: DepthSource | None = None,
+        capacity: int | None = None,
+        workers: int | None = None,
+        oldest_age: Callable[[], float | None] | None = None,
+        timed: bool = True,
+    ) -> Probe:
+        """Start watching a queue and return its probe for the calling thread.
+
+        ``depth`` returns the items waiting; without it the monitor derives the
+        depth from the probe (enqueued - processed - busy). ``workers`` is the
+        pool size when it is fixed; pools whose workers come and go call
+        :meth:`Probe.worker_started` / :meth:`Probe.worker_stopped` instead.
+        ``timed`` chooses how idle time is measured (see :class:`Probe`).
+        Watching a name twice returns the existing queue's probe.
+        """
+        if not isinstance(queue, str) or not queue:
+            raise ValueError("queue name must be a non-empty string")
+        if capacity is not None and (
+            isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0
+        ):
+            raise ValueError(f"capacity must be a positive integer or None, got {capacity!r}")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+            raise ValueError(f"workers must be a non-negative integer or None, got {workers!r}")
+        with self._lock:
+            existing = self._queues.get(queue)
+            if existing is not None:
+                return existing.probe_for_current_thread()
+            watched = Watched(
+                name=queue,
+                depth=depth,
+                capacity=capacity,
+                oldest_age=oldest_age,
+                classifier=Classifier(self.interval, self.config, capacity),
+                timed=timed,
+                clock=self._clock,
+            )
+            self._queues = {**self._queues, queue: watched}
+        probe = watched.probe_for_current_thread()
+        for _ in range(workers or 0):
+            probe.worker_started()
+        return probe
+
+    def unwatch(self, queue: str) -> None:
+        with self._lock:
+            if queue not in self._queues:
+                return
+            self._queues = {k: v for k, v in self._queues.items() if k != queue}
+        for listener in self._listeners:
+            try:
+                listener.on_unwatch(queue)
+            except Exception:
+                self._log.exception(
+                    f"listener:{type(listener).__name__}", "qhealth listener %r failed", listener
+                )
+
+    def add_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners = [*self._listeners, listener]
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners = [x for x in self._listeners if x is not listener]
+
+    @property
+    def queues(self) -> list[str]:
+        return list(self._queues)
+
+    def probe(self, queue: str) -> Probe:
+        """The calling thread's probe of a watched queue (KeyError if not watched)."""
+        return self._queues[queue].probe_for_current_thread()
+
+    def snapshot(self, queue: str) -> QueueSnapshot | None:
+        """The latest snapshot of a queue, None before its first tick."""
+        watched = self._queues.get(queue)
+        return watched.latest if watched else None
+
+    def snapshots(self) -> Mapping[str, QueueSnapshot]:
+        """The latest snapshot of every queue that has one."""
+        return {name: w.latest for name, w in self._queues.items() if w.latest is not None}
+
+    def health(self, queue: str) -> Health | None:
+        snap = self.snapshot(queue)
+        return snap.health if snap else None
+
+    # -- sampling -------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> dict[str, QueueSnapshot]:
+        """Sample and judge every queue once (the ticker calls this)."""
+        if now is None:
+            now = self._clock()
+        results: dict[str, QueueSnapshot] = {}
+        for watched in self._queues.values():
+            snapshot = self._tick_one(watched, now)
+            if snapshot is None:
+                continue
+            results[watched.name] = snapshot
+            for listener in self._listeners:
+                try:
+                    listener.on_tick(snapshot)
+                except Exception:
+                    self._log.exception(
+                        f"listener:{type(listener).__name__}",
+                        "qhealth listener %s failed; skipped",
+                        type(listener).__name__,
+                    )
+        return results
+
+    def _tick_one(self, watched: Watched, now: float) -> QueueSnapshot | None:
+        probes = watched.probes.all()
+        enqueued = processed = failed = attempts = limited = hit = empty = busy = workers = 0
+        idle = 0.0
+        idle_known = False
+        durations: list[float] = []
+        waits: list[float] = []
+        for p in probes:
+            enqueued += p.enqueued_total
+            processed += p.processed_total
+            failed += p.failed_total
+            attempts += p.attempts_total
+            limited += p.rate_limited_total
+            hit += p.polls_hit_total
+            empty += p.polls_empty_total
+            busy += p.busy
+            workers += p.workers
+            idle += p.idle_seconds(now)
+            idle_known = idle_known or p.idle_known
+            d, w = p.drain_observations()
+            durations += d
+            waits += w
+        busy = max(busy, 0)
+        if watched.depth is not None:
+            try:
+                depth = watched.depth()
+            except Exception:
+                self._log.exception(
+                    f"depth:{watched.name}",
+                    "qhealth: depth source of queue %r failed; sample skipped",
+                    watched.name,
+                )
+                return None
+            if depth is None:
+                return None
+            if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+                self._log.warning(
+                    f"depth-value:{watched.name}",
+                    "qhealth: depth source of queue %r "
+                    "returned %r, not a non-negative integer; sample skipped",
+                    watched.name,
+                    depth,
+                )
+                return None
+        else:
+            depth = max(enqueued - processed - busy, 0)
+        oldest: float | None = None
+        if watched.oldest_age is not None:
+            try:
+                oldest = watched.oldest_age()
+            except Exception:
+                self._log.exception(
+                    f"oldest:{watched.name}", "qhealth: oldest-age source of queue %r failed", watched.name
+                )
+        known_workers = workers if (workers > 0 or idle_known) else None
+        t = now - self._t0
+        last = watched.classifier.window.latest
+        if last is not None and t <= last.t:
+            return None  # two ticks at the same instant (a fake clock that did not move)
+        sample = Sample(
+            t=t,
+            depth=depth,
+            workers=known_workers,
+            busy=min(busy, known_workers) if known_workers is not None else busy,
+            enqueued_total=enqueued,
+            processed_total=processed,
+            failed_total=failed,
+            attempts_total=attempts,
+            rate_limited_total=limited,
+            idle_s_total=max(idle, 0.0) if idle_known else None,
+        )
+        health = watched.classifier.update(sample)
+        snapshot = QueueSnapshot(
+            queue=watched.name,
+            sample=sample,
+            health=health,
+            capacity=watched.capacity,
+            polls_hit_total=hit,
+            polls_empty_total=empty,
+            oldest_age_s=oldest,
+            durations=tuple(durations),
+            waits=tuple(waits),
+            interval_s=self.interval,
+        )
+        watched.latest = snapshot
+        return snapshot
+
+    # -- running --------------------------------------------------------------
+
+    def start(self) -> Monitor:
+        """Tick in a background daemon thread until :meth:`stop`."""
+        if self._thread is not None and self._thread.is_alive():
+            return self
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run_thread, name="qhealth-monitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run_thread(self) -> None:
+        next_at = time.monotonic() + self.interval
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            self._safe_tick()
+            next_at += self.interval
+            behind = time.monotonic() - next_at
+            if behind > 0:  # a tick took longer than the interval: skip, never burst
+                next_at += math.ceil(behind / self.interval) * self.interval
+
+    async def run(self) -> None:
+        """Tick on the running event loop until cancelled (an alternative to
+        :meth:`start` for programs that prefer no extra thread; depth sources
+        then run on the loop and must not block)."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + self.interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            self._safe_tick()
+            next_at += self.interval
+            behind = loop.time() - next_at
+            if behind > 0:
+                next_at += math.ceil(behind / self.interval) * self.interval
+
+    def _safe_tick(self) -> None:
+        try:
+            self.tick()
+        except Exception:  # never let the ticker die
+            self._log.exception("tick", "qhealth: monitor tick failed")
+
+    def __enter__(self) -> Monitor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,162 @@
+"""``qhealth classify TRACE``: judge a recorded trace offline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TextIO
+
+from .._classifier import SEVERITY, WARMING_UP, Classifier, Condition, Health
+from .._config import ClassifierConfig
+from .._sample import Sample, TraceHeader
+from .._trace import TraceError, iter_trace
+from . import UsageError
+
+_DESCRIPTION = """\
+Classify every sample of a trace (shared/spec/trace-format.md) on the sliding
+window that ends at it: stalled, overflow, rate_limited, boom_bust, idle, or
+healthy.
+
+  --format jsonl   one object per sample: {"t": .., "state": .., "conditions": [..]}
+  --format table   a timeline of condition changes with reasons and fix hints
+                   (the default), then the time spent in each state
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "classify",
+        help="classify a recorded trace offline",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("trace", metavar="TRACE", help="trace file (JSON Lines), or - for standard input")
+    parser.add_argument(
+        "--format", choices=("table", "jsonl"), default="table", help="output format (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--window",
+        type=float,
+        metavar="SECONDS",
+        help="sliding window in seconds (default: 60; at least 8 sampling intervals)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a classifier setting (repeatable), e.g. --set idle_on=0.95",
+    )
+    parser.set_defaults(handler=run)
+
+
+def config_from_args(window: float | None, settings: list[str]) -> ClassifierConfig:
+    overrides: dict[str, object] = {}
+    if window is not None:
+        overrides["window_s"] = window
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    try:
+        return ClassifierConfig().with_overrides(overrides)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args.window, args.set)
+    if args.trace == "-":
+        stream: TextIO = sys.stdin
+    else:
+        try:
+            stream = open(args.trace, encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"{args.trace}: {exc.strerror or exc}") from None
+    try:
+        return _classify_stream(stream, "<stdin>" if args.trace == "-" else args.trace, args.format, config)
+    except TraceError as exc:
+        raise UsageError(str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{args.trace}: not UTF-8 text ({exc.reason})") from None
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def _classify_stream(stream: TextIO, source: str, fmt: str, config: ClassifierConfig) -> int:
+    items = iter_trace(stream, source)
+    header = next(items)
+    assert isinstance(header, TraceHeader)
+    classifier = Classifier(header.interval_s, config, header.capacity)
+    out = sys.stdout
+    if fmt == "jsonl":
+        for sample in items:
+            assert isinstance(sample, Sample)
+            out.write(json.dumps(classifier.update(sample).to_json()) + "\n")
+        return 0
+    table = _Table(header, classifier.window.span_s, out)
+    for sample in items:
+        assert isinstance(sample, Sample)
+        table.add(classifier.update(sample))
+    table.finish()
+    return 0
+
+
+class _Table:
+    """A timeline of state changes: one block per change, then a summary."""
+
+    def __init__(self, header: TraceHeader, span_s: float, out: TextIO) -> None:
+        self.header = header
+        self.out = out
+        self.previous: Health | None = None
+        self.time_in: dict[str, float] = {}
+        self.last_t: float | None = None
+        self.count = 0
+        self.not_judged: dict[Condition, str] = {}
+        capacity = f"capacity {header.capacity:,}" if header.capacity else "unbounded"
+        out.write(
+            f"queue {header.queue}: sampled every {header.interval_s:g} s, {capacity}, "
+            f"window {span_s:g} s\n\n"
+        )
+        out.write(f"{'t (s)':>9}  {'state':<13} conditions\n")
+
+    def add(self, health: Health) -> None:
+        if self.last_t is not None and self.previous is not None:
+            state = self.previous.state
+            self.time_in[state] = self.time_in.get(state, 0.0) + health.t - self.last_t
+        self.last_t = health.t
+        self.count += 1
+        for condition, why in health.not_judged.items():
+            self.not_judged.setdefault(condition, why)
+        if (
+            self.previous is None
+            or health.conditions != self.previous.conditions
+            or (health.state != self.previous.state)
+        ):
+            conditions = ", ".join(health.ordered_conditions) or "-"
+            self.out.write(f"{health.t:>9.1f}  {health.state:<13} {conditions}\n")
+            for finding in health.findings:
+                self.out.write(f"{'':>11}  {finding.condition}: {finding.reason}\n")
+                self.out.write(f"{'':>11}  {'':>{len(finding.condition)}}  fix: {finding.hint}\n")
+        self.previous = health
+
+    def finish(self) -> None:
+        out = self.out
+        total = sum(self.time_in.values())
+        out.write(f"\n{self.count} samples")
+        if total > 0:
+            shares = ", ".join(
+                f"{state} {seconds / total:.0%}"
+                for state, seconds in sorted(self.time_in.items(), key=lambda kv: -kv[1])
+            )
+            out.write(f"; time in each state: {shares}")
+        out.write("\n")
+        judged_after_warmup = self.previous is not None and self.previous.state != WARMING_UP
+        for condition in SEVERITY:
+            if condition in self.not_judged:
+                out.write(f"not judged: {condition}: {self.not_judged[condition]}\n")
+        if not judged_after_warmup:
+            out.write("the trace is shorter than one window: nothing could be judged\n")
