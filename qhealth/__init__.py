@@ -26,6 +26,7 @@ from ._classifier import (
 from ._config import ClassifierConfig
 from ._monitor import Listener, Monitor, QueueSnapshot
 from ._probe import Probe
+from ._ratelimit import is_rate_limited, parse_retry_after, retry_after, status_of
 from ._sample import SAMPLE_FIELDS, Sample, TraceHeader
 from ._trace import Trace, TraceError, TraceWriter, read_trace, write_trace
 from ._window import Window
@@ -57,8 +58,12 @@ __all__ = [
     "Window",
     "__version__",
     "classify",
+    "is_rate_limited",
     "judge",
+    "parse_retry_after",
     "read_trace",
+    "retry_after",
     "state_of",
+    "status_of",
     "write_trace",
 ]
