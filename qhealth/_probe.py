@@ -195,17 +195,25 @@ class Probe:
     # -- workers and idle spans -------------------------------------------
 
     def worker_started(self) -> None:
-        """A worker came into existence; it is idle until it takes an item."""
+        """A worker came into existence. A timed probe counts it idle until it
+        takes an item; an untimed one leaves idle time to :meth:`idle_begin`."""
         self.workers += 1
         self._idle_known = True
-        self._idle_base -= self._clock()
-        self._idle_open += 1
+        if self._timed:
+            self._idle_base -= self._clock()
+            self._idle_open += 1
 
     def worker_stopped(self) -> None:
         """An idle worker went away (a worker holding an item finishes it first)."""
         self.workers -= 1
-        self._idle_base += self._clock()
-        self._idle_open -= 1
+        if self._timed:
+            self._idle_base += self._clock()
+            self._idle_open -= 1
+
+    def mark_failed(self) -> None:
+        """Count one more failed item without touching busy or processed: for
+        integrations where completion is counted elsewhere (``task_done``)."""
+        self.failed_total += 1
 
     def idle_begin(self) -> None:
         """A worker blocks waiting for work (``timed=False`` probes).
