@@ -24,7 +24,7 @@ from ._classifier import (
     state_of,
 )
 from ._config import ClassifierConfig
-from ._monitor import Listener, Monitor, QueueSnapshot
+from ._monitor import Listener, Monitor, QueueSnapshot, default_monitor
 from ._probe import Probe
 from ._ratelimit import is_rate_limited, parse_retry_after, retry_after, status_of
 from ._sample import SAMPLE_FIELDS, Sample, TraceHeader
@@ -58,6 +58,7 @@ __all__ = [
     "Window",
     "__version__",
     "classify",
+    "default_monitor",
     "is_rate_limited",
     "judge",
     "parse_retry_after",

@@ -180,23 +180,23 @@ class _Stretch:
         return waiting_idle / self.worker_seconds
 
     @property
-    def waiting_idle_sample_share(self) -> float:
-        """Share of samples with items waiting while a worker was idle."""
-        return _share(
-            self.samples,
-            lambda s: s.depth > 0 and s.busy is not None and s.workers is not None and s.busy < s.workers,
-        )
+    def backlog_idle_share(self) -> float | None:
+        """Share of samples where workers sat idle next to a backlog big enough
+        to occupy every one of them.
 
-    @property
-    def busy_swing(self) -> float | None:
-        """(max busy - min busy) / workers over the stretch."""
+        The synchronisation signature: workers that poll in step all sleep
+        while the backlog builds, so a sample catches idle workers *and* enough
+        waiting items for all of them. Jittered or blocking workers leave few
+        items waiting per idle worker. Unknown when busy workers are unknown.
+        """
         if not self.samples or not self.knows_busy:
             return None
-        workers = max(s.workers or 0 for s in self.samples)
-        if workers <= 0:
-            return None
-        busy = [s.busy or 0 for s in self.samples]
-        return (max(busy) - min(busy)) / workers
+        hits = 0
+        for s in self.samples:
+            idle = (s.workers or 0) - (s.busy or 0)
+            if idle >= 1 and s.depth >= idle:
+                hits += 1
+        return hits / len(self.samples)
 
 
 def _recent(intervals: Sequence[Interval], seconds: float) -> Sequence[Interval]:
@@ -368,30 +368,24 @@ def _detect_rate_limited(whole: _Stretch, recent: _Stretch, active: bool, cfg: C
 def _detect_boom_bust(whole: _Stretch, recent: _Stretch, active: bool, cfg: ClassifierConfig) -> _Verdict:
     if whole.processed is not None and whole.processed <= 0:
         return None  # nothing is being processed: not an oscillation (stalled or idle judge it)
-    if whole.waiting_idle_share is not None:
-        share = whole.waiting_idle_share
-        held = _holds(active, share, recent.waiting_idle_share, cfg.boom_bust_on, cfg.boom_bust_off)
-        measure = f"workers sat idle while items waited for {_pct(share)} of worker-time"
-    elif whole.knows_busy:
-        share = whole.waiting_idle_sample_share
-        held = _holds(
-            active, share, recent.waiting_idle_sample_share, cfg.boom_bust_sample_on, cfg.boom_bust_sample_off
-        )
-        measure = f"items waited while workers sat idle in {_pct(share)} of samples"
-    else:
-        return "busy workers and idle time are unknown (busy and idle_s_total are null)"
-    if not held:
+    backlog_share = whole.backlog_idle_share
+    if backlog_share is None:
+        return "busy workers are unknown (busy or workers is null)"
+    if not _holds(
+        active, backlog_share, recent.backlog_idle_share, cfg.boom_bust_backlog_on, cfg.boom_bust_backlog_off
+    ):
         return None
-    swing = whole.busy_swing
-    if swing is not None and swing < cfg.boom_bust_min_swing:
-        return None
+    details = [f"a backlog waited next to idle workers in {_pct(backlog_share)} of samples"]
+    # Idle time between samples, when known, confirms it whatever the sampling phase.
+    waiting_idle = whole.waiting_idle_share
+    if waiting_idle is not None:
+        if not _holds(active, waiting_idle, recent.waiting_idle_share, cfg.boom_bust_on, cfg.boom_bust_off):
+            return None
+        details.append(f"workers sat idle while items waited for {_pct(waiting_idle)} of worker-time")
     latest = whole.samples[-1]
-    details = [measure]
-    if whole.knows_busy:
-        busy = [s.busy or 0 for s in whole.samples]
-        details.append(f"busy swung {min(busy)}-{max(busy)} of {latest.workers}")
+    busy = [s.busy or 0 for s in whole.samples]
     depths = [s.depth for s in whole.samples]
-    details.append(f"depth {min(depths):,}-{max(depths):,}")
+    details.append(f"busy {min(busy)}-{max(busy)} of {latest.workers}, depth {min(depths):,}-{max(depths):,}")
     reason = "; ".join(details) + f" over {_fmt(whole.seconds)} s"
     hint = "workers poll on a fixed interval: block on the queue, or add jitter"
     return Finding(Condition.BOOM_BUST, reason, hint)

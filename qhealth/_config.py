@@ -65,18 +65,15 @@ class ClassifierConfig:
     """Fewer calls than this in the window are too few to judge a share on."""
 
     # -- boom-bust -------------------------------------------------------------
+    boom_bust_backlog_on: float = 0.25
+    """Share of samples showing idle workers next to a backlog that could
+    occupy every one of them (workers asleep in step while work piles up)."""
+    boom_bust_backlog_off: float = 0.12
     boom_bust_on: float = 0.10
-    """Share of worker-time spent idle while items waited (from the idle-time
-    counter: idle accrued over intervals that had a backlog at both ends)."""
+    """When idle time is known, it must confirm: this share of worker-time was
+    spent idle while items waited (idle accrued over intervals that had a
+    backlog at both ends; true whatever the sampling phase)."""
     boom_bust_off: float = 0.05
-    boom_bust_sample_on: float = 0.25
-    """Fallback when idle time is unknown: share of samples showing items
-    waiting while at least one worker was idle."""
-    boom_bust_sample_off: float = 0.12
-    boom_bust_min_swing: float = 0.3
-    """Busy workers must swing by at least this share of the pool within the
-    window: a pool that is steadily half-busy with work waiting has a different
-    problem (some workers are stuck or disconnected), not an oscillation."""
 
     # -- idle --------------------------------------------------------------------
     idle_on: float = 0.90
@@ -100,37 +97,21 @@ class ClassifierConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"classifier setting {name!r} must be positive, got {getattr(self, name)!r}")
-        shares = (
-            "clear_fraction",
-            "stalled_waiting_share",
-            "overflow_near_capacity",
-            "overflow_full_on",
-            "overflow_full_off",
-            "overflow_backlog_share",
-            "rate_limited_on",
-            "rate_limited_off",
-            "boom_bust_on",
-            "boom_bust_off",
-            "boom_bust_sample_on",
-            "boom_bust_sample_off",
-            "boom_bust_min_swing",
-            "idle_on",
-            "idle_off",
-            "idle_empty_share",
-            "target_utilization",
-        )
-        for name in shares:
-            value = getattr(self, name)
-            if not 0 < value <= 1:
-                raise ValueError(f"classifier setting {name!r} must be in (0, 1], got {value!r}")
-        pairs = (
-            ("overflow_full_off", "overflow_full_on"),
-            ("overflow_inflow_off", "overflow_inflow_on"),
-            ("rate_limited_off", "rate_limited_on"),
-            ("boom_bust_off", "boom_bust_on"),
-            ("boom_bust_sample_off", "boom_bust_sample_on"),
-            ("idle_off", "idle_on"),
-        )
+        # Every setting that is a share of something lives in (0, 1]; the
+        # others are a window, a count, or a ratio of rates (inflow).
+        not_shares = {
+            "window_s",
+            "min_window_intervals",
+            "overflow_inflow_on",
+            "overflow_inflow_off",
+            "rate_limited_min_calls",
+            "min_workers",
+        }
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in not_shares and not 0 < value <= 1:
+                raise ValueError(f"classifier setting {f.name!r} must be in (0, 1], got {value!r}")
+        pairs = [(f.name, f.name[: -len("_off")] + "_on") for f in fields(self) if f.name.endswith("_off")]
         for low, high in pairs:
             if getattr(self, low) > getattr(self, high):
                 raise ValueError(

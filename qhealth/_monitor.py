@@ -68,6 +68,7 @@ class Watched:
     depth: DepthSource | None
     capacity: int | None
     oldest_age: Callable[[], float | None] | None
+    before_tick: Callable[[], None] | None
     classifier: Classifier
     timed: bool
     clock: Clock
@@ -122,6 +123,7 @@ class Monitor:
         workers: int | None = None,
         oldest_age: Callable[[], float | None] | None = None,
         timed: bool = True,
+        before_tick: Callable[[], None] | None = None,
     ) -> Probe:
         """Start watching a queue and return its probe for the calling thread.
 
@@ -130,6 +132,9 @@ class Monitor:
         pool size when it is fixed; pools whose workers come and go call
         :meth:`Probe.worker_started` / :meth:`Probe.worker_stopped` instead.
         ``timed`` chooses how idle time is measured (see :class:`Probe`).
+        ``before_tick`` runs on the ticker just before the probes are read: an
+        integration that keeps its counters elsewhere (to keep its hot path
+        shorter still) copies them into the probe there.
         Watching a name twice returns the existing queue's probe.
         """
         if not isinstance(queue, str) or not queue:
@@ -149,6 +154,7 @@ class Monitor:
                 depth=depth,
                 capacity=capacity,
                 oldest_age=oldest_age,
+                before_tick=before_tick,
                 classifier=Classifier(self.interval, self.config, capacity),
                 timed=timed,
                 clock=self._clock,
@@ -225,6 +231,13 @@ class Monitor:
         return results
 
     def _tick_one(self, watched: Watched, now: float) -> QueueSnapshot | None:
+        if watched.before_tick is not None:
+            try:
+                watched.before_tick()
+            except Exception:
+                self._log.exception(f"before_tick:{watched.name}", "qhealth: before_tick of queue %r failed; "
+                                    "sample skipped", watched.name)
+                return None
         probes = watched.probes.all()
         enqueued = processed = failed = attempts = limited = hit = empty = busy = workers = 0
         idle = 0.0
@@ -362,3 +375,21 @@ class Monitor:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_default: Monitor | None = None
+_default_lock = threading.Lock()
+
+
+def default_monitor() -> Monitor:
+    """The process-wide monitor that integrations use when none is given.
+
+    Made and started (one daemon thread, ticking every second) on first use, the
+    way prometheus-client has a default registry. Programs that want another
+    interval or window make their own :class:`Monitor` and pass it explicitly.
+    """
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Monitor().start()
+        return _default
