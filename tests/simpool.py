@@ -12,7 +12,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from qhealth import Sample, TraceHeader
 
@@ -62,7 +62,7 @@ class Pool:
     workers: int = 10
     service_s: float = 0.1
     """Mean service time (exponential)."""
-    arrivals: Arrivals = poisson(20.0)
+    arrivals: Arrivals = field(default_factory=lambda: poisson(20.0))
     capacity: int | None = None
     poll_period: float | None = None
     """None: workers block on the queue. Otherwise they sleep this long
@@ -92,7 +92,7 @@ class Pool:
         tokens, token_t = 0.0, 0.0
         samples: list[Sample] = []
         next_sample = 0.0
-        steps = int(round(duration / dt))
+        steps = round(duration / dt)
 
         def polling(t: float) -> bool:
             if self.poll_period is None:
