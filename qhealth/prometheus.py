@@ -1,0 +1,489 @@
+"""Prometheus export: every metric of the contract, read at scrape time.
+
+Names, types, labels and units are those of ``shared/spec/metrics.md`` (see
+:mod:`qhealth._contract`). Nothing here runs on the pool's hot path: gauges and
+counters are read from the monitor's latest snapshot of each queue when
+Prometheus scrapes, and the two latency histograms are fed once per tick with
+the observations the monitor drained from the probes.
+
+Single process (the usual case)::
+
+    import qhealth, qhealth.prometheus
+
+    monitor = qhealth.Monitor().start()
+    server = qhealth.prometheus.serve(monitor)          # http://127.0.0.1:9808/metrics
+
+or, with your own registry or an existing ``/metrics`` endpoint::
+
+    qhealth.prometheus.register(monitor, registry)      # default: prometheus_client.REGISTRY
+
+Public API
+    :class:`QHealthCollector`
+        A prometheus-client collector over a monitor (or any snapshot source).
+        Each scrape builds every family from one consistent set of per-queue
+        snapshots: a counter, a gauge and a histogram of a queue always come
+        from the same tick.
+    :func:`register`
+        Make a collector and register it (default registry unless given).
+    :func:`serve`
+        One call: register the monitor (if given) and serve ``/metrics`` from a
+        background thread; returns the :class:`~qhealth._http.HttpServer`
+        (``.url``, ``.address``, ``.add_route()``, ``.close()``). Binds
+        127.0.0.1 unless ``listen`` says otherwise.
+    :func:`metrics_route`
+        The ``/metrics`` handler for a registry, to mount on a server of yours.
+    :class:`MultiProcessExporter`, :func:`multiprocess_registry`, :func:`mark_process_dead`
+        prometheus-client's multiprocess mode (gunicorn, Celery prefork).
+
+Multiprocess mode
+    With several worker processes per host, each process has its own monitor,
+    and any one process may answer a scrape. prometheus-client handles this
+    with one file per process in ``PROMETHEUS_MULTIPROC_DIR``; qhealth writes
+    its values there at each tick, and the scrape side merges the files:
+
+    * set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory *before* the
+      server starts (and before anything imports prometheus_client); wipe it at
+      each deployment;
+    * in each worker process, after the fork: ``monitor = qhealth.Monitor();
+      ...watch...; MultiProcessExporter(monitor); monitor.start()`` (threads do
+      not survive a fork, so start the monitor in the child: gunicorn's
+      ``post_fork`` hook, Celery's ``worker_process_init`` signal);
+    * serve ``multiprocess_registry()``: from a route of the application, from
+      ``qhealth.prometheus.serve(registry=multiprocess_registry())`` in the
+      parent process, or from ``qhealth serve --multiprocess-dir DIR`` as a
+      sidecar;
+    * when a worker process exits, call ``mark_process_dead(pid)`` (gunicorn's
+      ``child_exit`` hook; Celery: ``worker_process_shutdown``), so that its
+      gauges leave the sums.
+
+    Across live processes the gauges ``qhealth_queue_depth``,
+    ``qhealth_queue_capacity``, ``qhealth_workers``, ``qhealth_workers_busy``
+    and ``qhealth_workers_recommended`` are summed (each process reports its
+    own share; pass ``shared_depth=True`` when every process reports the same
+    broker-wide depth, which is then the maximum instead); counters and
+    histograms are summed over all processes, dead ones included, so they
+    never go backwards; ``qhealth_condition`` is 1 when any live process sees
+    the condition, and the ratios and the oldest age are the maximum. The
+    Prometheus rules in ``alerts/`` judge the pooled counters and gauges, so
+    they see the whole pool. A series, once written in a process, stays until
+    that process is marked dead (the files cannot forget a label set).
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import math
+import os
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from . import _contract as c
+from ._contract import DEFAULT_BUCKETS, MetricSpec, SnapshotSource
+from ._http import Handler, HttpServer, Request, Response
+from ._log import ThrottledLog
+from ._monitor import Listener, QueueSnapshot
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "DEFAULT_LISTEN",
+    "MultiProcessExporter",
+    "QHealthCollector",
+    "mark_process_dead",
+    "metrics_route",
+    "multiprocess_registry",
+    "register",
+    "serve",
+]
+
+DEFAULT_LISTEN = "127.0.0.1:9808"
+"""Where :func:`serve` and ``qhealth serve`` listen unless told otherwise."""
+
+
+def _check_buckets(buckets: Sequence[float]) -> tuple[float, ...]:
+    bounds = tuple(float(b) for b in buckets if not math.isinf(b))
+    if not bounds or any(not math.isfinite(b) for b in bounds) or list(bounds) != sorted(set(bounds)):
+        raise ValueError(f"histogram buckets must be finite, increasing and not empty, got {buckets!r}")
+    return bounds
+
+
+# -- histograms fed at tick time ---------------------------------------------------
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as Prometheus writes it (``0.25``, ``1.0``, ``+Inf``)."""
+    return "+Inf" if math.isinf(bound) else repr(bound)
+
+
+@dataclass(frozen=True, slots=True)
+class _Histogram:
+    """Cumulative observations of one histogram of one queue (immutable: a
+    tick makes a new one, so a scrape never sees half an update)."""
+
+    counts: tuple[int, ...]
+    """Per bucket (not cumulative), the last one for +Inf."""
+    total: float = 0.0
+
+    @classmethod
+    def empty(cls, bounds: tuple[float, ...]) -> _Histogram:
+        return cls((0,) * (len(bounds) + 1))
+
+    def add(self, bounds: tuple[float, ...], values: Iterable[float]) -> _Histogram:
+        counts: list[int] | None = None
+        total = self.total
+        for v in values:
+            if not (v >= 0 and math.isfinite(v)):  # a clock that went backwards, a NaN
+                continue
+            if counts is None:
+                counts = list(self.counts)
+            counts[bisect.bisect_left(bounds, v)] += 1
+            total += v
+        return self if counts is None else _Histogram(tuple(counts), total)
+
+    def buckets(self, bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*bounds, math.inf), self.counts, strict=True):
+            running += count
+            out.append((_le(bound), float(running)))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    snapshot: QueueSnapshot
+    waits: _Histogram | None
+    durations: _Histogram | None
+
+
+class _Feeder(Listener):
+    """The collector's ear on the monitor: keeps each queue's latest snapshot
+    together with its histograms, updated as one record per tick."""
+
+    def __init__(self, collector: QHealthCollector) -> None:
+        self._collector = collector
+
+    def on_tick(self, snapshot: QueueSnapshot) -> None:
+        self._collector._on_tick(snapshot)
+
+    def on_unwatch(self, queue: str) -> None:
+        self._collector._forget(queue)
+
+
+class QHealthCollector:
+    """A prometheus-client collector of the qhealth metric contract.
+
+    ``source`` is a :class:`~qhealth.Monitor` (or any object with
+    ``snapshots()``; with ``add_listener`` too, histograms are fed from its
+    ticks). ``buckets`` are the histogram upper bounds in seconds. Register it
+    with :func:`register` or ``registry.register(collector)``; :meth:`close`
+    detaches it from the source.
+    """
+
+    def __init__(self, source: SnapshotSource, *, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
+        self._source = source
+        self._bounds = _check_buckets(buckets)
+        self._lock = threading.Lock()
+        self._records: dict[str, _Record] = {}
+        self._feeder: _Feeder | None = None
+        add_listener = getattr(source, "add_listener", None)
+        if callable(add_listener):
+            self._feeder = _Feeder(self)
+            add_listener(self._feeder)
+
+    @property
+    def histograms(self) -> bool:
+        """Whether histograms are exported (the source hands over its ticks)."""
+        return self._feeder is not None
+
+    def close(self) -> None:
+        """Stop listening to the source (unregister from the registry yourself)."""
+        remove = getattr(self._source, "remove_listener", None)
+        if self._feeder is not None and callable(remove):
+            remove(self._feeder)
+        self._feeder = None
+
+    # -- tick side ----------------------------------------------------------------
+
+    def _on_tick(self, snapshot: QueueSnapshot) -> None:
+        with self._lock:
+            old = self._records.get(snapshot.queue)
+        empty = _Histogram.empty(self._bounds)
+        waits = (old.waits if old and old.waits else empty).add(self._bounds, snapshot.waits)
+        durations = (old.durations if old and old.durations else empty).add(self._bounds, snapshot.durations)
+        with self._lock:
+            self._records[snapshot.queue] = _Record(snapshot, waits, durations)
+
+    def _forget(self, queue: str) -> None:
+        with self._lock:
+            self._records.pop(queue, None)
+
+    # -- scrape side ----------------------------------------------------------------
+
+    def _current(self) -> dict[str, _Record]:
+        """One record per queue the source has: the record of the tick the
+        histograms were fed with, or the source's snapshot when none yet."""
+        with self._lock:
+            records = dict(self._records)
+        current: dict[str, _Record] = {}
+        for queue, snapshot in self._source.snapshots().items():
+            record = records.get(queue)
+            if record is None or self._feeder is None:
+                # No tick seen yet (collector made after the monitor ran): the
+                # source's snapshot, and histograms with no observations yet;
+                # a source that hands over no ticks has no histograms at all.
+                empty = _Histogram.empty(self._bounds) if self._feeder is not None else None
+                record = _Record(snapshot, empty, empty)
+            current[queue] = record
+        return current
+
+    def describe(self) -> Iterator[Metric]:
+        """The families this collector yields (lets a registry refuse duplicates)."""
+        for spec in c.METRICS:
+            yield _family(spec)
+
+    def collect(self) -> Iterator[Metric]:
+        families = {spec: _family(spec) for spec in c.METRICS}
+        for queue, record in sorted(self._current().items()):
+            for spec, labels, value in c.series_of(record.snapshot):
+                families[spec].add_metric([queue, *labels], value)  # type: ignore[attr-defined]
+            for spec, hist in ((c.ITEM_WAIT, record.waits), (c.ITEM_DURATION, record.durations)):
+                if hist is not None:
+                    family = families[spec]
+                    assert isinstance(family, HistogramMetricFamily)
+                    family.add_metric([queue], hist.buckets(self._bounds), hist.total)
+        # A family with no series (no queue yet, or a source without histograms) is left out.
+        yield from (family for family in families.values() if family.samples)
+
+
+def _family(spec: MetricSpec) -> Metric:
+    labels = ["queue", *spec.labels]
+    unit = spec.prometheus_unit
+    if spec.kind is c.Kind.COUNTER:
+        return CounterMetricFamily(spec.prometheus, spec.help, labels=labels, unit=unit)
+    if spec.kind is c.Kind.HISTOGRAM:
+        return HistogramMetricFamily(spec.prometheus, spec.help, labels=labels, unit=unit)
+    return GaugeMetricFamily(spec.prometheus, spec.help, labels=labels, unit=unit)
+
+
+def register(
+    source: SnapshotSource,
+    registry: CollectorRegistry | None = None,
+    *,
+    buckets: Sequence[float] = DEFAULT_BUCKETS,
+) -> QHealthCollector:
+    """Export ``source`` (a monitor) through ``registry`` (default:
+    ``prometheus_client.REGISTRY``). Registering a second collector in the
+    same registry raises ``ValueError`` (duplicated series)."""
+    collector = QHealthCollector(source, buckets=buckets)
+    try:
+        (REGISTRY if registry is None else registry).register(collector)
+    except ValueError:
+        collector.close()
+        raise
+    return collector
+
+
+# -- HTTP ------------------------------------------------------------------------------
+
+
+def metrics_route(registry: Collector | None = None) -> Handler:
+    """A route handler serving ``registry`` in the format the scraper asks for
+    (Prometheus text or OpenMetrics), gzipped when accepted. ``?name[]=...``
+    restricts the output to some families, as prometheus-client's own server
+    does."""
+    target: Collector = REGISTRY if registry is None else registry
+
+    def handler(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.header("accept"))
+        names = request.query.get("name[]")
+        restricted = getattr(target, "restricted_registry", None)
+        body = encoder(restricted(names) if names and callable(restricted) else target)
+        headers: tuple[tuple[str, str], ...] = ()
+        if gzip_accepted(request.header("accept-encoding")):
+            body = gzip.compress(body, compresslevel=1)
+            headers = (("Content-Encoding", "gzip"),)
+        return Response(body, content_type=content_type, headers=headers)
+
+    return handler
+
+
+def serve(
+    source: SnapshotSource | None = None,
+    *,
+    listen: str = DEFAULT_LISTEN,
+    registry: CollectorRegistry | None = None,
+    buckets: Sequence[float] = DEFAULT_BUCKETS,
+) -> HttpServer:
+    """Serve ``/metrics`` from a background thread and return the server.
+
+    ``source`` (a monitor), when given, is registered in ``registry`` first.
+    ``registry`` defaults to prometheus-client's default registry, so metrics
+    you defined there are served too. ``listen`` is ``HOST:PORT`` (port 0 for
+    any free port; ``0.0.0.0:PORT`` to accept connections from other hosts).
+    """
+    server = HttpServer(listen)
+    collector = register(source, registry, buckets=buckets) if source is not None else None
+    server.add_route("/metrics", metrics_route(REGISTRY if registry is None else registry))
+    try:
+        return server.start()
+    except OSError:
+        if collector is not None:
+            (REGISTRY if registry is None else registry).unregister(collector)
+            collector.close()
+        raise
+
+
+# -- multiprocess mode ------------------------------------------------------------------
+
+_GaugeMode = Literal["livesum", "livemax"]
+
+#: How each gauge merges across live processes (see the module docstring).
+_GAUGE_MODES: dict[MetricSpec, _GaugeMode] = {
+    c.QUEUE_DEPTH: "livesum",
+    c.QUEUE_CAPACITY: "livesum",
+    c.WORKERS: "livesum",
+    c.WORKERS_BUSY: "livesum",
+    c.QUEUE_OLDEST_AGE: "livemax",
+    c.CONDITION: "livemax",
+    c.IDLE_RATIO: "livemax",
+    c.RATE_LIMITED_RATIO: "livemax",
+    c.WORKERS_RECOMMENDED: "livesum",
+}
+
+
+def _multiprocess_dir(path: str | os.PathLike[str] | None) -> str:
+    directory = os.fspath(path) if path is not None else os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if not directory:
+        raise ValueError(
+            "prometheus multiprocess mode needs PROMETHEUS_MULTIPROC_DIR set to a directory "
+            "(set it before the server starts and before prometheus_client is imported)"
+        )
+    if not os.path.isdir(directory):
+        raise ValueError(f"PROMETHEUS_MULTIPROC_DIR {directory!r} is not a directory")
+    return directory
+
+
+class MultiProcessExporter(Listener):
+    """Writes a monitor's values to this process's prometheus-client
+    multiprocess files at each tick (one per process; see the module docstring).
+
+    Raises ``ValueError`` when multiprocess mode is not active: when
+    ``PROMETHEUS_MULTIPROC_DIR`` is unset, or prometheus_client was imported
+    before it was set (its values would silently stay in memory).
+    """
+
+    def __init__(
+        self,
+        monitor: SnapshotSource,
+        *,
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+        shared_depth: bool = False,
+    ) -> None:
+        from prometheus_client import Counter, Gauge, Histogram, values
+
+        _multiprocess_dir(None)
+        if getattr(values.ValueClass, "__name__", "") != "MmapedValue":
+            raise ValueError(
+                "prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set, so it "
+                "keeps values in memory: set the variable before the process starts"
+            )
+        bounds = _check_buckets(buckets)
+        self._monitor = monitor
+        self._log = ThrottledLog(interval_s=60.0)
+        self._lock = threading.Lock()
+        self._last: dict[tuple[MetricSpec, str, tuple[str, ...]], float] = {}
+        self._gauges: dict[MetricSpec, Gauge] = {}
+        self._counters: dict[MetricSpec, Counter] = {}
+        for spec in c.SAMPLED:
+            labels = ["queue", *spec.labels]
+            if spec.kind is c.Kind.COUNTER:
+                self._counters[spec] = Counter(
+                    spec.prometheus.removesuffix("_total"),
+                    spec.help,
+                    labels,
+                    unit=spec.prometheus_unit,
+                    registry=None,
+                )
+            else:
+                mode = _GAUGE_MODES[spec]
+                if shared_depth and spec in (c.QUEUE_DEPTH, c.QUEUE_CAPACITY):
+                    mode = "livemax"
+                self._gauges[spec] = Gauge(
+                    spec.prometheus,
+                    spec.help,
+                    labels,
+                    unit=spec.prometheus_unit,
+                    registry=None,
+                    multiprocess_mode=mode,
+                )
+        self._histograms = {
+            spec: Histogram(
+                spec.prometheus, spec.help, ["queue"], unit="seconds", buckets=bounds, registry=None
+            )
+            for spec in (c.ITEM_WAIT, c.ITEM_DURATION)
+        }
+        add_listener = getattr(monitor, "add_listener", None)
+        if callable(add_listener):
+            add_listener(self)
+
+    def close(self) -> None:
+        remove = getattr(self._monitor, "remove_listener", None)
+        if callable(remove):
+            remove(self)
+
+    def on_tick(self, snapshot: QueueSnapshot) -> None:
+        queue = snapshot.queue
+        with self._lock:
+            for spec, labels, value in c.series_of(snapshot):
+                if spec.kind is c.Kind.COUNTER:
+                    key = (spec, queue, labels)
+                    last = self._last.get(key, 0.0)
+                    # A total below the last one is a restart of the source: count it anew.
+                    delta = value - last if value >= last else value
+                    self._last[key] = value
+                    if delta > 0:
+                        self._counters[spec].labels(queue, *labels).inc(delta)
+                else:
+                    self._gauges[spec].labels(queue, *labels).set(value)
+            for spec, observed in ((c.ITEM_WAIT, snapshot.waits), (c.ITEM_DURATION, snapshot.durations)):
+                if observed:
+                    child = self._histograms[spec].labels(queue)
+                    for v in observed:
+                        if v >= 0 and math.isfinite(v):
+                            child.observe(v)
+
+
+def multiprocess_registry(path: str | os.PathLike[str] | None = None) -> CollectorRegistry:
+    """A registry that merges every process's files (the scrape side).
+
+    ``path`` defaults to ``PROMETHEUS_MULTIPROC_DIR``; a ``ValueError`` names
+    the problem when neither is a directory."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    directory = _multiprocess_dir(path)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def mark_process_dead(pid: int, path: str | os.PathLike[str] | None = None) -> None:
+    """Drop an exited process's live gauges (call it from gunicorn's
+    ``child_exit`` hook or when a Celery child exits)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, _multiprocess_dir(path))  # type: ignore[no-untyped-call]
