@@ -28,6 +28,7 @@ from ._monitor import Listener, Monitor, QueueSnapshot, default_monitor
 from ._probe import Probe
 from ._ratelimit import is_rate_limited, parse_retry_after, retry_after, status_of
 from ._sample import SAMPLE_FIELDS, Sample, TraceHeader
+from ._source import Reading, Source
 from ._trace import Trace, TraceError, TraceWriter, read_trace, write_trace
 from ._window import Window
 
@@ -50,7 +51,9 @@ __all__ = [
     "Monitor",
     "Probe",
     "QueueSnapshot",
+    "Reading",
     "Sample",
+    "Source",
     "Trace",
     "TraceError",
     "TraceHeader",

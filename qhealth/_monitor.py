@@ -24,6 +24,7 @@ from ._config import ClassifierConfig
 from ._log import ThrottledLog
 from ._probe import Clock, Probe, ThreadLocalProbes
 from ._sample import Sample
+from ._source import Reading, Source
 
 DepthSource = Callable[[], int | None]
 """Returns the number of items waiting, or None when it cannot tell right now."""
@@ -74,6 +75,9 @@ class Watched:
     clock: Clock
     probes: ThreadLocalProbes = field(init=False)
     latest: QueueSnapshot | None = None
+    counts_enqueued: bool = True
+    source: Source | None = None
+    """Read instead of the probes when set (a queue watched from outside)."""
 
     def __post_init__(self) -> None:
         self.probes = ThreadLocalProbes(
@@ -124,6 +128,7 @@ class Monitor:
         oldest_age: Callable[[], float | None] | None = None,
         timed: bool = True,
         before_tick: Callable[[], None] | None = None,
+        counts_enqueued: bool = True,
     ) -> Probe:
         """Start watching a queue and return its probe for the calling thread.
 
@@ -135,6 +140,9 @@ class Monitor:
         ``before_tick`` runs on the ticker just before the probes are read: an
         integration that keeps its counters elsewhere (to keep its hot path
         shorter still) copies them into the probe there.
+        ``counts_enqueued=False`` says the probes never see items arrive (a
+        worker-side adapter whose producers run in other processes): samples
+        then report ``enqueued_total`` as unknown instead of a false zero.
         Watching a name twice returns the existing queue's probe.
         """
         if not isinstance(queue, str) or not queue:
@@ -158,12 +166,43 @@ class Monitor:
                 classifier=Classifier(self.interval, self.config, capacity),
                 timed=timed,
                 clock=self._clock,
+                counts_enqueued=counts_enqueued,
             )
             self._queues = {**self._queues, queue: watched}
         probe = watched.probe_for_current_thread()
         for _ in range(workers or 0):
             probe.worker_started()
         return probe
+
+    def watch_source(self, queue: str, source: Source, *, capacity: int | None = None) -> None:
+        """Watch a queue from outside: each tick reads ``source`` (a
+        :class:`~qhealth.Source`) instead of probes. Fields the source cannot
+        know stay ``None`` in the samples, and the classifier does not judge
+        the conditions that need them. Watching a name twice is an error.
+        """
+        if not isinstance(queue, str) or not queue:
+            raise ValueError("queue name must be a non-empty string")
+        if not callable(getattr(source, "read", None)):
+            raise TypeError(f"source must have a read() method, got {type(source).__name__}")
+        if capacity is not None and (
+            isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0
+        ):
+            raise ValueError(f"capacity must be a positive integer or None, got {capacity!r}")
+        with self._lock:
+            if queue in self._queues:
+                raise ValueError(f"queue {queue!r} is already watched")
+            watched = Watched(
+                name=queue,
+                depth=None,
+                capacity=capacity,
+                oldest_age=None,
+                before_tick=None,
+                classifier=Classifier(self.interval, self.config, capacity),
+                timed=True,
+                clock=self._clock,
+                source=source,
+            )
+            self._queues = {**self._queues, queue: watched}
 
     def unwatch(self, queue: str) -> None:
         with self._lock:
@@ -230,7 +269,57 @@ class Monitor:
                     )
         return results
 
+    def _tick_source(self, watched: Watched, source: Source, now: float) -> QueueSnapshot | None:
+        try:
+            reading: object = source.read()
+        except Exception:
+            self._log.exception(
+                f"source:{watched.name}", "qhealth: source of queue %r failed; sample skipped", watched.name
+            )
+            return None
+        if reading is None:
+            return None
+        if not isinstance(reading, Reading):
+            self._log.warning(
+                f"source-value:{watched.name}",
+                "qhealth: source of queue %r returned %r, not a Reading; sample skipped",
+                watched.name,
+                type(reading).__name__,
+            )
+            return None
+        t = now - self._t0
+        last = watched.classifier.window.latest
+        if last is not None and t <= last.t:
+            return None
+        busy, workers = reading.busy, reading.workers
+        sample = Sample(
+            t=t,
+            depth=reading.depth,
+            workers=workers,
+            busy=min(busy, workers) if busy is not None and workers is not None else busy,
+            enqueued_total=reading.enqueued_total,
+            processed_total=reading.processed_total,
+            failed_total=reading.failed_total,
+            attempts_total=reading.attempts_total,
+            rate_limited_total=reading.rate_limited_total,
+            idle_s_total=reading.idle_s_total,
+        )
+        snapshot = QueueSnapshot(
+            queue=watched.name,
+            sample=sample,
+            health=watched.classifier.update(sample),
+            capacity=watched.capacity,
+            polls_hit_total=0,
+            polls_empty_total=0,
+            oldest_age_s=reading.oldest_age_s,
+            interval_s=self.interval,
+        )
+        watched.latest = snapshot
+        return snapshot
+
     def _tick_one(self, watched: Watched, now: float) -> QueueSnapshot | None:
+        if watched.source is not None:
+            return self._tick_source(watched, watched.source, now)
         if watched.before_tick is not None:
             try:
                 watched.before_tick()
@@ -301,7 +390,7 @@ class Monitor:
             depth=depth,
             workers=known_workers,
             busy=min(busy, known_workers) if known_workers is not None else busy,
-            enqueued_total=enqueued,
+            enqueued_total=enqueued if watched.counts_enqueued else None,
             processed_total=processed,
             failed_total=failed,
             attempts_total=attempts,
