@@ -12,7 +12,7 @@ from qhealth import ClassifierConfig, Condition, Monitor, Reading
 class Scripted:
     """A source that returns the readings it was given, one per tick."""
 
-    def __init__(self, readings: list[Reading | None | Exception]) -> None:
+    def __init__(self, readings: list[Reading | Exception | None]) -> None:
         self._readings = list(readings)
 
     def read(self) -> Reading | None:
