@@ -151,6 +151,15 @@ class Probe:
             self._idle_base -= self._clock()
             self._idle_open += 1
 
+    def returned(self) -> None:
+        """The item a worker held went back to the queue unprocessed (a
+        shutdown deadline, a cancelled worker, a retry scheduled by the
+        broker): the worker is no longer busy, and nothing counts as processed."""
+        self.busy -= 1
+        if self._timed:
+            self._idle_base -= self._clock()
+            self._idle_open += 1
+
     def attempted(self, n: int = 1) -> None:
         """``n`` downstream calls were made (count every call, including retries
         and the ones answered 429)."""
