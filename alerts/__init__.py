@@ -1,0 +1,1 @@
+"""Prometheus rules and alerts for qhealth, generated from :mod:`alerts.config`."""
