@@ -456,16 +456,16 @@ class MultiProcessExporter(Listener):
                     # A total below the last one is a restart of the source: count it anew.
                     delta = value - last if value >= last else value
                     self._last[key] = value
+                    counter = self._counters[spec].labels(queue, *labels)  # a series from 0 on
                     if delta > 0:
-                        self._counters[spec].labels(queue, *labels).inc(delta)
+                        counter.inc(delta)
                 else:
                     self._gauges[spec].labels(queue, *labels).set(value)
             for spec, observed in ((c.ITEM_WAIT, snapshot.waits), (c.ITEM_DURATION, snapshot.durations)):
-                if observed:
-                    child = self._histograms[spec].labels(queue)
-                    for v in observed:
-                        if v >= 0 and math.isfinite(v):
-                            child.observe(v)
+                histogram = self._histograms[spec].labels(queue)
+                for v in observed:
+                    if v >= 0 and math.isfinite(v):
+                        histogram.observe(v)
 
 
 def multiprocess_registry(path: str | os.PathLike[str] | None = None) -> CollectorRegistry:

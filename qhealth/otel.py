@@ -1,0 +1,397 @@
+"""OpenTelemetry export: the metric contract as observable instruments.
+
+The instruments carry the OpenTelemetry names and units of
+``shared/spec/metrics.md``; an OpenTelemetry Collector that writes to
+Prometheus (or the SDK's own Prometheus reader) turns them into exactly the
+names :mod:`qhealth.prometheus` exposes. The gauges and counters are
+*observable*: their callbacks read the monitor's latest snapshot of each queue
+when the SDK collects, so the pool pays nothing per item. The two latency
+histograms are recorded once per tick with the observations the monitor
+drained from the probes. (A synchronous ``counter.add`` costs ~10 µs in the
+SDK: far too much for a hot path, and never called here.)
+
+Needs the ``otlp`` extra: ``pip install 'qhealth[otlp]'``.
+
+Public API
+    :func:`instrument`
+        Create the instruments for a monitor on a MeterProvider (the global
+        one unless given) and return the :class:`OTelExporter`.
+    :func:`setup_otlp`
+        Build a MeterProvider that exports over OTLP, configured by the
+        standard ``OTEL_EXPORTER_OTLP_*`` variables, instrument the monitor on
+        it, and return an :class:`OtlpExport` handle (``.meter_provider``,
+        ``.shutdown()``)::
+
+            # OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318  (http/protobuf, the default)
+            # OTEL_EXPORTER_OTLP_PROTOCOL=grpc + OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4317
+            export = qhealth.otel.setup_otlp(monitor)
+            ...
+            export.shutdown()
+
+Variables read (besides those the OTLP exporters read themselves: endpoint,
+headers, timeout, compression, certificates): ``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`` /
+``OTEL_EXPORTER_OTLP_PROTOCOL`` (``http/protobuf`` or ``grpc``),
+``OTEL_METRIC_EXPORT_INTERVAL`` (ms, default 60000), ``OTEL_METRIC_EXPORT_TIMEOUT``,
+``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SDK_DISABLED``.
+
+A collector that is down, slow or answering errors never reaches the pool:
+exports run on the SDK's own thread, a failed export is logged at most once a
+minute (``log_interval_s``) with a count of the ones suppressed, and the OTLP
+exporters' own retry warnings are throttled the same way while the export is
+set up.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import _contract as c
+from ._contract import DEFAULT_BUCKETS, MetricSpec, SnapshotSource
+from ._log import ThrottledLog
+from ._monitor import Listener, QueueSnapshot
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.metrics.export import MetricExporter
+
+__all__ = ["OTelExporter", "OtlpExport", "instrument", "setup_otlp"]
+
+logger = logging.getLogger("qhealth.otel")
+
+_INSTALL = "pip install 'qhealth[otlp]'"
+
+#: Loggers of the OTLP exporters whose retry and failure messages are
+#: throttled while :func:`setup_otlp` runs an export.
+EXPORTER_LOGGERS: tuple[str, ...] = (
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.sdk.metrics._internal.export",
+)
+
+
+def _require(package: str) -> None:
+    try:
+        __import__(package)
+    except ImportError as exc:
+        raise ImportError(
+            f"qhealth.otel requires the {exc.name or package} package installed: {_INSTALL}"
+        ) from exc
+
+
+Attributes = dict[str, str]
+
+
+class OTelExporter(Listener):
+    """The qhealth instruments on one meter, reading one snapshot source.
+
+    Made by :func:`instrument`. Observable callbacks share one cache of each
+    queue's series, rebuilt only when the queue has a new snapshot, so the
+    seventeen callbacks of a collection cost one pass over the snapshots.
+    """
+
+    def __init__(
+        self,
+        source: SnapshotSource,
+        meter_provider: MeterProvider | None = None,
+        *,
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+    ) -> None:
+        _require("opentelemetry.metrics")
+        from opentelemetry import metrics
+
+        from . import __version__
+
+        bounds = [float(b) for b in buckets if not math.isinf(b)]
+        if not bounds or bounds != sorted(set(bounds)) or not all(math.isfinite(b) for b in bounds):
+            raise ValueError(f"histogram buckets must be finite, increasing and not empty, got {buckets!r}")
+        provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+        self._source = source
+        self._meter = provider.get_meter("qhealth", __version__)
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[QueueSnapshot, dict[MetricSpec, list[tuple[Attributes, float]]]]] = {}
+        for spec in c.SAMPLED:
+            callback = self._callback(spec)
+            if spec.kind is c.Kind.COUNTER:
+                self._meter.create_observable_counter(
+                    spec.otel, [callback], unit=spec.unit, description=spec.help
+                )
+            else:
+                self._meter.create_observable_gauge(
+                    spec.otel, [callback], unit=spec.unit, description=spec.help
+                )
+        self._histograms = {
+            spec: self._meter.create_histogram(
+                spec.otel,
+                unit=spec.unit,
+                description=spec.help,
+                explicit_bucket_boundaries_advisory=bounds,
+            )
+            for spec in (c.ITEM_WAIT, c.ITEM_DURATION)
+        }
+        self._attached = False
+        add_listener = getattr(source, "add_listener", None)
+        if callable(add_listener):
+            add_listener(self)
+            self._attached = True
+
+    def close(self) -> None:
+        """Stop recording histograms (observable instruments stay on the meter
+        until its provider shuts down)."""
+        remove = getattr(self._source, "remove_listener", None)
+        if self._attached and callable(remove):
+            remove(self)
+        self._attached = False
+
+    # -- tick side: histograms ------------------------------------------------
+
+    def on_tick(self, snapshot: QueueSnapshot) -> None:
+        attributes = {"queue": snapshot.queue}
+        for spec, observed in ((c.ITEM_WAIT, snapshot.waits), (c.ITEM_DURATION, snapshot.durations)):
+            record = self._histograms[spec].record
+            for v in observed:
+                if v >= 0 and math.isfinite(v):
+                    record(v, attributes)
+
+    def on_unwatch(self, queue: str) -> None:
+        with self._lock:
+            self._cache.pop(queue, None)
+
+    # -- collection side: observable callbacks ----------------------------------
+
+    def _values(self, spec: MetricSpec) -> list[tuple[Attributes, float]]:
+        out: list[tuple[Attributes, float]] = []
+        snapshots = self._source.snapshots()
+        with self._lock:
+            for queue in [q for q in self._cache if q not in snapshots]:
+                del self._cache[queue]
+            for queue, snapshot in snapshots.items():
+                cached = self._cache.get(queue)
+                if cached is None or cached[0] is not snapshot:
+                    by_spec: dict[MetricSpec, list[tuple[Attributes, float]]] = {}
+                    for s, labels, value in c.series_of(snapshot):
+                        attributes = {"queue": queue, **dict(zip(s.labels, labels, strict=True))}
+                        by_spec.setdefault(s, []).append((attributes, value))
+                    cached = (snapshot, by_spec)
+                    self._cache[queue] = cached
+                out.extend(cached[1].get(spec, ()))
+        return out
+
+    def _callback(self, spec: MetricSpec) -> Any:
+        from opentelemetry.metrics import Observation
+
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(value, attributes) for attributes, value in self._values(spec)]
+
+        callback.__name__ = f"qhealth_{spec.otel}"
+        return callback
+
+
+def instrument(
+    source: SnapshotSource,
+    meter_provider: MeterProvider | None = None,
+    *,
+    buckets: Sequence[float] = DEFAULT_BUCKETS,
+) -> OTelExporter:
+    """Create the qhealth instruments for ``source`` (a monitor) on
+    ``meter_provider`` (default: the global one, ``metrics.get_meter_provider()``)."""
+    return OTelExporter(source, meter_provider, buckets=buckets)
+
+
+# -- OTLP set-up ------------------------------------------------------------------------
+
+
+def _env(*names: str) -> str:
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return ""
+
+
+def _redact(endpoint: str) -> str:
+    """An endpoint fit for a log line: no user name or password."""
+    try:
+        parts = urllib.parse.urlsplit(endpoint)
+    except ValueError:
+        return "<unparseable endpoint>"
+    if parts.username is None and parts.password is None:
+        return endpoint
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+class _ThrottleFilter(logging.Filter):
+    """Lets each distinct warning of a logger through at most once per
+    interval (the exporters log every retry of every export)."""
+
+    def __init__(self, interval_s: float) -> None:
+        super().__init__()
+        self._interval = interval_s
+        self._lock = threading.Lock()
+        self._next: dict[tuple[str, object], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.msg)
+        with self._lock:
+            if record.created < self._next.get(key, -math.inf):
+                return False
+            self._next[key] = record.created + self._interval
+        return True
+
+
+def _guarded(inner: MetricExporter, endpoint: str, log_interval_s: float) -> MetricExporter:
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+
+    class GuardedExporter(MetricExporter):
+        """Never raises into the SDK; logs failures at most once per interval."""
+
+        def __init__(self) -> None:
+            super().__init__(
+                preferred_temporality=inner._preferred_temporality,
+                preferred_aggregation=inner._preferred_aggregation,
+            )
+            self.inner = inner
+            self.failures = 0
+            self._log = ThrottledLog(interval_s=log_interval_s, log=logger)
+
+        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+            try:
+                result = inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+            except Exception:
+                self.failures += 1
+                self._log.exception("export", "qhealth: OTLP export to %s raised; skipped", endpoint)
+                return MetricExportResult.FAILURE
+            if result is not MetricExportResult.SUCCESS:
+                self.failures += 1
+                self._log.warning(
+                    "export", "qhealth: OTLP export to %s failed; metrics of this interval dropped", endpoint
+                )
+            return result
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return bool(inner.force_flush(timeout_millis=timeout_millis))
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+    return GuardedExporter()
+
+
+@dataclass
+class OtlpExport:
+    """What :func:`setup_otlp` set up; :meth:`shutdown` flushes and stops it."""
+
+    meter_provider: SdkMeterProvider
+    protocol: str
+    endpoint: str
+    """Where metrics go, with any credentials removed."""
+    exporter: OTelExporter | None = None
+    _filters: list[tuple[logging.Logger, logging.Filter]] = field(default_factory=list, repr=False)
+
+    @property
+    def failures(self) -> int:
+        """Exports that failed so far."""
+        readers = getattr(self.meter_provider, "_all_metric_readers", ())
+        return sum(getattr(getattr(r, "_exporter", None), "failures", 0) for r in readers)
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        if self.exporter is not None:
+            self.exporter.close()
+        self.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
+        for log, log_filter in self._filters:
+            log.removeFilter(log_filter)
+        self._filters.clear()
+
+
+def setup_otlp(
+    source: SnapshotSource | None = None,
+    *,
+    protocol: str | None = None,
+    endpoint: str | None = None,
+    interval_s: float | None = None,
+    set_global: bool = False,
+    log_interval_s: float = 60.0,
+    buckets: Sequence[float] = DEFAULT_BUCKETS,
+) -> OtlpExport:
+    """Export over OTLP as configured by the ``OTEL_EXPORTER_OTLP_*`` variables.
+
+    Arguments override the variables: ``protocol`` (``"grpc"`` or
+    ``"http/protobuf"``), ``endpoint`` (gRPC: ``http://host:4317``; HTTP: the
+    full ``.../v1/metrics`` URL), ``interval_s`` (export period). With
+    ``source``, its instruments are created on the new provider;
+    ``set_global`` also makes the provider the global one. Raises
+    ``ValueError`` naming a bad setting, ``ImportError`` naming the extra.
+    """
+    _require("opentelemetry.sdk")
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+
+    chosen = (
+        protocol
+        or _env("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    )
+    if chosen not in ("grpc", "http/protobuf"):
+        raise ValueError(
+            f"OTLP protocol must be 'grpc' or 'http/protobuf', got {chosen!r} "
+            "(OTEL_EXPORTER_OTLP_PROTOCOL; the Python SDK has no http/json exporter)"
+        )
+    if interval_s is not None and not (interval_s > 0 and math.isfinite(interval_s)):
+        raise ValueError(f"export interval must be a positive number of seconds, got {interval_s!r}")
+    resource = Resource.create({"service.name": _env("OTEL_SERVICE_NAME") or "qhealth"})
+    disabled = _env("OTEL_SDK_DISABLED").lower() == "true"
+
+    if chosen == "grpc":
+        _require("opentelemetry.exporter.otlp.proto.grpc")
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter as GrpcExporter,
+        )
+
+        inner: MetricExporter = GrpcExporter(endpoint=endpoint) if endpoint else GrpcExporter()
+        shown = endpoint or _env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+        shown = shown or "http://localhost:4317"
+    else:
+        _require("opentelemetry.exporter.otlp.proto.http")
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpExporter,
+        )
+
+        inner = HttpExporter(endpoint=endpoint) if endpoint else HttpExporter()
+        shown = str(getattr(inner, "_endpoint", endpoint or ""))
+
+    shown = _redact(shown)
+    filters: list[tuple[logging.Logger, logging.Filter]] = []
+    if disabled:
+        provider = SdkMeterProvider(resource=resource)
+    else:
+        reader = PeriodicExportingMetricReader(
+            _guarded(inner, shown, log_interval_s),
+            export_interval_millis=None if interval_s is None else interval_s * 1000,
+        )
+        provider = SdkMeterProvider(resource=resource, metric_readers=[reader])
+        throttle = _ThrottleFilter(log_interval_s)
+        for name in EXPORTER_LOGGERS:
+            log = logging.getLogger(name)
+            log.addFilter(throttle)
+            filters.append((log, throttle))
+    if set_global:
+        metrics.set_meter_provider(provider)
+    export = OtlpExport(provider, chosen, shown, _filters=filters)
+    if source is not None:
+        export.exporter = instrument(source, provider, buckets=buckets)
+    return export
