@@ -324,8 +324,11 @@ class Monitor:
             try:
                 watched.before_tick()
             except Exception:
-                self._log.exception(f"before_tick:{watched.name}", "qhealth: before_tick of queue %r failed; "
-                                    "sample skipped", watched.name)
+                self._log.exception(
+                    f"before_tick:{watched.name}",
+                    "qhealth: before_tick of queue %r failed; sample skipped",
+                    watched.name,
+                )
                 return None
         probes = watched.probes.all()
         enqueued = processed = failed = attempts = limited = hit = empty = busy = workers = 0

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from qhealth import Sample, TraceHeader
 
 Arrivals = Callable[[float, float, random.Random], int]
-"""(t, dt, rng) -> items arriving during [t, t + dt)."""
+"""(t0, t1, rng) -> items arriving during [t0, t1)."""
 
 
 def poisson(rate: float) -> Arrivals:
-    def arrivals(t: float, dt: float, rng: random.Random) -> int:
-        lam = rate * dt
+    def arrivals(t0: float, t1: float, rng: random.Random) -> int:
+        lam = rate * (t1 - t0)
         # Knuth's method: fine for the small lam of one step.
         limit, k, p = math.exp(-lam), 0, 1.0
         while True:
@@ -37,24 +37,22 @@ def poisson(rate: float) -> Arrivals:
 def batches(size: int, every: float, phase: float = 0.0) -> Arrivals:
     """``size`` items at once every ``every`` seconds."""
 
-    def arrivals(t: float, dt: float, rng: random.Random) -> int:
-        k0 = math.floor((t - phase) / every)
-        k1 = math.floor((t + dt - phase) / every)
-        return size * (k1 - k0)
+    def arrivals(t0: float, t1: float, rng: random.Random) -> int:
+        return size * (math.floor((t1 - phase) / every) - math.floor((t0 - phase) / every))
 
     return arrivals
 
 
 def combined(*parts: Arrivals) -> Arrivals:
-    return lambda t, dt, rng: sum(p(t, dt, rng) for p in parts)
+    return lambda t0, t1, rng: sum(p(t0, t1, rng) for p in parts)
 
 
 def until(stop: float, inner: Arrivals) -> Arrivals:
-    return lambda t, dt, rng: inner(t, dt, rng) if t < stop else 0
+    return lambda t0, t1, rng: inner(t0, t1, rng) if t0 < stop else 0
 
 
 def after(start: float, inner: Arrivals) -> Arrivals:
-    return lambda t, dt, rng: inner(t, dt, rng) if t >= start else 0
+    return lambda t0, t1, rng: inner(t0, t1, rng) if t0 >= start else 0
 
 
 @dataclass
@@ -79,14 +77,17 @@ class Pool:
     """From this time on, every downstream call hangs forever."""
     seed: int = 1
 
-    def run(self, duration: float, interval: float = 1.0, dt: float = 0.01,
-            queue: str = "sim") -> tuple[TraceHeader, list[Sample]]:
+    def run(
+        self, duration: float, interval: float = 1.0, dt: float = 0.01, queue: str = "sim"
+    ) -> tuple[TraceHeader, list[Sample]]:
         rng = random.Random(self.seed)
         waiting: deque[float] = deque()
         # Per worker: time its current hold ends (inf = hung), or None when not holding an item.
         hold_until: list[float | None] = [None] * self.workers
-        wake_at = [rng.uniform(0, self.poll_period) if self.poll_jitter and self.poll_period else 0.0
-                   for _ in range(self.workers)]
+        wake_at = [
+            rng.uniform(0, self.poll_period) if self.poll_jitter and self.poll_period else 0.0
+            for _ in range(self.workers)
+        ]
         counters = {"enqueued": 0, "processed": 0, "failed": 0, "attempts": 0, "limited": 0}
         idle_s = 0.0
         tokens, token_t = 0.0, 0.0
@@ -121,13 +122,22 @@ class Pool:
             t = step * dt
             if t + 1e-9 >= next_sample:
                 busy = sum(1 for h in hold_until if h is not None)
-                samples.append(Sample(
-                    t=round(t, 6), depth=len(waiting), workers=self.workers, busy=busy,
-                    enqueued_total=counters["enqueued"], processed_total=counters["processed"],
-                    failed_total=counters["failed"], attempts_total=counters["attempts"],
-                    rate_limited_total=counters["limited"], idle_s_total=round(idle_s, 6)))
+                samples.append(
+                    Sample(
+                        t=round(t, 6),
+                        depth=len(waiting),
+                        workers=self.workers,
+                        busy=busy,
+                        enqueued_total=counters["enqueued"],
+                        processed_total=counters["processed"],
+                        failed_total=counters["failed"],
+                        attempts_total=counters["attempts"],
+                        rate_limited_total=counters["limited"],
+                        idle_s_total=round(idle_s, 6),
+                    )
+                )
                 next_sample += interval
-            for _ in range(self.arrivals(t, dt, rng)):
+            for _ in range(self.arrivals(t, (step + 1) * dt, rng)):
                 if self.capacity is None or len(waiting) < self.capacity:
                     waiting.append(t)
                     counters["enqueued"] += 1

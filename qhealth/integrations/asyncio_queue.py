@@ -9,10 +9,19 @@ From then on the queue counts what goes through it at almost no cost: a get
 pays one attribute increment and ``task_done`` another, and neither makes an
 extra function call (the counting is folded into the queue's own ``_get`` and
 ``task_done``). Everything else is derived on the monitor's tick: busy =
-started - done, enqueued = started + items waiting. Idle time is measured only
-when a worker really blocks on an empty queue (``get()``'s slow path), the
-only time a blocking worker is idle. Queue waits and processing times are
-timed for a few items per tick (``timed_per_tick``), not for all of them.
+started - done, enqueued = started + items waiting. Queue waits and processing
+times are timed for a few items per tick (``timed_per_tick``), not all.
+
+Idle time, two ways (``idle=``):
+
+* ``"waits"`` (default): a worker is idle while it blocks in ``get()`` on an
+  empty queue, and from an empty ``get_nowait()`` poll until it takes an item.
+  Exact for workers that block and for pollers that call ``get_nowait()``, and
+  free on the hot path: the clock is read only when a worker has nothing to do.
+* ``"transitions"``: a worker is idle from its ``task_done()`` until its next
+  get, whatever it does in between (checks ``empty()``, sleeps, polls another
+  source). Exact for any worker loop; reads the clock twice per item (about
+  0.1 µs). Needs ``workers``.
 
 What it needs from your code: workers call ``task_done()`` after each item (as
 ``queue.join()`` already requires); that is when an item counts as processed.
@@ -38,20 +47,30 @@ DEFAULT_TIMED_PER_TICK = 16
 _MAX_TIMING = 256
 
 
-_classes: dict[type, type] = {}
+_classes: dict[tuple[type, str], type] = {}
+IDLE_MODES = ("waits", "transitions")
 
 
-def _instrumented_class(base: type[asyncio.Queue[Any]]) -> type:
+def _instrumented_class(base: type[asyncio.Queue[Any]], idle: str = "waits") -> type:
+    cached = _classes.get((base, idle))
+    if cached is not None:
+        return cached
+    cls = _waits_class(base)
+    if idle == "transitions":
+        cls = _transitions_class(cls, base)
+    _classes[(base, idle)] = cls
+    return cls
+
+
+def _waits_class(base: type[asyncio.Queue[Any]]) -> type:
     """A subclass of ``base`` with counting folded into ``_get`` and ``task_done``.
 
     For the standard classes the storage step is written out in place (one
     frame per call, as in the original); for a user subclass its own
     ``_put``/``_get``/``task_done`` are called, which costs one extra frame.
     """
-    cached = _classes.get(base)
-    if cached is not None:
-        return cached
-    base_put, base_get, base_task_done, base_get_async = base._put, base._get, base.task_done, base.get
+    base_put, base_get, base_task_done = base._put, base._get, base.task_done
+    base_get_async, base_get_nowait = base.get, base.get_nowait
     fifo = base is asyncio.Queue or not issubclass(base, asyncio.PriorityQueue | asyncio.LifoQueue)
     inline = base in (asyncio.Queue, asyncio.LifoQueue, asyncio.PriorityQueue)
 
@@ -69,6 +88,8 @@ def _instrumented_class(base: type[asyncio.Queue[Any]]) -> type:
                 self._qh_started += 1
                 if self._qh_arm:
                     _time_start(self)
+                if self._qh_idle:
+                    _end_poll_idle(self)
                 return self._queue.popleft()
 
         else:
@@ -82,6 +103,8 @@ def _instrumented_class(base: type[asyncio.Queue[Any]]) -> type:
                 self._qh_started += 1
                 if self._qh_arm:
                     _time_start(self)
+                if self._qh_idle:
+                    _end_poll_idle(self)
                 return base_get(self)
 
         if base_task_done is asyncio.Queue.task_done:
@@ -105,23 +128,47 @@ def _instrumented_class(base: type[asyncio.Queue[Any]]) -> type:
                 if self._qh_timing:
                     _time_end(self)
 
+        def get_nowait(self) -> Any:
+            # Only code that polls calls this directly (get() below does not):
+            # an empty poll means the worker goes idle until it takes an item.
+            if not (self._queue if inline else not self.empty()):
+                _empty_poll(self)
+            return base_get_nowait(self)
+
         async def get(self) -> Any:
             # An item is waiting: the worker never goes idle. (Standard classes
             # keep their items in _queue; a subclass may store them elsewhere.)
-            if (self._queue if inline else not self.empty()):
-                return self.get_nowait()
-            probe: Probe = self._qh_probe
-            if self._qh_waiters is not None:
-                _note_worker(self)
-            probe.idle_begin()
+            if self._queue if inline else not self.empty():
+                return base_get_nowait(self)
+            _idle_from_here(self)
             try:
                 return await base_get_async(self)
             finally:
-                probe.idle_end()
+                _end_poll_idle(self)  # when cancelled: _get already ended it otherwise
 
     Instrumented.__name__ = Instrumented.__qualname__ = f"Instrumented{base.__name__}"
-    _classes[base] = Instrumented
     return Instrumented
+
+
+def _transitions_class(waits: type, base: type[asyncio.Queue[Any]]) -> type:
+    """Idle from ``task_done`` to the next get, with the probe's sum trick:
+    no per-worker state, one clock read per transition."""
+
+    class Transitions(waits):  # type: ignore[misc]
+        def _get(self) -> Any:
+            self._qh_probe.idle_end()
+            return super()._get()
+
+        def task_done(self) -> None:
+            super().task_done()
+            self._qh_probe.idle_begin()
+
+        # No wait or poll bookkeeping: the transitions already cover idle time.
+        get_nowait = base.get_nowait
+        get = base.get
+
+    Transitions.__name__ = Transitions.__qualname__ = waits.__name__
+    return Transitions
 
 
 # -- timing a few items per tick (off the hot path) -----------------------------
@@ -153,11 +200,37 @@ def _time_end(q: Any) -> None:
         q._qh_probe.observe_duration(time.monotonic() - t0)
 
 
-def _note_worker(q: Any) -> None:
-    """Count the tasks consuming the queue, when the user did not say how many:
-    a task is registered the first time it has to wait."""
+def _empty_poll(q: Any) -> None:
+    """A worker polled an empty queue: it is idle until it takes an item
+    (a polling worker sleeps between polls where nobody can see it)."""
+    q._qh_probe.polls_empty_total += 1
+    _idle_from_here(q)
+
+
+def _idle_from_here(q: Any) -> None:
+    """The current task is idle from now until it takes an item."""
     task = asyncio.current_task()
-    if task is None or task in q._qh_waiters:
+    if task is None or task in q._qh_idle:
+        return
+    if q._qh_waiters is not None:
+        _note_worker(q, task)
+    q._qh_probe.idle_begin()
+    q._qh_idle[task] = True
+    if task not in q._qh_known:
+        q._qh_known.add(task)
+        task.add_done_callback(lambda t: _end_poll_idle(q, t))
+
+
+def _end_poll_idle(q: Any, task: asyncio.Task[Any] | None = None) -> None:
+    task = task or asyncio.current_task()
+    if task is not None and q._qh_idle.pop(task, False):
+        q._qh_probe.idle_end()
+
+
+def _note_worker(q: Any, task: asyncio.Task[Any]) -> None:
+    """Count the tasks consuming the queue, when the user did not say how many:
+    a task is registered the first time it waits or polls in vain."""
+    if task in q._qh_waiters:
         return
     q._qh_waiters.add(task)
     probe: Probe = q._qh_probe
@@ -172,6 +245,7 @@ def instrumented_queue(
     kind: type[asyncio.Queue[Any]] = asyncio.Queue,
     monitor: Monitor | None = None,
     workers: int | None = None,
+    idle: str = "waits",
     timed_per_tick: int = DEFAULT_TIMED_PER_TICK,
 ) -> asyncio.Queue[Any]:
     """A new instrumented queue, watched as ``name``: the fastest way in.
@@ -182,8 +256,9 @@ def instrumented_queue(
     result is an instance of a subclass of ``kind``. Get its probe with
     ``probe_of(queue)``.
     """
-    queue: asyncio.Queue[Any] = _instrumented_class(kind)(maxsize)
-    _attach(queue, name, monitor, workers, timed_per_tick)
+    _check_mode(idle, workers)
+    queue: asyncio.Queue[Any] = _instrumented_class(kind, idle)(maxsize)
+    _attach(queue, name, monitor, workers, idle, timed_per_tick)
     return queue
 
 
@@ -193,6 +268,7 @@ def instrument(
     *,
     monitor: Monitor | None = None,
     workers: int | None = None,
+    idle: str = "waits",
     timed_per_tick: int = DEFAULT_TIMED_PER_TICK,
 ) -> Probe:
     """Instrument an existing ``queue`` in place and watch it as ``name``;
@@ -200,7 +276,8 @@ def instrument(
 
     ``workers`` is the number of tasks consuming the queue. Without it, qhealth
     counts the tasks it sees waiting on the queue (a worker that never had to
-    wait is not counted until it does). ``monitor`` defaults to
+    wait is not counted until it does). ``idle`` chooses how idle time is
+    measured (see the module docstring). ``monitor`` defaults to
     :func:`qhealth.default_monitor`. ``timed_per_tick`` items per tick get their
     queue wait and processing time measured. Instrumenting a queue twice is an
     error.
@@ -215,8 +292,9 @@ def instrument(
         raise TypeError(f"instrument() expects an asyncio.Queue, got {type(queue).__name__}")
     if hasattr(queue, "_qh_probe"):
         raise ValueError(f"this queue is already instrumented (as {probe_of(queue).queue!r})")
-    probe = _attach(queue, name, monitor, workers, timed_per_tick)
-    queue.__class__ = _instrumented_class(type(queue))
+    _check_mode(idle, workers)
+    probe = _attach(queue, name, monitor, workers, idle, timed_per_tick)
+    queue.__class__ = _instrumented_class(type(queue), idle)
     return probe
 
 
@@ -233,6 +311,7 @@ def _attach(
     name: str,
     monitor: Monitor | None,
     workers: int | None,
+    idle: str,
     timed_per_tick: int,
 ) -> Probe:
     if timed_per_tick < 0:
@@ -245,6 +324,11 @@ def _attach(
     q._qh_timing = {}
     q._qh_enqueue_times = []
     q._qh_waiters = weakref.WeakSet() if workers is None else None
+    # Tasks idle since they blocked or polled in vain (a plain dict: its
+    # emptiness is checked on every get); a task that ends while idle is
+    # removed by a done callback, registered once per task.
+    q._qh_idle = {}
+    q._qh_known = weakref.WeakSet()
 
     def before_tick() -> None:
         # Runs on the ticker: copy the queue's counters into its probe and arm
@@ -266,4 +350,14 @@ def _attach(
         before_tick=before_tick,
     )
     q._qh_probe = probe
+    if idle == "transitions":
+        for _ in range(workers or 0):  # every worker starts idle
+            probe.idle_begin()
     return probe
+
+
+def _check_mode(idle: str, workers: int | None) -> None:
+    if idle not in IDLE_MODES:
+        raise ValueError(f"idle must be one of {IDLE_MODES}, got {idle!r}")
+    if idle == "transitions" and workers is None:
+        raise ValueError('idle="transitions" needs workers=N: every worker starts idle')
