@@ -1,0 +1,181 @@
+"""Real brokers and real worker processes for the integration and sidecar tests.
+
+* ``redis_url``: a throwaway ``redis-server`` on a free port, one per test
+  session (per xdist worker), nothing saved to disk. Tests keep apart by
+  using unique key and queue names (:func:`unique`).
+* ``amqp_url``: the machine's RabbitMQ (127.0.0.1:5672, guest/guest). A test
+  that needs it fails, never skips, when it is not there, saying how to start it.
+* :class:`Proc`: a worker process in its own process group, stopped and killed
+  with its children however the test ends.
+
+Import the fixtures into a test module: ``from tests.integration_brokers import redis_url``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def unique(prefix: str) -> str:
+    """A name no other test (or xdist worker) uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float, what: str | Callable[[], str], interval: float = 0.05
+) -> None:
+    """Poll until ``predicate()`` holds; fail naming ``what`` (a callable is
+    called only then, to show the state at the time of failure)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
+
+
+def start_redis(extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], int, str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: apt-get install -y redis-server (.ci/run does it)")
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="qhealth-redis-")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tmp,
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, port, tmp
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.02)
+    proc.kill()
+    pytest.fail(f"redis-server did not start on port {port}")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    proc, port, tmp = start_redis()
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=2):
+            pass
+    except OSError:
+        pytest.fail(
+            "RabbitMQ is not reachable on 127.0.0.1:5672 (guest/guest): start it with "
+            "`rabbitmq-server -detached` (apt-get install -y rabbitmq-server if missing)"
+        )
+    return AMQP_URL
+
+
+class Proc:
+    """A child process (a worker, a sidecar) in its own process group."""
+
+    def __init__(
+        self, args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="qhealth-proc-", suffix=".log", delete=False)  # noqa: SIM115
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.popen = subprocess.Popen(
+            args,
+            env=full_env,
+            cwd=cwd or ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.popen.poll() is None:
+            self.signal_group(signal.SIGCONT)
+            self.signal_group(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal_group(signal.SIGKILL)
+                self.popen.wait(10)
+        self.signal_group(signal.SIGKILL)  # any child left behind
+        return self.popen.returncode
+
+    def close(self) -> None:
+        self.stop()
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def procs() -> Iterator[Callable[..., Proc]]:
+    """Start processes that are stopped (and their groups killed) after the test."""
+    started: list[Proc] = []
+
+    def start(args: list[str], **kwargs: object) -> Proc:
+        proc = Proc(args, **kwargs)  # type: ignore[arg-type]
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in reversed(started):
+        proc.close()
+
+
+PYTHON = sys.executable
