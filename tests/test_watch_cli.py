@@ -1,0 +1,128 @@
+"""``qhealth watch`` as a user runs it: a real process against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from tests.integration_brokers import (
+    PYTHON,
+    Proc,
+    free_port,
+    procs,
+    redis_url,
+    start_redis,
+    unique,
+    wait_until,
+)
+
+__all__ = ["procs", "redis_url"]
+
+SECRET = "pw-Zq81xK"
+
+
+@pytest.fixture(scope="module")
+def locked_redis() -> Iterator[str]:
+    """A Redis that needs a password, so that the URL carries a secret."""
+    proc, port, tmp = start_redis(("--requirepass", SECRET))
+    try:
+        yield f"redis://:{SECRET}@127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def watch(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "qhealth", "watch", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_watch_prints_samples_and_never_the_password(locked_redis: str) -> None:
+    key = unique("jobs")
+    redis.Redis.from_url(locked_redis).rpush(key, 1, 2, 3)
+    result = watch(
+        "--kind", "redis-list", "--queue", key, "--url", locked_redis,
+        "--interval", "0.2", "--duration", "1.1", "--format", "jsonl",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    assert "redis://:***@127.0.0.1" in result.stdout
+    samples = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(samples) >= 3
+    assert {s["depth"] for s in samples} == {3}
+    assert all(s["processed_total"] is None and s["workers"] is None for s in samples)
+
+
+def test_watch_says_which_fields_it_cannot_know(redis_url: str) -> None:
+    result = watch("--kind", "redis-list", "--queue", unique("k"), "--url", redis_url, "--duration", "0.1")
+    assert result.returncode == 0, result.stderr
+    assert "unknown: processed_total: Redis keeps no count of pops" in result.stdout
+
+
+def test_a_wrong_password_exits_2_with_one_line_and_no_secret(locked_redis: str) -> None:
+    wrong = locked_redis.replace(SECRET, "not-" + SECRET)
+    result = watch("--kind", "rq", "--queue", "default", "--url", wrong)
+    assert result.returncode == 2
+    assert SECRET not in result.stdout + result.stderr
+    assert result.stderr.startswith("qhealth watch: cannot read rq queue 'default' at redis://:***@")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_broker_that_is_down_exits_2_naming_it() -> None:
+    port = free_port()
+    result = watch("--kind", "redis-list", "--queue", "k", "--url", f"redis://127.0.0.1:{port}/0")
+    assert result.returncode == 2
+    assert f"127.0.0.1:{port}" in result.stderr and "refused" in result.stderr.lower()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kind", "redis-stream", "--queue", "s"], "needs the consumer group (--group)"),
+        (["--kind", "rq", "--queue", "q", "--group", "g"], "applies to --kind redis-stream only"),
+        (["--kind", "rq", "--queue", "q", "--url", "amqp://mq//"], "needs a redis:// URL"),
+        (["--kind", "celery", "--queue", "q", "--url", "http://x"], "must start with redis://"),
+        (["--kind", "rq", "--queue", "q", "--interval", "0"], "--interval must be a positive number"),
+        (["--kind", "rq", "--queue", "q", "--set", "nope=1"], "unknown classifier setting 'nope'"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_problem(args: list[str], message: str) -> None:
+    result = watch(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+@pytest.mark.slow
+def test_watch_serves_the_metric_contract(procs: Callable[..., Proc], redis_url: str) -> None:
+    key, port = unique("served"), free_port()
+    redis.Redis.from_url(redis_url).rpush(key, *range(7))
+    serve = ["--interval", "0.2", "--serve", f"127.0.0.1:{port}", "--duration", "20"]
+    sidecar = procs(
+        [PYTHON, "-m", "qhealth", "watch", "--kind", "redis-list", "--queue", key, "--url", redis_url, *serve]
+    )
+    expected = f'qhealth_queue_depth{{queue="{key}"}} 7.0'
+
+    def scrape() -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                return str(response.read().decode())
+        except OSError:
+            return ""
+
+    wait_until(lambda: expected in scrape(), 15, lambda: f"{expected} in /metrics\n{sidecar.output()}")
+    body = scrape()
+    # A bare list knows its depth only: no invented worker or throughput numbers.
+    assert f'qhealth_workers{{queue="{key}"}}' not in body
+    assert f'qhealth_condition{{condition="stalled",queue="{key}"}}' in body
