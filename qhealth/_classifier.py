@@ -369,32 +369,46 @@ def _detect_boom_bust(whole: _Stretch, recent: _Stretch, active: bool, cfg: Clas
     if whole.processed is not None and whole.processed <= 0:
         return None  # nothing is being processed: not an oscillation (stalled or idle judge it)
     backlog_share = whole.backlog_idle_share
-    if backlog_share is None:
-        return "busy workers are unknown (busy or workers is null)"
-    if not _holds(
-        active, backlog_share, recent.backlog_idle_share, cfg.boom_bust_backlog_on, cfg.boom_bust_backlog_off
-    ):
-        return None
-    details = [f"a backlog waited next to idle workers in {_pct(backlog_share)} of samples"]
-    # Idle time between samples, when known, confirms it whatever the sampling phase.
     waiting_idle = whole.waiting_idle_share
+    if backlog_share is None and waiting_idle is None:
+        return "busy workers and idle time are unknown (busy and idle_s_total are null)"
+    details = []
+    # Idle workers next to a backlog that could occupy them all, seen in samples.
+    if backlog_share is not None:
+        if not _holds(active, backlog_share, recent.backlog_idle_share, cfg.boom_bust_backlog_on,
+                      cfg.boom_bust_backlog_off):
+            return None
+        details.append(f"a backlog waited next to idle workers in {_pct(backlog_share)} of samples")
+    # Idle time accrued while items waited, from the counters: true whatever the sampling phase.
     if waiting_idle is not None:
         if not _holds(active, waiting_idle, recent.waiting_idle_share, cfg.boom_bust_on, cfg.boom_bust_off):
             return None
         details.append(f"workers sat idle while items waited for {_pct(waiting_idle)} of worker-time")
     latest = whole.samples[-1]
-    busy = [s.busy or 0 for s in whole.samples]
+    if whole.knows_busy:
+        busy = [s.busy or 0 for s in whole.samples]
+        details.append(f"busy {min(busy)}-{max(busy)} of {latest.workers}")
     depths = [s.depth for s in whole.samples]
-    details.append(f"busy {min(busy)}-{max(busy)} of {latest.workers}, depth {min(depths):,}-{max(depths):,}")
+    details.append(f"depth {min(depths):,}-{max(depths):,}")
     reason = "; ".join(details) + f" over {_fmt(whole.seconds)} s"
     hint = "workers poll on a fixed interval: block on the queue, or add jitter"
     return Finding(Condition.BOOM_BUST, reason, hint)
 
 
+def _no_backlog(s: Sample) -> bool:
+    """An empty queue, or fewer items than idle workers: what an idle pool
+    shows (an item caught between its arrival and its pickup is no backlog)."""
+    if s.depth == 0:
+        return True
+    if s.workers is None or s.busy is None:
+        return False
+    return s.depth < s.workers - s.busy
+
+
 def _idle_measure(stretch: _Stretch, cfg: ClassifierConfig) -> float | str | None:
     """Idle share of worker-time over a stretch whose queue stayed empty;
     None when the queue did not stay empty, a string when it cannot tell."""
-    if _share(stretch.samples, lambda s: s.depth == 0) < cfg.idle_empty_share:
+    if _share(stretch.samples, _no_backlog) < cfg.idle_empty_share:
         return None
     ratio = stretch.idle_ratio
     if ratio is not None:

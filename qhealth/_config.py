@@ -79,8 +79,9 @@ class ClassifierConfig:
     idle_on: float = 0.90
     """Idle worker-time share (with the queue empty) that turns idle on."""
     idle_off: float = 0.80
-    idle_empty_share: float = 0.95
-    """Share of samples that must show an empty queue."""
+    idle_empty_share: float = 0.9
+    """Share of samples that must show no backlog: an empty queue, or fewer
+    items than idle workers (an item caught between arrival and pickup)."""
 
     # -- recommendation ----------------------------------------------------------
     target_utilization: float = 0.7
