@@ -27,6 +27,7 @@ from ._config import ClassifierConfig
 from ._monitor import Listener, Monitor, QueueSnapshot, default_monitor
 from ._probe import Probe
 from ._ratelimit import is_rate_limited, parse_retry_after, retry_after, status_of
+from ._record import TraceRecorder
 from ._sample import SAMPLE_FIELDS, Sample, TraceHeader
 from ._source import Reading, Source
 from ._trace import Trace, TraceError, TraceWriter, read_trace, write_trace
@@ -57,6 +58,7 @@ __all__ = [
     "Trace",
     "TraceError",
     "TraceHeader",
+    "TraceRecorder",
     "TraceWriter",
     "Window",
     "__version__",

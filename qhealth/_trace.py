@@ -193,7 +193,8 @@ class TraceWriter:
         self._stream.flush()
 
     def close(self) -> None:
-        if self._owned:
+        """Close the file (idempotent); a stream passed in stays open."""
+        if self._owned and not self._stream.closed:
             self._stream.close()
 
     def __enter__(self) -> TraceWriter:
