@@ -1,0 +1,1 @@
+"""Grafana dashboards for qhealth, generated with grafanalib (``python3 -m dashboards``)."""
