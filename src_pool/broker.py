@@ -99,6 +99,13 @@ def check_priority(priority: object) -> int:
     return priority
 
 
+def check_positive_int(value: object, name: str) -> int:
+    """``value`` if it is a positive integer, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def check_timeout(timeout: float | None, what: str = "timeout") -> float | None:
     """``timeout`` if it is None or a non-negative number, else a ValueError."""
     if timeout is None:

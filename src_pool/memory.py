@@ -1,0 +1,335 @@
+"""The in-memory broker: bounded, FIFO within a priority, higher priorities first.
+
+For pools that live in one process. It keeps the full broker contract
+(:mod:`src_pool.broker`) so that a pool moves to Redis by changing one line,
+and it is built for the hot path: taking an item is a deque pop and a dict
+insert, acknowledging it a dict delete, and no timer or future exists unless
+a consumer really waits.
+
+A consumer waiting in :meth:`MemoryBroker.fetch` is handed the next item
+directly (the longest-waiting consumer first), so an item never sits in the
+queue while a worker is blocked, and a worker cancelled at the instant an item
+was handed to it gives the item back to the head of the queue.
+
+Payloads are not serialised: any object goes. Keep them JSON-able if the pool
+may move to a networked broker one day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .backpressure import Watermarks
+from .broker import (
+    MAX_PRIORITY,
+    Broker,
+    BrokerClosed,
+    Envelope,
+    check_positive_int,
+    check_priority,
+    check_timeout,
+)
+
+#: Dead letters kept by default; beyond it the oldest is dropped (and counted).
+DEFAULT_DEAD_LETTER_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An item that failed for good, with the error that ended it."""
+
+    envelope: Envelope
+    error: str
+
+
+class MemoryBroker(Broker):
+    """A bounded in-process queue with priorities 0-9.
+
+    ``capacity`` is the high watermark (None: unbounded, producers never
+    wait); ``low_watermark`` where blocked producers resume (default half of
+    it). ``dead_letter_limit`` bounds the dead-letter store. ``clock`` gives
+    the wall-clock enqueue time of envelopes.
+    """
+
+    def __init__(
+        self,
+        capacity: int | None = 1000,
+        *,
+        low_watermark: int | None = None,
+        dead_letter_limit: int = DEFAULT_DEAD_LETTER_LIMIT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if capacity is not None:
+            check_positive_int(capacity, "capacity")
+        if capacity is None and low_watermark is not None:
+            raise ValueError("low_watermark needs a capacity (the high watermark)")
+        if (
+            isinstance(dead_letter_limit, bool)
+            or not isinstance(dead_letter_limit, int)
+            or dead_letter_limit < 1
+        ):
+            raise ValueError(f"dead_letter_limit must be a positive integer, got {dead_letter_limit!r}")
+        self._gate = Watermarks(capacity, low_watermark) if capacity is not None else None
+        self._high = capacity if capacity is not None else sys.maxsize
+        self._low = self._gate.low if self._gate is not None else -1
+        self._capacity = capacity
+        self._clock = clock
+        self._queues: list[deque[Envelope]] = [deque() for _ in range(MAX_PRIORITY + 1)]
+        self._top = 0  # no level above this one holds an item
+        self._size = 0
+        self._waiters: deque[asyncio.Future[list[Envelope]]] = deque()
+        self._inflight: dict[str, Envelope] = {}
+        self._delayed: list[tuple[float, int, Envelope]] = []  # (monotonic due time, seq, envelope)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._seq = itertools.count()
+        self._ids = map(str, itertools.count(1))
+        self._dead: deque[DeadLetter] = deque(maxlen=dead_letter_limit)
+        self._closed = False
+        self.put_total = 0
+        """Items accepted by :meth:`put` (the pool reports it as qhealth's enqueued count)."""
+        self.acked_total = 0
+        self.retried_total = 0
+        self.released_total = 0
+        self.dead_lettered_total = 0
+        self.dead_letters_dropped = 0
+
+    # -- producing ------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int | None:
+        return self._capacity
+
+    async def put(self, payload: Any, *, priority: int = 0, timeout: float | None = None) -> Envelope:
+        if priority.__class__ is not int or priority < 0 or priority > MAX_PRIORITY:
+            check_priority(priority)
+        if self._closed:
+            raise BrokerClosed("the broker is closed: it accepts no more items")
+        gate = self._gate
+        if gate is not None and gate.blocked:
+            await gate.wait_for_room(self.depth, timeout)
+        elif timeout is not None:
+            check_timeout(timeout)
+        envelope = Envelope(next(self._ids), payload, 0, priority, self._clock())
+        self.put_total += 1
+        if self._waiters:
+            self._enqueue(envelope)
+        else:
+            self._queues[priority].append(envelope)
+            self._size += 1
+            if priority > self._top:  # noqa: PLR1730 -- a comparison is cheaper than max() per item
+                self._top = priority
+            if self._size >= self._high:
+                gate.blocked = True  # type: ignore[union-attr] # a finite high watermark has a gate
+        return envelope
+
+    def _enqueue(self, envelope: Envelope) -> None:
+        """Hand the item to the longest-waiting consumer, or queue it at the tail."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self._inflight[envelope.id] = envelope
+                waiter.set_result([envelope])
+                return
+        priority = envelope.priority
+        self._queues[priority].append(envelope)
+        self._size += 1
+        self._top = max(self._top, priority)
+
+    # -- consuming ------------------------------------------------------------
+
+    def get_nowait(self) -> Envelope | None:
+        if not self._size or self._closed:
+            return None
+        top = self._top
+        queues = self._queues
+        while not queues[top]:
+            top -= 1
+        self._top = top
+        envelope = queues[top].popleft()
+        self._size -= 1
+        self._inflight[envelope.id] = envelope
+        if self._size <= self._low and self._gate is not None and self._gate.blocked:
+            self._gate.notify(self._size)
+        return envelope
+
+    async def fetch(self, max_items: int = 1) -> list[Envelope]:
+        if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
+            raise ValueError(f"max_items must be a positive integer, got {max_items!r}")
+        if self._closed:
+            raise BrokerClosed("the broker is closed")
+        if self._delayed:
+            self._promote_due()
+        if self._size:
+            batch: list[Envelope] = []
+            while len(batch) < max_items and (envelope := self.get_nowait()) is not None:
+                batch.append(envelope)
+            return batch
+        waiter: asyncio.Future[list[Envelope]] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        if self._delayed:
+            self._arm_timer()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                # Handed an item at the instant we were cancelled: give it back.
+                self._release_now(waiter.result())
+            elif not waiter.done():
+                self._waiters.remove(waiter)
+            raise
+
+    # -- settling -------------------------------------------------------------
+
+    def _settle(self, envelope: Envelope, verb: str) -> None:
+        if self._inflight.pop(envelope.id, None) is None:
+            raise ValueError(
+                f"cannot {verb} item {envelope.id}: it is not in flight "
+                "(already acknowledged, retried, dead-lettered or released)"
+            )
+
+    def ack(self, envelope: Envelope) -> None:
+        if self._inflight.pop(envelope.id, None) is None:
+            self._settle(envelope, "acknowledge")
+        self.acked_total += 1
+
+    async def retry(self, envelope: Envelope, *, delay: float, error: str) -> None:
+        delay = check_timeout(delay, "retry delay") or 0.0
+        self._settle(envelope, "retry")
+        self.retried_total += 1
+        envelope = replace(envelope, last_error=error, receipt=None)
+        if delay <= 0:
+            self._enqueue(envelope)
+            return
+        heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._seq), envelope))
+        self._arm_timer()
+
+    async def dead_letter(self, envelope: Envelope, *, error: str) -> None:
+        self._settle(envelope, "dead-letter")
+        if len(self._dead) == self._dead.maxlen:
+            self.dead_letters_dropped += 1
+        self._dead.append(DeadLetter(replace(envelope, last_error=error, receipt=None), error))
+        self.dead_lettered_total += 1
+
+    async def release(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            self._settle(envelope, "release")
+            self._inflight[envelope.id] = envelope  # settled again by _release_now
+        self._release_now(envelopes)
+
+    def _release_now(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in reversed(envelopes):
+            self._inflight.pop(envelope.id, None)
+            self._queues[envelope.priority].appendleft(envelope)
+            self._size += 1
+            self._top = max(self._top, envelope.priority)
+            self.released_total += 1
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        while self._size and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                envelope = self.get_nowait()
+                assert envelope is not None
+                waiter.set_result([envelope])
+
+    # -- delayed retries --------------------------------------------------------
+
+    def _promote_due(self) -> None:
+        now = time.monotonic()
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            self._enqueue(heapq.heappop(delayed)[2])
+
+    def _arm_timer(self) -> None:
+        """One timer, for the earliest due retry, on the running loop. Re-armed
+        when an earlier retry arrives or the loop changed (a closed loop's
+        timer never fires; the next fetch on a new loop promotes and re-arms)."""
+        if not self._delayed:
+            return
+        due = self._delayed[0][0]
+        loop = asyncio.get_running_loop()
+        timer = self._timer
+        if (
+            timer is not None
+            and not timer.cancelled()
+            and self._timer_due <= due
+            and self._timer_loop is loop
+        ):
+            return
+        if timer is not None:
+            timer.cancel()
+        self._timer_loop = loop
+        self._timer_due = due
+        self._timer = loop.call_later(max(0.0, due - time.monotonic()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._promote_due()
+        if self._delayed:
+            self._arm_timer()
+
+    # -- inspection -----------------------------------------------------------
+
+    def depth(self) -> int:
+        return self._size
+
+    @property
+    def in_flight(self) -> int:
+        """Items taken and not yet settled."""
+        return len(self._inflight)
+
+    @property
+    def delayed(self) -> int:
+        """Items waiting for a scheduled retry."""
+        return len(self._delayed)
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The dead-letter store, oldest first."""
+        return list(self._dead)
+
+    def remaining(self) -> list[Envelope]:
+        """Every item not yet settled for good: waiting (in the order they
+        would be taken), scheduled for a retry, then in flight. After the
+        pool stopped, this is what is left to do: nothing else exists."""
+        waiting = [e for level in reversed(self._queues) for e in level]
+        later = [e for _, _, e in sorted(self._delayed)]
+        return [*waiting, *later, *self._inflight.values()]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Stop accepting and handing out items. Waiting producers and
+        consumers get :class:`BrokerClosed`; scheduled retries become waiting
+        items at once, so that :meth:`remaining` shows them in order and a
+        later consumer of :meth:`remaining` loses nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._delayed:
+            envelope = heapq.heappop(self._delayed)[2]
+            self._queues[envelope.priority].append(envelope)
+            self._size += 1
+            self._top = max(self._top, envelope.priority)
+        if self._gate is not None:
+            self._gate.close()
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(BrokerClosed("the broker was closed while a consumer waited"))

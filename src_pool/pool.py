@@ -1,0 +1,553 @@
+"""The pool: N asyncio workers that block on a broker.
+
+::
+
+    async def handle(payload):
+        await call_the_api(payload)
+
+    async with Pool(handle, concurrency=20, limiter=TokenBucket(100)) as pool:
+        await pool.submit({"user": 42})
+        await pool.join()
+
+Waiting
+    A worker takes an item without waiting when one is there
+    (:meth:`Broker.get_nowait`), and otherwise blocks in
+    :meth:`Broker.fetch` until one arrives. No timeout, no sleep, no flag to
+    poll: an idle pool wakes up zero times. It stops by cancellation.
+
+Stopping
+    :meth:`Pool.stop` stops taking work, gives the items being processed
+    ``drain_timeout`` seconds to finish, then cancels their handlers and
+    hands those items back to the broker (:meth:`Broker.release`): nothing
+    is lost, nothing is acknowledged twice, and only a handler that really
+    returned counts as done. A worker cancelled from outside does the same.
+
+Failures
+    A handler that raises is retried with full-jitter backoff up to
+    ``RetryPolicy.max_attempts``, then dead-lettered; raising
+    :class:`~src_pool.retry.Reject` dead-letters at once. An exception that
+    carries HTTP 429 (as httpx, requests, aiohttp, openai and anthropic raise
+    it; :func:`qhealth.is_rate_limited` decides) is counted as rate limited,
+    its ``Retry-After`` is honoured with jitter, and the pool's concurrency is
+    cut (:class:`~src_pool.aimd.AIMD`). A worker that dies of a bug in the
+    pool or broker is logged and replaced.
+
+Flow control
+    The item is taken *first*, and the rate-limit token acquired while the
+    worker holds it: a worker waiting for a token, or sleeping before a
+    retry, is busy with that item (qhealth counts it so), and the next item
+    stays in the queue where another process's worker can take it.
+
+Instrumentation
+    On by default, through ``qhealth.default_monitor()`` unless a monitor is
+    given (``monitor=False`` turns it off). Per item the pool only bumps
+    counters; the clock is read when a worker really blocks (idle spans), and
+    for one item in ``observe_every`` to feed the duration and wait histograms.
+    Workers parked by AIMD stop counting as workers, so that "items waiting
+    while workers sit idle" means what it says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from qhealth import Monitor, Probe, default_monitor, is_rate_limited, retry_after
+
+from .aimd import AIMD
+from .broker import Broker, BrokerClosed, Envelope, check_positive_int, check_timeout
+from .limiter import Limiter
+from .memory import MemoryBroker
+from .retry import Reject, RetryPolicy
+
+logger = logging.getLogger("src_pool")
+
+Handler = Callable[[Any], Awaitable[object]]
+
+#: Error descriptions kept with retried and dead-lettered items are cut here.
+MAX_ERROR_CHARS = 500
+
+
+class PoolClosed(RuntimeError):
+    """The pool was stopped: it takes no more items."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopReport:
+    """What :meth:`Pool.stop` did."""
+
+    drained: bool
+    """Every in-flight item finished within the drain timeout."""
+    released: int
+    """Items handed back to the broker unprocessed (cut off at the deadline)."""
+    left_in_flight: int
+    """Items whose handler ignored cancellation: still in flight at the broker,
+    which returns them by its own recovery (at least once)."""
+
+
+def describe(exc: BaseException) -> str:
+    """``"TypeName: message"``, bounded (and safe from a ``__str__`` that raises)."""
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:
+        text = f"{type(exc).__name__}: <unprintable>"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+class _Throttled:
+    """One log record per key per minute, so a failing broker cannot flood logs."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, float] = {}
+
+    def error(self, key: str, message: str, *args: object, exc_info: bool = True) -> None:
+        now = time.monotonic()
+        if now >= self._next.get(key, 0.0):
+            self._next[key] = now + 60.0
+            logger.error(message, *args, exc_info=exc_info)
+
+
+class Pool:
+    """Workers running ``handler(payload)`` for every item of a broker.
+
+    ``broker``: default a fresh :class:`MemoryBroker` of ``capacity`` items,
+    owned (closed) by the pool. ``concurrency``: workers; with ``adaptive``
+    (default) AIMD lowers the active ones on 429s, down to
+    ``min_concurrency``, and grows them back. ``limiter``: a shared rate limit
+    acquired before every call of the handler. ``drain_timeout``: seconds
+    :meth:`stop` lets in-flight items finish. ``rng``: the jitter source
+    (seed it in tests).
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        name: str = "src_pool",
+        broker: Broker | None = None,
+        capacity: int | None = 1000,
+        concurrency: int = 10,
+        min_concurrency: int = 1,
+        adaptive: bool = True,
+        limiter: Limiter | None = None,
+        retry: RetryPolicy | None = None,
+        drain_timeout: float = 30.0,
+        monitor: Monitor | Literal[False] | None = None,
+        observe_every: int = 64,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        if not callable(handler):
+            raise TypeError(f"handler must be an async callable, got {handler!r}")
+        check_positive_int(concurrency, "concurrency")
+        check_positive_int(min_concurrency, "min_concurrency")
+        check_positive_int(observe_every, "observe_every")
+        if min_concurrency > concurrency:
+            raise ValueError(
+                f"min_concurrency ({min_concurrency}) must not exceed concurrency ({concurrency})"
+            )
+        self.drain_timeout = check_timeout(drain_timeout, "drain_timeout") or 0.0
+        self.name = name
+        self._handler = handler
+        self._owns_broker = broker is None
+        self.broker: Broker = MemoryBroker(capacity) if broker is None else broker
+        self.concurrency = concurrency
+        self.aimd = AIMD(concurrency, minimum=min_concurrency) if adaptive else None
+        self.limiter = limiter
+        self.retry_policy = retry or RetryPolicy()
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._observe_every = observe_every
+        # The pool counts on its probe with plain attribute updates (what an
+        # untimed probe's started()/succeeded()/attempted() do), which is only
+        # right for a probe of its own: hence one queue name per pool.
+        if monitor is False:
+            self.probe = Probe(name, timed=False)
+        else:
+            monitor = monitor or default_monitor()
+            if name in monitor.queues:
+                raise ValueError(
+                    f"queue {name!r} is already watched by this monitor: give each pool its own name"
+                )
+            self.probe = monitor.watch(
+                name,
+                depth=self.broker.depth,
+                capacity=self.broker.capacity,
+                timed=False,
+                before_tick=self._sync_counters,
+            )
+        # A broker that counts its own puts saves submit() a coroutine per item.
+        self._counts_puts = isinstance(self.broker, MemoryBroker)
+        self._workers: set[asyncio.Task[None]] = set()
+        self._idle: set[asyncio.Task[None]] = set()  # blocked in fetch()
+        self._parked: deque[asyncio.Future[None]] = deque()
+        self._parked_tasks: set[asyncio.Task[None]] = set()
+        self._allowed = concurrency
+        self._active = 0  # workers not parked
+        self._joiners: list[asyncio.Future[None]] = []
+        self._started = False
+        self._stopping = False
+        self._stopped = False
+        self._crashes = 0
+        self._released = 0
+        self._log = _Throttled()
+
+    # -- producing ------------------------------------------------------------
+
+    def submit(self, payload: Any, *, priority: int = 0, timeout: float | None = None) -> Awaitable[Envelope]:
+        """Enqueue an item: ``await pool.submit(payload)``. Blocks while the
+        broker is at its high watermark; :class:`~src_pool.QueueFull` after
+        ``timeout`` seconds, :class:`PoolClosed` once the pool is stopping."""
+        if self._stopping:
+            raise PoolClosed(f"pool {self.name!r} is stopped: it takes no more items")
+        if self._counts_puts:
+            return self.broker.put(payload, priority=priority, timeout=timeout)
+        return self._submit_counted(payload, priority, timeout)
+
+    async def _submit_counted(self, payload: Any, priority: int, timeout: float | None) -> Envelope:
+        envelope = await self.broker.put(payload, priority=priority, timeout=timeout)
+        self.probe.enqueued_total += 1
+        return envelope
+
+    def _sync_counters(self) -> None:
+        """Before each tick: the enqueued count of a broker that keeps it."""
+        if self._counts_puts:
+            self.probe.enqueued_total = self.broker.put_total  # type: ignore[attr-defined]
+
+    async def submit_many(
+        self, payloads: Iterable[Any], *, priority: int = 0, timeout: float | None = None
+    ) -> list[Envelope]:
+        """Enqueue several items in order (one round trip on networked brokers)."""
+        if self._stopping:
+            raise PoolClosed(f"pool {self.name!r} is stopped: it takes no more items")
+        envelopes = await self.broker.put_many(payloads, priority=priority, timeout=timeout)
+        if not self._counts_puts:
+            self.probe.enqueued_total += len(envelopes)
+        return envelopes
+
+    # -- running --------------------------------------------------------------
+
+    async def start(self) -> Self:
+        """Start the workers (and the broker). Idempotent."""
+        if self._stopping:
+            raise PoolClosed(f"pool {self.name!r} was stopped; make a new one")
+        if self._started:
+            return self
+        self._started = True
+        await self.broker.start()
+        for _ in range(self.concurrency):
+            self._spawn()
+        return self
+
+    def _spawn(self) -> None:
+        if self._stopping:
+            return
+        task = asyncio.get_running_loop().create_task(self._work(), name=f"{self.name}-worker")
+        self._workers.add(task)
+        task.add_done_callback(self._on_worker_done)
+
+    def _on_worker_done(self, task: asyncio.Task[None]) -> None:
+        self._workers.discard(task)
+        if self._stopping:
+            return
+        if task.cancelled():  # cancelled from outside: its item went back; keep the pool its size
+            logger.warning("pool %r: a worker was cancelled; replacing it", self.name)
+            self._spawn()
+            return
+        exc = task.exception()
+        if exc is None or isinstance(exc, BrokerClosed):
+            return  # the broker went away: nothing to replace the worker for
+        self._log.error(
+            "worker-died",
+            "pool %r: a worker died (%s); replacing it",
+            self.name,
+            describe(exc),
+            exc_info=False,
+        )
+        self._crashes += 1
+        delay = self._rng.uniform(0.0, min(5.0, 0.05 * 2.0 ** min(self._crashes, 10)))
+        asyncio.get_running_loop().call_later(delay, self._spawn)
+
+    async def _work(self) -> None:
+        probe = self.probe
+        get_nowait = self.broker.get_nowait
+        ack = self.broker.ack
+        handler = self._handler
+        limiter = self.limiter
+        aimd = self.aimd
+        every = self._observe_every
+        countdown = every
+        self._active += 1
+        probe.worker_started()
+        parked = False
+        try:
+            while not self._stopping:
+                if self._active > self._allowed:
+                    parked = True
+                    await self._park()
+                    parked = False
+                    continue
+                envelope = get_nowait()
+                if envelope is None:
+                    envelope = await self._wait_for_item()
+                    if envelope is None:
+                        continue
+                probe.busy += 1  # probe.started(), inlined (see __init__)
+                countdown -= 1
+                if not countdown:  # time one item in `every`: the clock costs more than the counters
+                    countdown = every
+                    t0 = time.monotonic()
+                    probe.observe_wait(max(0.0, time.time() - envelope.enqueued_at))
+                try:
+                    if limiter is not None:
+                        await limiter.acquire()
+                    probe.attempts_total += 1  # probe.attempted()
+                    await handler(envelope.payload)
+                except BaseException as exc:  # _recover re-raises what it must
+                    await self._recover(envelope, exc)
+                else:
+                    ack(envelope)
+                    probe.busy -= 1  # probe.succeeded()
+                    probe.processed_total += 1
+                    if aimd is not None and aimd.limit < aimd.maximum:
+                        self._grow()
+                if countdown == every:
+                    probe.observe_duration(time.monotonic() - t0)
+        finally:
+            if not parked:
+                self._active -= 1
+            probe.worker_stopped()
+
+    async def _wait_for_item(self) -> Envelope | None:
+        """Block until the broker hands over an item: the only place a worker is idle."""
+        task = asyncio.current_task()
+        assert task is not None
+        if self._joiners:
+            self._check_joined(waiting=1)
+        self._idle.add(task)
+        self.probe.idle_begin()
+        try:
+            batch = await self.broker.fetch(1)
+        finally:
+            self.probe.idle_end()
+            self._idle.discard(task)
+        if self._stopping:  # handed an item while stopping: it goes back untouched
+            await self.broker.release(batch)
+            return None
+        if len(batch) > 1:  # a broker that handed more than asked: keep the first
+            await self.broker.release(batch[1:])
+        return batch[0]
+
+    # -- failures -------------------------------------------------------------
+
+    async def _recover(self, envelope: Envelope, exc: BaseException) -> None:
+        """An attempt raised ``exc``: retry it while holding the item, hand it
+        back for a later retry, dead-letter it, or (cancelled) release it."""
+        policy = self.retry_policy
+        probe = self.probe
+        attempts = envelope.attempts
+        while True:
+            if not isinstance(exc, Exception):  # cancelled, KeyboardInterrupt, SystemExit
+                await self._give_back(envelope)
+                raise exc
+            attempts += 1
+            error = describe(exc)
+            limited = is_rate_limited(exc)
+            if limited:
+                probe.rate_limited()
+                self._on_rate_limited()
+            if isinstance(exc, Reject) or attempts >= policy.max_attempts:
+                await self._settle(envelope, attempts, error, dead=True)
+                return
+            if limited:
+                delay = policy.after_rate_limit(retry_after(exc), attempts, self._rng)
+            else:
+                delay = policy.backoff(attempts, self._rng)
+            if delay > policy.hold_up_to_s:
+                await self._settle(envelope, attempts, error, dead=False, delay=delay)
+                return
+            try:
+                await self._sleep(delay)  # holding the item: the worker stays busy
+                if self.limiter is not None:
+                    await self.limiter.acquire()
+                probe.attempted()
+                await self._handler(envelope.payload)
+            except BaseException as again:  # looped back to the top
+                exc = again
+                envelope = replace(envelope, attempts=attempts, last_error=error)
+                continue
+            self.broker.ack(envelope)
+            probe.succeeded()
+            return
+
+    async def _settle(
+        self, envelope: Envelope, attempts: int, error: str, *, dead: bool, delay: float = 0.0
+    ) -> None:
+        failed = replace(envelope, attempts=attempts, last_error=error)
+        try:
+            if dead:
+                logger.warning(
+                    "pool %r: item %s dead-lettered after %d attempt(s): %s",
+                    self.name,
+                    envelope.id,
+                    attempts,
+                    error,
+                )
+                await self.broker.dead_letter(failed, error=error)
+            else:
+                await self.broker.retry(failed, delay=delay, error=error)
+        except asyncio.CancelledError:
+            self.probe.returned()
+            raise
+        except Exception:
+            # The broker keeps the item in flight; its own recovery returns it.
+            self._log.error(
+                "settle", "pool %r: could not hand item %s back to the broker", self.name, envelope.id
+            )
+            self.probe.returned()
+            return
+        if dead:
+            self.probe.failed()
+        else:
+            self.probe.returned()
+
+    async def _give_back(self, envelope: Envelope) -> None:
+        self.probe.returned()
+        self._released += 1
+        try:
+            await self.broker.release([envelope])
+        except Exception:
+            self._log.error("release", "pool %r: could not release item %s", self.name, envelope.id)
+
+    # -- adaptive concurrency ---------------------------------------------------
+
+    def _on_rate_limited(self) -> None:
+        if self.aimd is not None and self.aimd.on_rate_limited():
+            self._allowed = self.aimd.allowed
+            logger.info("pool %r: rate limited; concurrency cut to %d", self.name, self._allowed)
+
+    def _grow(self) -> None:
+        assert self.aimd is not None
+        self.aimd.on_success()
+        allowed = self.aimd.allowed
+        if allowed != self._allowed:
+            self._allowed = allowed
+            self._unpark()
+
+    async def _park(self) -> None:
+        """Sit out until AIMD allows more workers; not counted as a worker meanwhile."""
+        self._active -= 1
+        self.probe.worker_stopped()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._parked.append(waiter)
+        task = asyncio.current_task()
+        assert task is not None
+        self._parked_tasks.add(task)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._active -= 1  # unparked and cancelled at once: undo the unpark
+            self.probe.worker_started()  # balanced by the worker's own worker_stopped()
+            raise
+        finally:
+            self._parked_tasks.discard(task)
+        self.probe.worker_started()
+
+    def _unpark(self) -> None:
+        while self._parked and self._active < self._allowed:
+            waiter = self._parked.popleft()
+            if not waiter.done():
+                self._active += 1
+                waiter.set_result(None)
+
+    # -- waiting for the work to be done -------------------------------------------
+
+    def _check_joined(self, waiting: int = 0) -> None:
+        """Wake joiners when nothing is waiting and every worker is idle or
+        parked (``waiting``: the caller is about to block too)."""
+        delayed = getattr(self.broker, "delayed", 0)
+        idle = len(self._idle) + len(self._parked_tasks) + waiting
+        if self.broker.depth() == 0 and not delayed and idle >= len(self._workers):
+            joiners, self._joiners = self._joiners, []
+            for joiner in joiners:
+                if not joiner.done():
+                    joiner.set_result(None)
+
+    async def join(self, timeout: float | None = None) -> None:
+        """Wait until the queue is empty and no worker holds an item (scheduled
+        retries included, for brokers that report them). TimeoutError after
+        ``timeout`` seconds."""
+        timeout = check_timeout(timeout)
+        if not self._started:
+            raise RuntimeError(f"pool {self.name!r} is not started: join() would wait forever")
+        joiner: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._joiners.append(joiner)
+        self._check_joined()
+        async with asyncio.timeout(timeout):
+            await joiner
+
+    # -- stopping -----------------------------------------------------------------
+
+    async def stop(self, drain_timeout: float | None = None) -> StopReport:
+        """Stop taking work, let in-flight items finish within
+        ``drain_timeout`` (default: the pool's), hand the rest back, close an
+        owned broker. Idempotent; safe to call from a cancelled context."""
+        deadline = self.drain_timeout if drain_timeout is None else check_timeout(drain_timeout) or 0.0
+        if self._stopped:
+            return StopReport(drained=True, released=0, left_in_flight=0)
+        self._stopping = True
+        released_before = self._released
+        for task in [*self._idle, *self._parked_tasks]:
+            task.cancel()
+        busy = set(self._workers)
+        drained = True
+        if busy:
+            _, pending = await asyncio.wait(busy, timeout=deadline)
+            if pending:
+                drained = False
+                for task in pending:
+                    task.cancel()
+                _, pending = await asyncio.wait(pending, timeout=max(1.0, deadline))
+        else:
+            pending = set()
+        for joiner in self._joiners:
+            if not joiner.done():
+                joiner.set_exception(PoolClosed(f"pool {self.name!r} stopped before the work was done"))
+        self._joiners = []
+        with contextlib.suppress(Exception):
+            await self.broker.flush()
+        if self._owns_broker:
+            await self.broker.close()
+        self._stopped = True
+        return StopReport(
+            drained=drained, released=self._released - released_before, left_in_flight=len(pending)
+        )
+
+    # -- inspection ---------------------------------------------------------------
+
+    @property
+    def workers(self) -> int:
+        """Worker tasks alive (parked ones included)."""
+        return len(self._workers)
+
+    @property
+    def active(self) -> int:
+        """Workers allowed to take items now (not parked by AIMD)."""
+        return self._active
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
