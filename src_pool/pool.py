@@ -198,6 +198,7 @@ class Pool:
         self._stopped = False
         self._crashes = 0
         self._released = 0
+        self._leftovers: list[Envelope] = []
         self._log = _Throttled()
 
     # -- producing ------------------------------------------------------------
@@ -422,10 +423,16 @@ class Pool:
     async def _give_back(self, envelope: Envelope) -> None:
         self.probe.returned()
         self._released += 1
+        if self._stopping:  # stop() releases all leftovers at once, in queue order
+            self._leftovers.append(envelope)
+            return
+        await self._release([envelope])
+
+    async def _release(self, envelopes: list[Envelope]) -> None:
         try:
-            await self.broker.release([envelope])
+            await self.broker.release(envelopes)
         except Exception:
-            self._log.error("release", "pool %r: could not release item %s", self.name, envelope.id)
+            self._log.error("release", "pool %r: could not release %d item(s)", self.name, len(envelopes))
 
     # -- adaptive concurrency ---------------------------------------------------
 
@@ -472,20 +479,28 @@ class Pool:
     # -- waiting for the work to be done -------------------------------------------
 
     def _check_joined(self, waiting: int = 0) -> None:
-        """Wake joiners when nothing is waiting and every worker is idle or
-        parked (``waiting``: the caller is about to block too)."""
-        delayed = getattr(self.broker, "delayed", 0)
-        idle = len(self._idle) + len(self._parked_tasks) + waiting
-        if self.broker.depth() == 0 and not delayed and idle >= len(self._workers):
-            joiners, self._joiners = self._joiners, []
-            for joiner in joiners:
-                if not joiner.done():
-                    joiner.set_result(None)
+        """Wake joiners when nothing is waiting or in flight. Brokers that
+        count their items in flight (and scheduled retries) say so exactly;
+        for others, every worker must be idle or parked (``waiting``: the
+        caller is about to block too)."""
+        broker = self.broker
+        if broker.depth() or getattr(broker, "delayed", 0):
+            return
+        in_flight = getattr(broker, "in_flight", None)
+        if in_flight is None:
+            if len(self._idle) + len(self._parked_tasks) + waiting < len(self._workers):
+                return
+        elif in_flight:
+            return
+        joiners, self._joiners = self._joiners, []
+        for joiner in joiners:
+            if not joiner.done():
+                joiner.set_result(None)
 
     async def join(self, timeout: float | None = None) -> None:
-        """Wait until the queue is empty and no worker holds an item (scheduled
-        retries included, for brokers that report them). TimeoutError after
-        ``timeout`` seconds."""
+        """Wait until the queue is empty and no item is in flight (scheduled
+        retries included, for brokers that report ``delayed``/``in_flight``,
+        as the in-memory one does). TimeoutError after ``timeout`` seconds."""
         timeout = check_timeout(timeout)
         if not self._started:
             raise RuntimeError(f"pool {self.name!r} is not started: join() would wait forever")
@@ -519,6 +534,10 @@ class Pool:
                 _, pending = await asyncio.wait(pending, timeout=max(1.0, deadline))
         else:
             pending = set()
+        if self._leftovers:
+            leftovers, self._leftovers = self._leftovers, []
+            leftovers.sort(key=lambda e: (-e.priority, e.enqueued_at))
+            await self._release(leftovers)
         for joiner in self._joiners:
             if not joiner.done():
                 joiner.set_exception(PoolClosed(f"pool {self.name!r} stopped before the work was done"))
