@@ -1,7 +1,7 @@
 """Worker processes for the integration tests, each writing what its monitor sees.
 
 ``python -m tests.integration_workers KIND --url URL --queue Q --out FILE``
-starts a real worker of KIND (``rq`` or ``rq-simple``), instrumented with
+starts a real worker of KIND (``rq``, ``rq-simple``, ``celery``), instrumented with
 qhealth on a monitor with a short interval and window, that appends one JSON
 line per tick to FILE: the sample, the state and the conditions. The tests
 read FILE while they drive the worker (enqueue jobs, stop the process).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ class JsonLines(Listener):
 
     def on_tick(self, snapshot: QueueSnapshot) -> None:
         line = {
+            "pid": os.getpid(),
             "queue": snapshot.queue,
             **snapshot.sample.to_dict(),
             "state": snapshot.health.state,
@@ -57,16 +59,32 @@ def run_rq(args: argparse.Namespace, simple: bool) -> None:
     worker.work(with_scheduler=False, logging_level="WARNING")
 
 
+def run_celery(args: argparse.Namespace) -> None:
+    os.environ["QHEALTH_TEST_BROKER"] = args.url
+    from qhealth.integrations.celery import instrument
+    from tests.integration_celery_app import app
+
+    monitor = make_monitor(args.out, args.interval, args.window)
+    instrument(app, monitor=monitor)
+    argv = ["worker", "-P", args.pool, "-c", str(args.concurrency), "-Q", args.queue, "--loglevel", "WARNING"]
+    app.worker_main([*argv, "--without-gossip", "--without-mingle", "-n", f"w-{os.getpid()}@%h"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=("rq", "rq-simple"))
+    parser.add_argument("kind", choices=("rq", "rq-simple", "celery"))
     parser.add_argument("--url", required=True)
     parser.add_argument("--queue", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--interval", type=float, default=0.2)
     parser.add_argument("--window", type=float, default=2.0)
+    parser.add_argument("--pool", default="threads")
+    parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args()
-    run_rq(args, simple=args.kind == "rq-simple")
+    if args.kind == "celery":
+        run_celery(args)
+    else:
+        run_rq(args, simple=args.kind == "rq-simple")
 
 
 if __name__ == "__main__":
