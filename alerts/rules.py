@@ -73,10 +73,15 @@ class _Names:
         self.full_share_recent = "queue:qhealth_queue_near_capacity:share_recent"
         self.depth_first_third = "queue:qhealth_queue_depth:max_first_third"
         self.depth_last_third = "queue:qhealth_queue_depth:min_last_third"
+        self.window_full = "queue:qhealth_window:full"
 
 
 def names(cfg: RulesConfig | None = None) -> _Names:
     return _Names(cfg or RulesConfig())
+
+
+def _indent(text: str, by: int = 2) -> str:
+    return "\n".join(" " * by + line for line in text.splitlines())
 
 
 def _num(value: float) -> str:
@@ -137,6 +142,8 @@ def recording_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
         )
 
     return [
+        # Like the classifier's warm-up: judge a queue only once its data reaches back a whole window.
+        {"record": n.window_full, "expr": f"count by (queue) ({raw('qhealth_queue_depth')} offset {w})"},
         {"record": n.depth, "expr": depth},
         {"record": n.capacity, "expr": f"{agg} by (queue) ({raw('qhealth_queue_capacity')})"},
         {"record": n.workers, "expr": workers},
@@ -320,10 +327,13 @@ def alerting_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
 def build(cfg: RulesConfig | None = None) -> dict[str, Any]:
     """The whole rules file as a dict (one group; order matters, see the module doc)."""
     cfg = cfg or RulesConfig()
+    n = _Names(cfg)
     conditions = [
         {
             "record": CONDITION_SERIES,
-            "expr": f"count by (queue) (\n{expr}\n)",
+            "expr": (
+                f"count by (queue) (\n  (\n{_indent(expr)}\n  )\n  and on (queue)\n    {n.window_full}\n)"
+            ),
             "labels": {"condition": str(condition)},
         }
         for condition, expr in condition_exprs(cfg).items()
