@@ -264,12 +264,14 @@ def _guarded(inner: MetricExporter, endpoint: str, log_interval_s: float) -> Met
                 preferred_aggregation=inner._preferred_aggregation,
             )
             self.inner = inner
+            self.exports = 0
             self.failures = 0
             self._log = ThrottledLog(interval_s=log_interval_s, log=logger)
 
         def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+            self.exports += 1
             try:
-                result = inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+                result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
             except Exception:
                 self.failures += 1
                 self._log.exception("export", "qhealth: OTLP export to %s raised; skipped", endpoint)
@@ -282,10 +284,10 @@ def _guarded(inner: MetricExporter, endpoint: str, log_interval_s: float) -> Met
             return result
 
         def force_flush(self, timeout_millis: float = 10_000) -> bool:
-            return bool(inner.force_flush(timeout_millis=timeout_millis))
+            return bool(self.inner.force_flush(timeout_millis=timeout_millis))
 
         def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-            inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+            self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
     return GuardedExporter()
 
@@ -300,12 +302,17 @@ class OtlpExport:
     """Where metrics go, with any credentials removed."""
     exporter: OTelExporter | None = None
     _filters: list[tuple[logging.Logger, logging.Filter]] = field(default_factory=list, repr=False)
+    _guard: Any = field(default=None, repr=False)
+
+    @property
+    def exports(self) -> int:
+        """Export attempts so far (each may retry inside the OTLP exporter)."""
+        return int(getattr(self._guard, "exports", 0))
 
     @property
     def failures(self) -> int:
         """Exports that failed so far."""
-        readers = getattr(self.meter_provider, "_all_metric_readers", ())
-        return sum(getattr(getattr(r, "_exporter", None), "failures", 0) for r in readers)
+        return int(getattr(self._guard, "failures", 0))
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         if self.exporter is not None:
@@ -322,6 +329,7 @@ def setup_otlp(
     protocol: str | None = None,
     endpoint: str | None = None,
     interval_s: float | None = None,
+    timeout_s: float | None = None,
     set_global: bool = False,
     log_interval_s: float = 60.0,
     buckets: Sequence[float] = DEFAULT_BUCKETS,
@@ -332,7 +340,9 @@ def setup_otlp(
     ``"http/protobuf"``), ``endpoint`` (gRPC: ``http://host:4317``; HTTP: the
     full ``.../v1/metrics`` URL), ``interval_s`` (export period). With
     ``source``, its instruments are created on the new provider;
-    ``set_global`` also makes the provider the global one. Raises
+    ``timeout_s`` bounds each export request, retries included (default: the
+    exporters' ``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s). ``set_global`` also makes
+    the provider the global one. Raises
     ``ValueError`` naming a bad setting, ``ImportError`` naming the extra.
     """
     _require("opentelemetry.sdk")
@@ -351,8 +361,14 @@ def setup_otlp(
             f"OTLP protocol must be 'grpc' or 'http/protobuf', got {chosen!r} "
             "(OTEL_EXPORTER_OTLP_PROTOCOL; the Python SDK has no http/json exporter)"
         )
-    if interval_s is not None and not (interval_s > 0 and math.isfinite(interval_s)):
-        raise ValueError(f"export interval must be a positive number of seconds, got {interval_s!r}")
+    for what, value in (("interval", interval_s), ("timeout", timeout_s)):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"export {what} must be a positive number of seconds, got {value!r}")
+    options: dict[str, Any] = {}
+    if endpoint:
+        options["endpoint"] = endpoint
+    if timeout_s is not None:
+        options["timeout"] = timeout_s
     resource = Resource.create({"service.name": _env("OTEL_SERVICE_NAME") or "qhealth"})
     disabled = _env("OTEL_SDK_DISABLED").lower() == "true"
 
@@ -362,7 +378,7 @@ def setup_otlp(
             OTLPMetricExporter as GrpcExporter,
         )
 
-        inner: MetricExporter = GrpcExporter(endpoint=endpoint) if endpoint else GrpcExporter()
+        inner: MetricExporter = GrpcExporter(**options)
         shown = endpoint or _env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
         shown = shown or "http://localhost:4317"
     else:
@@ -371,16 +387,18 @@ def setup_otlp(
             OTLPMetricExporter as HttpExporter,
         )
 
-        inner = HttpExporter(endpoint=endpoint) if endpoint else HttpExporter()
+        inner = HttpExporter(**options)
         shown = str(getattr(inner, "_endpoint", endpoint or ""))
 
     shown = _redact(shown)
     filters: list[tuple[logging.Logger, logging.Filter]] = []
+    guard = None
     if disabled:
         provider = SdkMeterProvider(resource=resource)
     else:
+        guard = _guarded(inner, shown, log_interval_s)
         reader = PeriodicExportingMetricReader(
-            _guarded(inner, shown, log_interval_s),
+            guard,
             export_interval_millis=None if interval_s is None else interval_s * 1000,
         )
         provider = SdkMeterProvider(resource=resource, metric_readers=[reader])
@@ -391,7 +409,7 @@ def setup_otlp(
             filters.append((log, throttle))
     if set_global:
         metrics.set_meter_provider(provider)
-    export = OtlpExport(provider, chosen, shown, _filters=filters)
+    export = OtlpExport(provider, chosen, shown, _filters=filters, _guard=guard)
     if source is not None:
         export.exporter = instrument(source, provider, buckets=buckets)
     return export

@@ -77,7 +77,13 @@ def points_of(request: ExportMetricsServiceRequest) -> Iterator[Point]:
 class OtlpReceiver:
     """Receives OTLP metric exports; ``requests`` holds every one that arrived."""
 
-    def __init__(self, protocol: Literal["grpc", "http"], behaviour: Behaviour = "ok", delay_s: float = 2.0):
+    def __init__(
+        self,
+        protocol: Literal["grpc", "http"],
+        behaviour: Behaviour = "ok",
+        delay_s: float = 2.0,
+        port: int = 0,
+    ):
         self.protocol = protocol
         self.behaviour = behaviour
         self.delay_s = delay_s
@@ -87,7 +93,7 @@ class OtlpReceiver:
         self._grpc: grpc.Server | None = None
         self._http: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self.port = 0
+        self.port = port
 
     # -- what arrived ----------------------------------------------------------
 
@@ -151,7 +157,7 @@ class OtlpReceiver:
 
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Servicer(), server)
-        self.port = server.add_insecure_port("127.0.0.1:0")
+        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         server.start()
         self._grpc = server
 
@@ -186,7 +192,7 @@ class OtlpReceiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
         self.port = int(server.server_address[1])
         self._http = server
@@ -245,3 +251,239 @@ def prometheus_name(name: str, unit: str, kind: str, monotonic: bool) -> str:
     if kind == "sum" and monotonic:
         out += "_total"
     return out
+
+
+# -- an instrumented asyncio pool, for the failure tests and bench/export.py ------------
+
+
+async def _drain(queue: Any, items: int, workers: int) -> None:
+    import asyncio
+
+    async def worker() -> None:
+        while True:
+            item = await queue.get()
+            if item is None:
+                queue.task_done()
+                return
+            queue.task_done()
+
+    tasks = [asyncio.create_task(worker()) for _ in range(workers)]
+    for i in range(items):
+        await queue.put(i)
+    for _ in range(workers):
+        await queue.put(None)
+    await queue.join()
+    await asyncio.gather(*tasks)
+
+
+def pool_throughput(monitor: Any, name: str, items: int = 100_000, workers: int = 10) -> tuple[float, float]:
+    """A no-op pool (1 producer, ``workers`` workers, a queue of 100) on an
+    instrumented asyncio.Queue watched by ``monitor``: (items per second of
+    wall time, items per second of this process's CPU time).
+
+    The second figure counts every thread of the process (the exporter's too,
+    which is the cost being looked for) but not the time other processes on
+    the machine take: on a shared machine it is the steadier measure."""
+    import asyncio
+
+    from qhealth.integrations.asyncio_queue import instrumented_queue
+
+    async def main() -> tuple[float, float]:
+        queue = instrumented_queue(name, 100, monitor=monitor, workers=workers)
+        t0, c0 = time.perf_counter(), time.process_time()
+        await _drain(queue, items, workers)
+        t1, c1 = time.perf_counter(), time.process_time()
+        return items / (t1 - t0), items / max(c1 - c0, 1e-9)
+
+    return asyncio.run(main())
+
+
+# -- a receiver in its own process that can go down and come back -----------------------
+
+Mode = Literal["live", "dead", "slow", "error"]
+MODES: tuple[Mode, ...] = ("live", "dead", "slow", "error")
+
+
+def _serve_switchable(protocol: Literal["grpc", "http"], delay_s: float) -> None:
+    """Subprocess main: a receiver on one port, switched by commands on stdin
+    (a mode per line); answers ``ok`` once the mode is in force."""
+    import sys
+
+    port = int(dead_endpoint("grpc").rsplit(":", 1)[1])
+    receiver: OtlpReceiver | None = None
+    print(port, flush=True)
+    for line in sys.stdin:
+        mode = line.strip()
+        if receiver is not None:
+            receiver.close()
+            receiver = None
+        if mode != "dead":
+            behaviour: Behaviour = "ok" if mode == "live" else mode  # type: ignore[assignment]
+            for _ in range(50):  # the port can take a moment to free after a close
+                try:
+                    receiver = OtlpReceiver(protocol, behaviour, delay_s, port=port).start()
+                    break
+                except (OSError, RuntimeError):
+                    time.sleep(0.05)
+        print("ok" if mode == "dead" or receiver is not None else "failed", flush=True)
+
+
+class SwitchableReceiver:
+    """An OTLP receiver in a child process (so that its work is not counted
+    in the measured process) that goes live, dead (nothing listens on the
+    port), slow or failing on command."""
+
+    def __init__(self, protocol: Literal["grpc", "http"], delay_s: float = 1.0) -> None:
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parent.parent
+        script = (
+            "from tests.test_otel_support import _serve_switchable; "
+            f"_serve_switchable({protocol!r}, {delay_s})"
+        )
+        self.protocol = protocol
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        self.port = int(self._proc.stdout.readline())
+        self.mode: Mode = "dead"
+
+    @property
+    def endpoint(self) -> str:
+        base = f"http://127.0.0.1:{self.port}"
+        return base if self.protocol == "grpc" else base + "/v1/metrics"
+
+    def switch(self, mode: Mode) -> None:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(mode + "\n")
+        self._proc.stdin.flush()
+        answer = self._proc.stdout.readline().strip()
+        assert answer == "ok", f"the receiver could not switch to {mode}: {answer!r}"
+        self.mode = mode
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(10)
+            except Exception:
+                self._proc.kill()
+                self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+@dataclass
+class Chunk:
+    """One stretch of the pool's work while the collector was in one mode."""
+
+    mode: Mode
+    wall: float
+    """Items per second of wall time."""
+    cpu: float
+    """Items per second of this process's CPU time (all its threads)."""
+    exports: int
+    failures: int
+
+
+def pool_while_collector_flips(
+    protocol: Literal["grpc", "http"],
+    modes: tuple[Mode, ...] = MODES,
+    *,
+    rounds: int = 10,
+    chunk_items: int = 150_000,
+    settle_s: float = 0.3,
+    interval_s: float = 0.1,
+    timeout_s: float = 0.5,
+) -> list[Chunk]:
+    """An instrumented asyncio pool (1 producer, 10 no-op workers, a queue of
+    100) runs without a break while its monitor exports over OTLP every
+    ``interval_s`` to a collector that is switched, between stretches of
+    ``chunk_items`` items, between the ``modes``: live, dead, slow, failing.
+    The modes alternate in forward then reverse order (ABBA), so that the load
+    other programs put on the machine falls on every mode alike; after each
+    switch the pool works ``settle_s`` unmeasured, so that the exporter is in
+    the new mode's steady state (retrying, timing out) when measuring starts.
+    """
+    import asyncio
+
+    from qhealth import Monitor
+    from qhealth.integrations.asyncio_queue import instrumented_queue
+    from qhealth.otel import setup_otlp
+
+    receiver = SwitchableReceiver(protocol, delay_s=2 * timeout_s)
+    monitor = Monitor(interval=0.05)
+    export = setup_otlp(
+        monitor,
+        protocol="grpc" if protocol == "grpc" else "http/protobuf",
+        endpoint=receiver.endpoint,
+        interval_s=interval_s,
+        timeout_s=timeout_s,
+    )
+    chunks: list[Chunk] = []
+
+    async def main() -> None:
+        queue = instrumented_queue("pool", 100, monitor=monitor, workers=10)
+
+        async def worker() -> None:
+            while True:
+                item = await queue.get()
+                queue.task_done()
+                if item is None:
+                    return
+
+        tasks = [asyncio.create_task(worker()) for _ in range(10)]
+        loop = asyncio.get_running_loop()
+        for r in range(rounds):
+            for mode in modes if r % 2 == 0 else modes[::-1]:
+                await loop.run_in_executor(None, receiver.switch, mode)
+                settle_until = time.monotonic() + settle_s
+                while time.monotonic() < settle_until:
+                    for i in range(1000):
+                        await queue.put(i)
+                e0, f0 = export.exports, export.failures
+                t0, c0 = time.perf_counter(), time.process_time()
+                for i in range(chunk_items):
+                    await queue.put(i)
+                t1, c1 = time.perf_counter(), time.process_time()
+                chunks.append(
+                    Chunk(
+                        mode,
+                        chunk_items / (t1 - t0),
+                        chunk_items / max(c1 - c0, 1e-9),
+                        export.exports - e0,
+                        export.failures - f0,
+                    )
+                )
+        for _ in tasks:
+            await queue.put(None)
+        await asyncio.gather(*tasks)
+
+    monitor.start()
+    try:
+        asyncio.run(main())
+    finally:
+        monitor.stop()
+        receiver.switch("live")  # let the last export through, so shutdown does not wait
+        export.shutdown(timeout_s=2 * timeout_s + 1)
+        receiver.close()
+    return chunks
+
+
+def paired_ratios(chunks: list[Chunk], mode: Mode, measure: str = "cpu") -> list[float]:
+    """``mode``/live throughput for each round (the chunks of one round are
+    minutes apart at most, so they saw the same machine)."""
+    per_round = len({c.mode for c in chunks})
+    ratios = []
+    for i in range(0, len(chunks), per_round):
+        round_ = {c.mode: getattr(c, measure) for c in chunks[i : i + per_round]}
+        ratios.append(round_[mode] / round_["live"])
+    return ratios

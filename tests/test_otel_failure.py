@@ -1,0 +1,128 @@
+"""A collector that is down, slow or answering errors never reaches the pool:
+the pool keeps its pace, failures are logged once per interval (never per
+item), and shutting down does not hang."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from typing import Literal
+
+import pytest
+
+import qhealth
+from qhealth.otel import setup_otlp
+
+from .test_otel_support import (
+    MODES,
+    Chunk,
+    dead_endpoint,
+    paired_ratios,
+    pool_throughput,
+    pool_while_collector_flips,
+)
+
+Protocol = Literal["grpc", "http"]
+
+
+def _table(chunks: list[Chunk]) -> str:
+    return "\n".join(
+        f"{c.mode:5}  wall {c.wall:>9,.0f}/s  cpu {c.cpu:>9,.0f}/s  exports {c.exports}  failed {c.failures}"
+        for c in chunks
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_dead_slow_or_failing_collector_does_not_slow_the_pool(protocol: Protocol) -> None:
+    """One pool runs without a break while its collector is switched between
+    live, dead, slow and failing (alternated, ABBA); each failure mode's
+    stretches are compared with the live stretches of the same round.
+
+    What is asserted, and why not "within 5%" here: on this shared 2-core
+    machine (other test processes run beside this one), two live stretches
+    differ by up to ±15% in CPU-normalised throughput and more in wall time,
+    so a 5% bound would fail at random. The test asserts what it can resolve:
+    the failures really happened; no mode blocks the pool (wall-clock median
+    ratio >= 0.5: a pool that waited for a dead collector would fall to ~0);
+    no mode takes CPU from it (CPU-normalised median ratio >= 0.85: a retry
+    loop without backoff, or a log line per item, would halve it).
+    ``bench/export.py`` measures the same thing over more rounds for the
+    5% figure recorded in docs/benchmarks.md.
+    """
+    chunks = pool_while_collector_flips(protocol, MODES, rounds=4, chunk_items=120_000, settle_s=0.25)
+    table = _table(chunks)
+    live = [c for c in chunks if c.mode == "live"]
+    assert sum(c.failures for c in live) == 0, f"live exports failed:\n{table}"
+    assert sum(c.exports for c in live) > 0, f"nothing was exported while live:\n{table}"
+    for mode in ("dead", "error"):
+        failed = sum(c.failures for c in chunks if c.mode == mode)
+        assert failed >= 2, f"the {mode} collector made too few exports fail to test anything:\n{table}"
+    for mode in ("dead", "slow", "error"):
+        wall = statistics.median(paired_ratios(chunks, mode, "wall"))
+        cpu = statistics.median(paired_ratios(chunks, mode, "cpu"))
+        assert wall >= 0.5, f"a {mode} collector blocked the pool ({mode}/live {wall:.2f}):\n{table}"
+        assert cpu >= 0.85, f"a {mode} collector took CPU from the pool ({mode}/live {cpu:.2f}):\n{table}"
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_dead_collector_is_logged_once_per_interval_never_per_item(
+    protocol: Protocol, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    monitor = qhealth.Monitor(interval=0.05)
+    monitor.watch("warm-up", workers=1)
+    monitor.start()
+    export = setup_otlp(
+        monitor,
+        protocol="grpc" if protocol == "grpc" else "http/protobuf",
+        endpoint=dead_endpoint(protocol),
+        interval_s=0.05,
+        timeout_s=0.3,
+    )
+    try:
+        items = 0
+        deadline = time.monotonic() + 20
+        while export.failures < 5 and time.monotonic() < deadline:
+            pool_throughput(monitor, f"pool-{items}", 20_000)
+            items += 20_000
+        assert export.failures >= 5, "the dead collector should have failed several exports by now"
+    finally:
+        monitor.stop()
+        export.shutdown(timeout_s=2)
+    ours = [r for r in caplog.records if r.name.startswith("qhealth")]
+    theirs = [r for r in caplog.records if r.name.startswith("opentelemetry")]
+    assert len(ours) == 1, [r.getMessage() for r in ours]
+    assert "failed" in ours[0].getMessage()
+    # The exporters log each retry and each failure; within one interval each
+    # distinct message passes once, so a handful at most, whatever the number of exports.
+    assert len(theirs) <= 3, [r.getMessage() for r in theirs]
+    assert len({(r.name, r.msg) for r in theirs}) == len(theirs), "a message passed twice in one interval"
+
+
+def test_the_exporter_log_filters_are_removed_at_shutdown() -> None:
+    export = setup_otlp(endpoint=dead_endpoint("http"), interval_s=60)
+    logger = logging.getLogger("opentelemetry.exporter.otlp.proto.http.metric_exporter")
+    assert logger.filters, "throttled while the export runs"
+    export.shutdown(timeout_s=1)
+    assert not [f for f in logger.filters if type(f).__name__ == "_ThrottleFilter"]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_shutting_down_with_a_dead_collector_takes_at_most_the_export_timeout(protocol: Protocol) -> None:
+    monitor = qhealth.Monitor(interval=0.05)
+    monitor.watch("q", workers=1)
+    monitor.start()
+    export = setup_otlp(
+        monitor,
+        protocol="grpc" if protocol == "grpc" else "http/protobuf",
+        endpoint=dead_endpoint(protocol),
+        interval_s=0.05,
+        timeout_s=0.5,
+    )
+    time.sleep(0.3)
+    monitor.stop()
+    t0 = time.monotonic()
+    export.shutdown(timeout_s=5)
+    assert time.monotonic() - t0 < 2.0

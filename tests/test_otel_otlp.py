@@ -1,0 +1,162 @@
+"""OTLP export to a real receiver (gRPC ``MetricsService/Export`` and HTTP
+``/v1/metrics``, built from opentelemetry-proto): the names, units, attributes
+and values that arrive, set up from the standard ``OTEL_EXPORTER_OTLP_*``
+variables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import pytest
+
+import qhealth
+from qhealth.otel import OtlpExport, setup_otlp
+
+from .test_export_support import spec_rows
+from .test_otel_support import OtlpReceiver, prometheus_name
+from .test_prometheus import busy_monitor
+
+Protocol = Literal["grpc", "http"]
+PROTOCOLS: list[Protocol] = ["grpc", "http"]
+
+
+@pytest.fixture(params=PROTOCOLS)
+def receiver(request: pytest.FixtureRequest) -> Iterator[OtlpReceiver]:
+    with OtlpReceiver(request.param) as r:
+        yield r
+
+
+def _env_for(receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the standard variables at the receiver, as a deployment would."""
+    for name in (
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        "OTEL_SDK_DISABLED",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    base = f"http://127.0.0.1:{receiver.port}"
+    monkeypatch.setenv(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc" if receiver.protocol == "grpc" else "http/protobuf"
+    )
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", base)  # HTTP appends /v1/metrics itself
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "qhealth-test")
+
+
+def _exported(monitor: qhealth.Monitor, probe: qhealth.Probe) -> None:
+    probe.observe_duration(0.05)
+    probe.observe_wait(0.02)
+    monitor.tick(11.0)
+
+
+@pytest.fixture
+def exported(
+    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[OtlpReceiver, qhealth.Monitor, OtlpExport]]:
+    _env_for(receiver, monkeypatch)
+    monitor, probe = busy_monitor()
+    export = setup_otlp(monitor)
+    _exported(monitor, probe)
+    try:
+        receiver.wait_for({r.otel for r in spec_rows()})
+        yield receiver, monitor, export
+    finally:
+        export.shutdown()
+
+
+def test_the_protocol_comes_from_the_standard_variables(
+    exported: tuple[OtlpReceiver, qhealth.Monitor, OtlpExport],
+) -> None:
+    receiver, _, export = exported
+    assert export.protocol == ("grpc" if receiver.protocol == "grpc" else "http/protobuf")
+    assert export.failures == 0
+
+
+def test_every_metric_arrives_with_its_unit_and_kind(
+    exported: tuple[OtlpReceiver, qhealth.Monitor, OtlpExport],
+) -> None:
+    receiver, _, _ = exported
+    seen = {p.metric: p for p in receiver.points()}
+    kinds = {"gauge": "gauge", "counter": "sum", "histogram": "histogram"}
+    for row in spec_rows():
+        point = seen[row.otel]
+        assert (point.unit, point.kind) == (row.unit, kinds[row.kind]), row.otel
+        if row.kind == "counter":
+            assert point.monotonic, row.otel
+        # The names a Collector writing to Prometheus makes of them: the contract's.
+        assert prometheus_name(point.metric, point.unit, point.kind, point.monotonic) == row.prometheus
+
+
+def test_attributes_are_queue_and_the_contract_labels_only(
+    exported: tuple[OtlpReceiver, qhealth.Monitor, OtlpExport],
+) -> None:
+    receiver, _, _ = exported
+    extra = {r.otel: r.labels for r in spec_rows()}
+    for point in receiver.points():
+        assert set(point.attributes) == {"queue", *extra[point.metric]}, point.metric
+        assert point.attributes["queue"] == "emails"
+
+
+def test_values_that_arrive_are_what_the_monitor_saw(
+    exported: tuple[OtlpReceiver, qhealth.Monitor, OtlpExport],
+) -> None:
+    receiver, monitor, _ = exported
+    snap = monitor.snapshot("emails")
+    assert snap is not None
+    latest = {(k[0], tuple(sorted(k[1]))): p.value for k, p in receiver.latest().items()}
+    q = (("queue", "emails"),)
+    assert latest[("qhealth.queue.depth", q)] == snap.sample.depth
+    assert latest[("qhealth.workers", q)] == 4
+    assert latest[("qhealth.items.enqueued", q)] == 10
+    assert latest[("qhealth.items.processed", (("outcome", "success"), *q))] == 9
+    assert latest[("qhealth.items.processed", (("outcome", "error"), *q))] == 1
+    assert latest[("qhealth.attempts", q)] == 20
+    assert latest[("qhealth.rate_limited", q)] == 5
+    assert latest[("qhealth.worker.idle", q)] == pytest.approx(snap.sample.idle_s_total)
+    for condition in qhealth.SEVERITY:
+        active = 1.0 if condition in snap.health.conditions else 0.0
+        assert latest[("qhealth.condition", (("condition", str(condition)), *q))] == active
+    # The histogram counts what was observed after the instruments existed: one item.
+    assert latest[("qhealth.item.duration", q)] == 1
+
+
+def test_the_service_name_comes_from_the_environment(
+    exported: tuple[OtlpReceiver, qhealth.Monitor, OtlpExport],
+) -> None:
+    receiver, _, _ = exported
+    request = receiver.requests[0]
+    attributes = {kv.key: kv.value.string_value for kv in request.resource_metrics[0].resource.attributes}
+    assert attributes["service.name"] == "qhealth-test"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_arguments_override_the_variables(protocol: Protocol, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")  # would be refused if read
+    with OtlpReceiver(protocol) as receiver:
+        monitor, probe = busy_monitor()
+        export = setup_otlp(
+            monitor,
+            protocol="grpc" if protocol == "grpc" else "http/protobuf",
+            endpoint=receiver.endpoint,
+            interval_s=0.2,
+        )
+        try:
+            _exported(monitor, probe)
+            receiver.wait_for({"qhealth.queue.depth", "qhealth.item.duration"})
+        finally:
+            export.shutdown()
+
+
+def test_an_unsupported_protocol_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    with pytest.raises(ValueError, match="http/json"):
+        setup_otlp()
+
+
+def test_credentials_in_the_endpoint_are_not_shown() -> None:
+    export = setup_otlp(endpoint="http://user:s3cret@127.0.0.1:1/v1/metrics", interval_s=60)
+    try:
+        assert "s3cret" not in export.endpoint and "s3cret" not in repr(export)
+    finally:
+        export.shutdown(timeout_s=1)
