@@ -1,7 +1,7 @@
 """Worker processes for the integration tests, each writing what its monitor sees.
 
 ``python -m tests.integration_workers KIND --url URL --queue Q --out FILE``
-starts a real worker of KIND (``rq``, ``rq-simple``, ``celery``), instrumented with
+starts a real worker of KIND (``rq``, ``rq-simple``, ``celery``, ``arq``), instrumented with
 qhealth on a monitor with a short interval and window, that appends one JSON
 line per tick to FILE: the sample, the state and the conditions. The tests
 read FILE while they drive the worker (enqueue jobs, stop the process).
@@ -70,9 +70,28 @@ def run_celery(args: argparse.Namespace) -> None:
     app.worker_main([*argv, "--without-gossip", "--without-mingle", "-n", f"w-{os.getpid()}@%h"])
 
 
+def run_arq(args: argparse.Namespace) -> None:
+    from arq.connections import RedisSettings
+    from arq.worker import run_worker
+
+    from qhealth.integrations.arq import instrument
+    from tests import integration_jobs as jobs
+
+    settings: dict[str, Any] = {
+        "functions": [jobs.arq_ok, jobs.arq_fail, jobs.arq_limited, jobs.arq_hang],
+        "redis_settings": RedisSettings.from_dsn(args.url),
+        "queue_name": args.queue,
+        "max_jobs": args.concurrency,
+        "poll_delay": 0.05,
+        "health_check_interval": 1,  # what `qhealth watch --kind arq` reads
+    }
+    instrument(settings, monitor=make_monitor(args.out, args.interval, args.window))
+    run_worker(settings)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=("rq", "rq-simple", "celery"))
+    parser.add_argument("kind", choices=("rq", "rq-simple", "celery", "arq"))
     parser.add_argument("--url", required=True)
     parser.add_argument("--queue", required=True)
     parser.add_argument("--out", required=True)
@@ -83,6 +102,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.kind == "celery":
         run_celery(args)
+    elif args.kind == "arq":
+        run_arq(args)
     else:
         run_rq(args, simple=args.kind == "rq-simple")
 

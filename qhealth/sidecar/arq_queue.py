@@ -34,7 +34,7 @@ DEFAULT_QUEUE = "arq:queue"
 IN_PROGRESS_PREFIX = "arq:in-progress:"
 HEALTH_CHECK_SUFFIX = ":health-check"
 
-_DUE_AND_HELD = """
+DUE_AND_HELD = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local waiting, held = 0, 0
 for _, id in ipairs(ids) do
@@ -54,6 +54,14 @@ UNKNOWN = {
 }
 
 
+def due_jobs(script: Any, queue: str) -> tuple[int, int]:
+    """(waiting, held): jobs due now that no worker holds, and that one holds.
+    ``script`` is ``client.register_script(DUE_AND_HELD)``."""
+    now_ms = int(time.time() * 1000)
+    waiting, held = script(keys=[queue], args=[now_ms, IN_PROGRESS_PREFIX])
+    return int(waiting), int(held)
+
+
 class ArqSource:
     """What arq's Redis keys show of one queue."""
 
@@ -61,12 +69,11 @@ class ArqSource:
         self._client = client
         self.queue = queue
         self._health_key = queue + HEALTH_CHECK_SUFFIX
-        self._script = client.register_script(_DUE_AND_HELD)
+        self._script = client.register_script(DUE_AND_HELD)
         self._counts: dict[str, int] | None = None
 
     def read(self) -> Reading:
-        now_ms = int(time.time() * 1000)
-        waiting, held = self._script(keys=[self.queue], args=[now_ms, IN_PROGRESS_PREFIX])
+        waiting, held = due_jobs(self._script, self.queue)
         health = self._client.get(self._health_key)
         if health:
             counts = {k: int(v) for k, v in _COUNT.findall(health)}
@@ -77,7 +84,7 @@ class ArqSource:
             c = self._counts
             processed = c["j_complete"] + c["j_failed"] + c["j_retried"]
             failed = c["j_failed"] + c["j_retried"]
-        return Reading(depth=int(waiting), busy=int(held), processed_total=processed, failed_total=failed)
+        return Reading(depth=waiting, busy=held, processed_total=processed, failed_total=failed)
 
     @property
     def unknown(self) -> dict[str, str]:

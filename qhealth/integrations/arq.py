@@ -1,0 +1,202 @@
+"""arq: one call on the worker settings.
+
+::
+
+    class WorkerSettings:
+        functions = [send_email]
+        redis_settings = RedisSettings()
+
+    qhealth.integrations.arq.instrument(WorkerSettings)
+
+``instrument`` chains its own ``on_startup``, ``on_shutdown``,
+``on_job_start`` and ``on_job_end`` hooks after yours, and wraps each job
+function so that the exception that ended a job reaches ``on_job_end`` (arq
+hands that hook the job context only). The queue is watched under arq's queue
+name (``arq:queue`` unless the settings name another), with ``max_jobs``
+workers: the jobs one arq worker runs at once.
+
+The depth is read on the monitor's tick from arq's sorted set: jobs due now
+that no worker holds (a Lua script over the due jobs, so O(depth) in Redis),
+over a synchronous Redis connection of the monitor's own; a Sentinel set-up
+(a list of hosts) has no depth. A job counts from ``on_job_start`` to
+``on_job_end``: a failure when the job raised, was cancelled or timed out, or
+asked for a retry (``Retry``: the run ended and the job goes back to the
+queue); a 429 when the exception says so (the shared detector). Jobs arq
+refuses before starting them (expired, unknown function, too many tries) do
+not reach these hooks and are not counted. Arrivals are counted by the
+producers, not here: reported unknown.
+
+The ``arq`` extra cannot share an environment with Celery's Redis transport
+(arq 0.28 needs redis-py < 6, kombu 5.7 >= 6.4): install ``qhealth[arq]`` in
+the arq workers' own environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from .._monitor import Monitor, default_monitor
+from .._probe import Probe
+from ._common import item_ended, require
+
+DEFAULT_QUEUE = "arq:queue"
+DEFAULT_MAX_JOBS = 10
+_ERROR = "qhealth_error"
+_T0 = "qhealth_t0"
+_MARK = "_qhealth_instrumented"
+
+Hook = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _get(settings: Any, name: str, default: Any = None) -> Any:
+    if isinstance(settings, dict):
+        return settings.get(name, default)
+    return getattr(settings, name, default)
+
+
+def _set(settings: Any, name: str, value: Any) -> None:
+    if isinstance(settings, dict):
+        settings[name] = value
+    else:
+        setattr(settings, name, value)
+
+
+def _chain(first: Hook | None, then: Callable[[dict[str, Any]], None]) -> Hook:
+    async def hook(ctx: dict[str, Any]) -> None:
+        if first is not None:
+            await first(ctx)
+        then(ctx)
+
+    return hook
+
+
+def _wrap(coroutine: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(coroutine)
+    async def job(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await coroutine(ctx, *args, **kwargs)
+        except BaseException as exc:
+            ctx[_ERROR] = exc
+            raise
+
+    return job
+
+
+def _wrapped_function(function: Any) -> Any:
+    arq_worker = require("arq.worker", extra="arq", who="qhealth.integrations.arq")
+    if isinstance(function, str):  # a dotted path: arq imports it, keeping the path as its name
+        function = arq_worker.func(function, name=function)
+    if isinstance(function, arq_worker.Function):
+        return dataclasses.replace(function, coroutine=_wrap(function.coroutine))
+    if not inspect.iscoroutinefunction(function):
+        raise TypeError(f"an arq job function must be a coroutine function, got {function!r}")
+    return _wrap(function)
+
+
+def _depth_source(settings: Any, queue: str) -> Callable[[], int] | None:
+    from ..sidecar.arq_queue import DUE_AND_HELD, due_jobs
+
+    redis_settings = _get(settings, "redis_settings")
+    host = getattr(redis_settings, "host", "localhost")
+    if not isinstance(host, str):
+        return None  # Sentinel: no single server to ask
+    redis = require("redis", extra="arq", who="qhealth.integrations.arq")
+    client = redis.Redis(
+        host=host,
+        port=getattr(redis_settings, "port", 6379),
+        db=getattr(redis_settings, "database", 0),
+        username=getattr(redis_settings, "username", None),
+        password=getattr(redis_settings, "password", None),
+        ssl=getattr(redis_settings, "ssl", False),
+        unix_socket_path=getattr(redis_settings, "unix_socket_path", None),
+        socket_timeout=5,
+        socket_connect_timeout=5,
+    )
+    script = client.register_script(DUE_AND_HELD)
+
+    def depth() -> int:
+        return due_jobs(script, queue)[0]
+
+    return depth
+
+
+class ArqInstrumentation:
+    """The hooks of one worker settings object (see :func:`instrument`)."""
+
+    def __init__(self, settings: Any, monitor: Monitor | None, count_calls: bool) -> None:
+        self._settings = settings
+        self._monitor = monitor
+        self._count_calls = count_calls
+        self.queue = str(_get(settings, "queue_name") or DEFAULT_QUEUE)
+        self.workers = int(_get(settings, "max_jobs") or DEFAULT_MAX_JOBS)
+        self._probe: Probe | None = None
+
+    def on_startup(self, ctx: dict[str, Any]) -> None:
+        monitor = self._monitor or default_monitor()
+        probe = monitor.watch(
+            self.queue, depth=_depth_source(self._settings, self.queue), counts_enqueued=False
+        )
+        for _ in range(self.workers):
+            probe.worker_started()
+        self._probe = probe
+        monitor.start()
+
+    def on_shutdown(self, ctx: dict[str, Any]) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            local = probe.local()
+            for _ in range(self.workers):
+                local.worker_stopped()
+
+    def on_job_start(self, ctx: dict[str, Any]) -> None:
+        probe = self._probe
+        if probe is None:
+            return
+        probe = probe.local()
+        enqueued = ctx.get("enqueue_time")
+        if isinstance(enqueued, datetime):  # arq gives an aware UTC time
+            enqueued = enqueued if enqueued.tzinfo else enqueued.replace(tzinfo=UTC)
+            probe.observe_wait(max(0.0, (datetime.now(UTC) - enqueued).total_seconds()))
+        ctx[_T0] = time.monotonic()
+        ctx.pop(_ERROR, None)
+        probe.started()
+
+    def on_job_end(self, ctx: dict[str, Any]) -> None:
+        probe = self._probe
+        t0 = ctx.pop(_T0, None)
+        if probe is None or t0 is None:
+            return
+        probe = probe.local()
+        probe.observe_duration(time.monotonic() - t0)
+        item_ended(probe, ctx.pop(_ERROR, None), count_calls=self._count_calls)
+
+
+def instrument(settings: Any, *, monitor: Monitor | None = None, count_calls: bool = True) -> Any:
+    """Instrument arq worker settings (a class or a dict, changed in place and
+    returned). ``count_calls``: each job run is one downstream call, and a run
+    ended by a "rate limited" exception one rate-limited call. Instrumenting
+    the same settings twice does nothing the second time."""
+    require("arq", extra="arq", who="qhealth.integrations.arq")
+    if _get(settings, _MARK, False):
+        return settings
+    functions = _get(settings, "functions")
+    if not functions:
+        raise ValueError("arq worker settings need a non-empty 'functions' list")
+    inst = ArqInstrumentation(settings, monitor, count_calls)
+    _set(settings, "functions", [_wrapped_function(f) for f in functions])
+    for hook, handler in (
+        ("on_startup", inst.on_startup),
+        ("on_shutdown", inst.on_shutdown),
+        ("on_job_start", inst.on_job_start),
+        ("on_job_end", inst.on_job_end),
+    ):
+        _set(settings, hook, _chain(_get(settings, hook), handler))
+    _set(settings, _MARK, True)
+    _set(settings, "qhealth", inst)
+    return settings
