@@ -1,0 +1,146 @@
+"""Celery sidecar: depth from RabbitMQ and Redis, counts from task events of a real worker."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from qhealth import ClassifierConfig, Monitor
+from qhealth.sidecar.celery_queue import CelerySource
+from tests.integration_brokers import PYTHON, Proc, amqp_url, procs, redis_url, unique, wait_until
+
+__all__ = ["amqp_url", "procs", "redis_url"]
+
+
+@pytest.fixture
+def producer() -> Iterator[Callable[[str], Any]]:
+    from celery import Celery
+
+    apps: list[Any] = []
+
+    def make(url: str) -> Any:
+        app = Celery("qhealth-test-producer", broker=url, set_as_current=False)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.close()
+
+
+@pytest.fixture
+def sources() -> Iterator[Callable[..., CelerySource]]:
+    made: list[CelerySource] = []
+
+    def make(url: str, queue: str, **kwargs: Any) -> CelerySource:
+        source = CelerySource(url, queue, **kwargs)
+        made.append(source)
+        return source
+
+    yield make
+    for source in made:
+        source.close()
+
+
+def delete_amqp_queue(url: str, queue: str) -> None:
+    import kombu
+
+    with kombu.Connection(url) as connection:
+        connection.default_channel.queue_delete(queue)
+        connection.default_channel.exchange_delete(queue)
+
+
+def test_depth_on_redis_counts_every_priority_list(
+    redis_url: str, producer: Callable[[str], Any], sources: Callable[..., CelerySource]
+) -> None:
+    queue = unique("celery-depth")
+    app = producer(redis_url)
+    for priority in (0, 0, 5, 9):
+        app.send_task("t.ok", queue=queue, priority=priority)
+    source = sources(redis_url, queue)
+    reading = source.read()
+    assert reading.depth == 4
+    assert reading.processed_total is None and reading.busy is None
+    assert "--events" in source.unknown["processed_total"]
+
+
+def test_depth_on_rabbitmq_is_the_ready_messages(
+    amqp_url: str, producer: Callable[[str], Any], sources: Callable[..., CelerySource]
+) -> None:
+    queue = unique("celery-depth-amqp")
+    try:
+        app = producer(amqp_url)
+        for _ in range(3):
+            app.send_task("t.ok", queue=queue)
+        source = sources(amqp_url, queue)
+        wait_until(lambda: source.read().depth == 3, 10, "3 messages on RabbitMQ")
+        assert source.consumers == 0
+    finally:
+        delete_amqp_queue(amqp_url, queue)
+
+
+def test_a_queue_rabbitmq_does_not_have_is_an_error_naming_it(
+    amqp_url: str, sources: Callable[..., CelerySource]
+) -> None:
+    queue = unique("celery-missing")
+    source = sources(amqp_url, queue)
+    with pytest.raises(RuntimeError, match=queue):
+        source.read()
+    with pytest.raises(RuntimeError, match=queue):  # and the source recovers its channel to say it again
+        source.read()
+
+
+@pytest.mark.slow
+def test_task_events_count_a_real_worker_and_a_stopped_one_is_stalled(
+    procs: Callable[..., Proc],
+    amqp_url: str,
+    producer: Callable[[str], Any],
+    sources: Callable[..., CelerySource],
+    tmp_path: Any,
+) -> None:
+    queue = unique("celery-events")
+    source = sources(amqp_url, queue, events=True)
+    assert source.events is not None
+    assert source.events.ready.wait(15), "the event queue was never consumed"
+    options = ["--out", str(tmp_path / "ticks.jsonl"), "--pool", "threads", "--concurrency", "2"]
+    worker = procs(
+        [PYTHON, "-m", "tests.integration_workers", "celery", "--url", amqp_url, "--queue", queue, *options],
+        env={"QHEALTH_TEST_EVENTS": "1"},
+    )
+    try:
+        app = producer(amqp_url)
+        for i in range(5):
+            app.send_task("t.ok", (i,), queue=queue)
+        for _ in range(2):
+            app.send_task("t.fail", queue=queue)
+        wait_until(
+            lambda: source.read().processed_total == 7, 60, lambda: f"7 task events\n{worker.output()}"
+        )
+        reading = source.read()
+        assert (reading.failed_total, reading.busy, reading.depth) == (2, 0, 0)
+        assert reading.workers is None  # events do not tell pool sizes: unknown, not guessed
+
+        worker.signal_group(signal.SIGSTOP)
+        for i in range(3):
+            app.send_task("t.ok", (i,), queue=queue)
+        monitor = Monitor(interval=0.2, config=ClassifierConfig(window_s=1.6, min_window_intervals=2))
+        monitor.watch_source(queue, source)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            monitor.tick()
+            health = monitor.health(queue)
+            if health is not None and health.state == "stalled":
+                break
+        health = monitor.health(queue)
+        assert health is not None and health.state == "stalled", health
+        snapshot = monitor.snapshot(queue)
+        # RabbitMQ may already have pushed up to 2 (concurrency x prefetch 1) to the stopped worker
+        assert snapshot is not None and 1 <= snapshot.sample.depth <= 3
+    finally:
+        worker.stop()
+        delete_amqp_queue(amqp_url, queue)
