@@ -1,0 +1,65 @@
+"""``qhealth report TRACE -o report.html [--png report.png]``: a trace's story, drawn."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import UsageError
+from .classify import config_from_args
+
+_DESCRIPTION = """\
+Draw a trace (shared/spec/trace-format.md) for people without Grafana: depth
+and capacity, throughput, busy and idle workers, and 429s over time, with the
+classifier's conditions as coloured bands and, below, each change of state with
+its reasons and the fix.
+
+  -o FILE     a self-contained HTML file (inline SVG, no dependencies)
+  --png FILE  the same charts as a PNG image (needs: pip install 'qhealth[report]')
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="draw a trace and its conditions as HTML (or PNG)",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("trace", metavar="TRACE", help="trace file (JSON Lines)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write the HTML report here")
+    parser.add_argument("--png", metavar="FILE", help="write a PNG image here (needs matplotlib)")
+    parser.add_argument("--title", help="report title (default: qhealth report: TRACE)")
+    parser.add_argument(
+        "--window", type=float, metavar="SECONDS", help="sliding window in seconds (default: 60)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a classifier setting (repeatable), as for `qhealth classify`",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._trace import TraceError, read_trace
+    from ..report import ReportError, Section, write_html, write_png
+
+    if not args.output and not args.png:
+        raise UsageError("say where to write the report: -o report.html and/or --png report.png")
+    config = config_from_args(args.window, args.set)
+    try:
+        sections = [Section.from_trace(read_trace(args.trace), config)]
+        if args.output:
+            write_html(args.output, sections, args.title or f"qhealth report: {args.trace}")
+        if args.png:
+            write_png(args.png, sections)
+    except (TraceError, ReportError) as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"{exc.filename or args.output}: {exc.strerror or exc}") from None
+    for path in (args.output, args.png):
+        if path:
+            print(f"wrote {path}")
+    return 0
