@@ -1,0 +1,154 @@
+"""Throwaway redis-server processes for tests (a fixture module: import the
+fixtures you need into a test module).
+
+``redis_server`` is one server per test session (per xdist worker), started
+with ``--save "" --appendonly no`` on a free port of 127.0.0.1; tests keep apart
+by using their own queue names (:func:`unique_name`). ``redis_factory`` starts
+extra servers for one test (a password, append-only for a restart test) and
+stops them afterwards. A missing ``redis-server`` binary fails the test with
+how to install it: a Redis test never passes silently.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+START_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A queue name no other test (or xdist worker) uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def _ping(port: int, password: str | None) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            if password:
+                s.sendall(f"AUTH {password}\r\n".encode())
+                if not s.recv(64).startswith(b"+OK"):
+                    return False
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """One redis-server process; ``restart()`` keeps its port and data dir."""
+
+    def __init__(self, directory: Path, *, appendonly: bool = False, password: str | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail(
+                "redis-server is not installed: apt-get install -y redis-server (the tests start their own)"
+            )
+        self.binary = binary
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.appendonly = appendonly
+        self.password = password
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _command(self) -> list[str]:
+        cmd = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--dir", str(self.dir),
+            "--logfile", str(self.dir / "redis.log"),
+            "--daemonize", "no",
+        ]  # fmt: skip
+        if self.appendonly:
+            cmd += ["--appendfsync", "always"]
+        if self.password:
+            cmd += ["--requirepass", self.password]
+        return cmd
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
+                pytest.fail(f"redis-server exited at start (port {self.port}):\n{log}")
+            if _ping(self.port, self.password):
+                return
+            time.sleep(0.02)
+        self.stop()
+        pytest.fail(f"redis-server did not answer PING within {START_TIMEOUT_S} s on port {self.port}")
+
+    def stop(self) -> None:
+        """SIGTERM: a clean shutdown (the append-only file is complete)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self, down_s: float = 0.0) -> None:
+        self.stop()
+        if down_s:
+            time.sleep(down_s)
+        self.start()
+
+    def command(self, *args: str | int | bytes) -> bytes:
+        """One command over a raw connection (for test set-up: no client needed)."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+        try:
+            reply = client.execute_command(*args)
+            return reply if isinstance(reply, bytes) else str(reply).encode()
+        finally:
+            client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp(f"redis-{os.getpid()}"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    started: list[RedisServer] = []
+
+    def make(*, appendonly: bool = False, password: str | None = None) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(started)}", appendonly=appendonly, password=password)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
