@@ -67,8 +67,8 @@ class _Names:
         self.backlog_idle_share = "queue:qhealth_backlog_idle:share"
         self.backlog_idle_share_recent = "queue:qhealth_backlog_idle:share_recent"
         self.waiting_share = "queue:qhealth_queue_waiting:share"
-        self.empty_share = "queue:qhealth_queue_empty:share"
-        self.empty_share_recent = "queue:qhealth_queue_empty:share_recent"
+        self.no_backlog_share = "queue:qhealth_no_backlog:share"
+        self.no_backlog_share_recent = "queue:qhealth_no_backlog:share_recent"
         self.full_share = "queue:qhealth_queue_near_capacity:share"
         self.full_share_recent = "queue:qhealth_queue_near_capacity:share_recent"
         self.depth_first_third = "queue:qhealth_queue_depth:max_first_third"
@@ -141,6 +141,17 @@ def recording_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
             f"  * on (queue) ({depth} >= bool on (queue) {idle_workers})\n)[{span}:{step}])"
         )
 
+    def no_backlog(span: str) -> str:
+        # Samples with an empty queue, or fewer items than idle workers (an item caught
+        # between arrival and pickup); just an empty queue where busy workers are unknown.
+        idle_workers = f"({workers} - on (queue) {busy})"
+        return (
+            "avg_over_time((\n"
+            f"    clamp_max(({depth} == bool 0) + on (queue) ({depth} < bool on (queue) {idle_workers}), 1)\n"
+            f"  or on (queue)\n    ({depth} == bool 0)\n"
+            f")[{span}:{step}])"
+        )
+
     return [
         # Like the classifier's warm-up: judge a queue only once its data reaches back a whole window.
         {"record": n.window_full, "expr": f"count by (queue) ({raw('qhealth_queue_depth')} offset {w})"},
@@ -186,8 +197,8 @@ def recording_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
         {"record": n.backlog_idle_share, "expr": backlog_idle(w)},
         {"record": n.backlog_idle_share_recent, "expr": backlog_idle(r)},
         {"record": n.waiting_share, "expr": f"avg_over_time(({depth} > bool 0)[{w}:{step}])"},
-        {"record": n.empty_share, "expr": f"avg_over_time(({depth} == bool 0)[{w}:{step}])"},
-        {"record": n.empty_share_recent, "expr": f"avg_over_time(({depth} == bool 0)[{r}:{step}])"},
+        {"record": n.no_backlog_share, "expr": no_backlog(w)},
+        {"record": n.no_backlog_share_recent, "expr": no_backlog(r)},
         {
             "record": n.full_share,
             "expr": f"avg_over_time(({depth} >= bool {near} * {n.capacity})[{w}:{step}])",
@@ -249,8 +260,14 @@ def condition_exprs(cfg: RulesConfig) -> dict[Condition, str]:
             f"  and on (queue)\n    {n.rate_limited_ratio_recent} >= {_num(c.rate_limited_off)}"
         ),
         Condition.BOOM_BUST: (
-            f"    {n.backlog_idle_share} >= {_num(c.boom_bust_backlog_on)}\n"
-            f"  and on (queue)\n    {n.backlog_idle_share_recent} >= {_num(c.boom_bust_backlog_off)}\n"
+            "    (\n"
+            f"        {n.backlog_idle_share} >= {_num(c.boom_bust_backlog_on)}\n"
+            f"      and on (queue)\n"
+            f"        {n.backlog_idle_share_recent} >= {_num(c.boom_bust_backlog_off)}\n"
+            # Busy workers unknown: idle time accrued while items waited alone.
+            f"    or on (queue)\n        {n.waiting_idle_ratio} >= {_num(c.boom_bust_on)}\n"
+            f"      unless on (queue)\n        {n.backlog_idle_share}\n"
+            "    )\n"
             # Idle time between samples, when known, must confirm it.
             f"  unless on (queue)\n    {n.waiting_idle_ratio} < {_num(c.boom_bust_on)}\n"
             f"  unless on (queue)\n    {n.waiting_idle_ratio_recent} < {_num(c.boom_bust_off)}\n"
@@ -259,8 +276,8 @@ def condition_exprs(cfg: RulesConfig) -> dict[Condition, str]:
         Condition.IDLE: (
             f"    {n.idle_ratio} >= {_num(c.idle_on)}\n"
             f"  and on (queue)\n    {n.idle_ratio_recent} >= {_num(c.idle_off)}\n"
-            f"  and on (queue)\n    {n.empty_share} >= {_num(c.idle_empty_share)}\n"
-            f"  and on (queue)\n    {n.empty_share_recent} >= {_num(c.idle_empty_share)}"
+            f"  and on (queue)\n    {n.no_backlog_share} >= {_num(c.idle_empty_share)}\n"
+            f"  and on (queue)\n    {n.no_backlog_share_recent} >= {_num(c.idle_empty_share)}"
         ),
     }
 
