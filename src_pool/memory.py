@@ -6,10 +6,17 @@ and it is built for the hot path: taking an item is a deque pop and a dict
 insert, acknowledging it a dict delete, and no timer or future exists unless
 a consumer really waits.
 
-A consumer waiting in :meth:`MemoryBroker.fetch` is handed the next item
-directly (the longest-waiting consumer first), so an item never sits in the
-queue while a worker is blocked, and a worker cancelled at the instant an item
-was handed to it gives the item back to the head of the queue.
+Waking consumers one at a time
+    Consumers blocked in :meth:`MemoryBroker.fetch` wait in line. An item
+    that arrives wakes the first of them, and only one wake-up is in flight
+    at a time: the woken consumer, as it takes its item, wakes the next one
+    if more items wait. A producer putting 100 items therefore costs one
+    wake-up, not 100 (an ``asyncio.Queue`` wakes a getter per put), while
+    consumers still join in one event-loop turn after another as long as
+    work is there. A consumer that is already running may take an item first
+    (no wake-up at all); one cancelled after it was woken passes the wake-up
+    on. Nothing is ever handed to a consumer that is no longer there, so
+    cancellation cannot strand an item.
 
 Payloads are not serialised: any object goes. Keep them JSON-able if the pool
 may move to a networked broker one day.
@@ -85,7 +92,9 @@ class MemoryBroker(Broker):
         self._queues: list[deque[Envelope]] = [deque() for _ in range(MAX_PRIORITY + 1)]
         self._top = 0  # no level above this one holds an item
         self._size = 0
-        self._waiters: deque[asyncio.Future[list[Envelope]]] = deque()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waking = 0  # 1 while a woken consumer has not run yet
+        self._woken_waiter: asyncio.Future[None]
         self._inflight: dict[str, Envelope] = {}
         self._delayed: list[tuple[float, int, Envelope]] = []  # (monotonic due time, seq, envelope)
         self._timer: asyncio.TimerHandle | None = None
@@ -121,30 +130,35 @@ class MemoryBroker(Broker):
             check_timeout(timeout)
         envelope = Envelope(next(self._ids), payload, 0, priority, self._clock())
         self.put_total += 1
-        if self._waiters:
-            self._enqueue(envelope)
-        else:
-            self._queues[priority].append(envelope)
-            self._size += 1
-            if priority > self._top:  # noqa: PLR1730 -- a comparison is cheaper than max() per item
-                self._top = priority
-            if self._size >= self._high:
-                gate.blocked = True  # type: ignore[union-attr] # a finite high watermark has a gate
+        self._queues[priority].append(envelope)
+        self._size += 1
+        if priority > self._top:  # noqa: PLR1730 -- a comparison is cheaper than max() per item
+            self._top = priority
+        if self._size >= self._high:
+            gate.blocked = True  # type: ignore[union-attr] # a finite high watermark has a gate
+        if self._waiters and not self._waking:
+            self._wake_one()
         return envelope
 
     def _enqueue(self, envelope: Envelope) -> None:
-        """Hand the item to the longest-waiting consumer, or queue it at the tail."""
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                self._inflight[envelope.id] = envelope
-                waiter.set_result([envelope])
-                return
+        """Queue an item at the tail (no watermark: it was accepted before)."""
         priority = envelope.priority
         self._queues[priority].append(envelope)
         self._size += 1
         self._top = max(self._top, priority)
+        if self._waiters and not self._waking:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake the longest-waiting consumer (there is no wake-up in flight)."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._waking = 1
+                self._woken_waiter = waiter
+                return
 
     # -- consuming ------------------------------------------------------------
 
@@ -157,37 +171,48 @@ class MemoryBroker(Broker):
             top -= 1
         self._top = top
         envelope = queues[top].popleft()
-        self._size -= 1
+        size = self._size = self._size - 1
         self._inflight[envelope.id] = envelope
-        if self._size <= self._low and self._gate is not None and self._gate.blocked:
-            self._gate.notify(self._size)
+        if size and self._waiters and not self._waking:
+            self._wake_one()  # more work: the next waiting consumer joins in
+        if size <= self._low and self._gate is not None and self._gate.blocked:
+            self._gate.notify(size)
         return envelope
 
     async def fetch(self, max_items: int = 1) -> list[Envelope]:
         if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
             raise ValueError(f"max_items must be a positive integer, got {max_items!r}")
-        if self._closed:
-            raise BrokerClosed("the broker is closed")
-        if self._delayed:
-            self._promote_due()
-        if self._size:
-            batch: list[Envelope] = []
-            while len(batch) < max_items and (envelope := self.get_nowait()) is not None:
-                batch.append(envelope)
-            return batch
-        waiter: asyncio.Future[list[Envelope]] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        if self._delayed:
-            self._arm_timer()
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                # Handed an item at the instant we were cancelled: give it back.
-                self._release_now(waiter.result())
-            elif not waiter.done():
-                self._waiters.remove(waiter)
-            raise
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._closed:
+                raise BrokerClosed("the broker is closed")
+            if self._delayed:
+                self._promote_due()
+            if self._size:
+                batch: list[Envelope] = []
+                while len(batch) < max_items and (envelope := self.get_nowait()) is not None:
+                    batch.append(envelope)
+                return batch
+            if self._waking and self._woken_waiter.get_loop().is_closed():
+                self._waking = 0  # woken on a loop that is gone: it will never run
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            if self._delayed:
+                self._arm_timer()
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if not waiter.done():
+                    self._waiters.remove(waiter)
+                elif not waiter.cancelled() and waiter.exception() is None:
+                    self._woken()  # woken, then cancelled: pass the wake-up on
+                    if self.depth() and self._waiters:
+                        self._wake_one()
+                raise
+            self._woken()
+
+    def _woken(self) -> None:
+        self._waking = 0
 
     # -- settling -------------------------------------------------------------
 
@@ -222,27 +247,17 @@ class MemoryBroker(Broker):
         self.dead_lettered_total += 1
 
     async def release(self, envelopes: Sequence[Envelope]) -> None:
-        for envelope in envelopes:
-            self._settle(envelope, "release")
-            self._inflight[envelope.id] = envelope  # settled again by _release_now
-        self._release_now(envelopes)
-
-    def _release_now(self, envelopes: Sequence[Envelope]) -> None:
+        strangers = [e.id for e in envelopes if e.id not in self._inflight]
+        if strangers:
+            raise ValueError(f"cannot release items {strangers}: not in flight")
         for envelope in reversed(envelopes):
-            self._inflight.pop(envelope.id, None)
+            del self._inflight[envelope.id]
             self._queues[envelope.priority].appendleft(envelope)
             self._size += 1
             self._top = max(self._top, envelope.priority)
             self.released_total += 1
-        self._wake_waiters()
-
-    def _wake_waiters(self) -> None:
-        while self._size and self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                envelope = self.get_nowait()
-                assert envelope is not None
-                waiter.set_result([envelope])
+        if self._waiters and not self._waking:
+            self._wake_one()
 
     # -- delayed retries --------------------------------------------------------
 

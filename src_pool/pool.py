@@ -166,31 +166,37 @@ class Pool:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._observe_every = observe_every
-        # The pool counts on its probe with plain attribute updates (what an
-        # untimed probe's started()/succeeded()/attempted() do), which is only
-        # right for a probe of its own: hence one queue name per pool.
+        # Counting. A pool that owns its (in-memory) broker reads the broker's
+        # own counters at each tick (before_tick) and counts nothing per item;
+        # otherwise the workers count on the probe with plain attribute updates
+        # (what an untimed probe's started()/succeeded()/attempted() do), which
+        # is only right for a probe of its own: hence one queue name per pool.
+        self._counted_by_broker = isinstance(self.broker, MemoryBroker) and self._owns_broker
+        self._failed_attempts = 0
+        self._dead_lettered = 0
         if monitor is False:
-            self.probe = Probe(name, timed=False)
+            self._probe = Probe(name, timed=False)
         else:
             monitor = monitor or default_monitor()
             if name in monitor.queues:
                 raise ValueError(
                     f"queue {name!r} is already watched by this monitor: give each pool its own name"
                 )
-            self.probe = monitor.watch(
+            self._probe = monitor.watch(
                 name,
                 depth=self.broker.depth,
                 capacity=self.broker.capacity,
                 timed=False,
                 before_tick=self._sync_counters,
             )
-        # A broker that counts its own puts saves submit() a coroutine per item.
-        self._counts_puts = isinstance(self.broker, MemoryBroker)
+        self._put = self.broker.put
         self._workers: set[asyncio.Task[None]] = set()
         self._idle: set[asyncio.Task[None]] = set()  # blocked in fetch()
         self._parked: deque[asyncio.Future[None]] = deque()
         self._parked_tasks: set[asyncio.Task[None]] = set()
         self._allowed = concurrency
+        self._growing = False  # AIMD below its maximum: successes raise it
+        self._hold = False  # workers must look up: stopping, or AIMD wants fewer
         self._active = 0  # workers not parked
         self._joiners: list[asyncio.Future[None]] = []
         self._started = False
@@ -209,19 +215,34 @@ class Pool:
         ``timeout`` seconds, :class:`PoolClosed` once the pool is stopping."""
         if self._stopping:
             raise PoolClosed(f"pool {self.name!r} is stopped: it takes no more items")
-        if self._counts_puts:
-            return self.broker.put(payload, priority=priority, timeout=timeout)
+        if self._counted_by_broker:
+            return self._put(payload, priority=priority, timeout=timeout)
         return self._submit_counted(payload, priority, timeout)
 
     async def _submit_counted(self, payload: Any, priority: int, timeout: float | None) -> Envelope:
-        envelope = await self.broker.put(payload, priority=priority, timeout=timeout)
-        self.probe.enqueued_total += 1
+        envelope = await self._put(payload, priority=priority, timeout=timeout)
+        self._probe.enqueued_total += 1
         return envelope
 
     def _sync_counters(self) -> None:
-        """Before each tick: the enqueued count of a broker that keeps it."""
-        if self._counts_puts:
-            self.probe.enqueued_total = self.broker.put_total  # type: ignore[attr-defined]
+        """Copy the broker's counters into the probe (before each tick, and
+        whenever :attr:`probe` is read) when the broker does the counting."""
+        if not self._counted_by_broker:
+            return
+        broker = self.broker
+        assert isinstance(broker, MemoryBroker)
+        probe = self._probe
+        acked = broker.acked_total
+        probe.enqueued_total = broker.put_total
+        probe.busy = broker.in_flight
+        probe.processed_total = acked + self._dead_lettered
+        probe.attempts_total = acked + self._failed_attempts
+
+    @property
+    def probe(self) -> Probe:
+        """The pool's qhealth probe, its counters up to date."""
+        self._sync_counters()
+        return self._probe
 
     async def submit_many(
         self, payloads: Iterable[Any], *, priority: int = 0, timeout: float | None = None
@@ -230,8 +251,8 @@ class Pool:
         if self._stopping:
             raise PoolClosed(f"pool {self.name!r} is stopped: it takes no more items")
         envelopes = await self.broker.put_many(payloads, priority=priority, timeout=timeout)
-        if not self._counts_puts:
-            self.probe.enqueued_total += len(envelopes)
+        if not self._counted_by_broker:
+            self._probe.enqueued_total += len(envelopes)
         return envelopes
 
     # -- running --------------------------------------------------------------
@@ -278,54 +299,96 @@ class Pool:
         asyncio.get_running_loop().call_later(delay, self._spawn)
 
     async def _work(self) -> None:
-        probe = self.probe
+        probe = self._probe
         get_nowait = self.broker.get_nowait
         ack = self.broker.ack
         handler = self._handler
         limiter = self.limiter
-        aimd = self.aimd
+        counting = not self._counted_by_broker
         every = self._observe_every
         countdown = every
         self._active += 1
+        self._update_hold()
         probe.worker_started()
         parked = False
         try:
-            while not self._stopping:
-                if self._active > self._allowed:
-                    parked = True
-                    await self._park()
-                    parked = False
+            while True:
+                if self._hold:  # stopping, or AIMD wants fewer workers
+                    if self._stopping:
+                        break
+                    if self._active > self._allowed:
+                        parked = True
+                        await self._park()
+                        parked = False
+                    else:
+                        self._update_hold()
                     continue
                 envelope = get_nowait()
                 if envelope is None:
                     envelope = await self._wait_for_item()
                     if envelope is None:
                         continue
-                probe.busy += 1  # probe.started(), inlined (see __init__)
                 countdown -= 1
-                if not countdown:  # time one item in `every`: the clock costs more than the counters
+                if not countdown:  # one item in `every` is timed: the clock costs more than the rest
                     countdown = every
-                    t0 = time.monotonic()
-                    probe.observe_wait(max(0.0, time.time() - envelope.enqueued_at))
+                    await self._process_timed(envelope)
+                    continue
+                # What follows is _process(), inlined: it runs once per item.
+                if counting:
+                    probe.busy += 1
                 try:
                     if limiter is not None:
                         await limiter.acquire()
-                    probe.attempts_total += 1  # probe.attempted()
+                    if counting:
+                        probe.attempts_total += 1
                     await handler(envelope.payload)
                 except BaseException as exc:  # _recover re-raises what it must
                     await self._recover(envelope, exc)
                 else:
                     ack(envelope)
-                    probe.busy -= 1  # probe.succeeded()
-                    probe.processed_total += 1
-                    if aimd is not None and aimd.limit < aimd.maximum:
+                    if counting:
+                        probe.busy -= 1
+                        probe.processed_total += 1
+                    if self._growing:
                         self._grow()
-                if countdown == every:
-                    probe.observe_duration(time.monotonic() - t0)
         finally:
             if not parked:
                 self._active -= 1
+                self._update_hold()
             probe.worker_stopped()
+
+    async def _process(self, envelope: Envelope) -> None:
+        """One item: token, handler, then ack, or recovery (see _work)."""
+        probe = self._probe
+        counting = not self._counted_by_broker
+        if counting:
+            probe.started()
+        try:
+            if self.limiter is not None:
+                await self.limiter.acquire()
+            if counting:
+                probe.attempted()
+            await self._handler(envelope.payload)
+        except BaseException as exc:
+            await self._recover(envelope, exc)
+        else:
+            self.broker.ack(envelope)
+            if counting:
+                probe.succeeded()
+            if self._growing:
+                self._grow()
+
+    async def _process_timed(self, envelope: Envelope) -> None:
+        probe = self._probe
+        t0 = time.monotonic()
+        probe.observe_wait(max(0.0, time.time() - envelope.enqueued_at))
+        try:
+            await self._process(envelope)
+        finally:
+            probe.observe_duration(time.monotonic() - t0)
+
+    def _update_hold(self) -> None:
+        self._hold = self._stopping or self._active > self._allowed
 
     async def _wait_for_item(self) -> Envelope | None:
         """Block until the broker hands over an item: the only place a worker is idle."""
@@ -334,11 +397,11 @@ class Pool:
         if self._joiners:
             self._check_joined(waiting=1)
         self._idle.add(task)
-        self.probe.idle_begin()
+        self._probe.idle_begin()
         try:
             batch = await self.broker.fetch(1)
         finally:
-            self.probe.idle_end()
+            self._probe.idle_end()
             self._idle.discard(task)
         if self._stopping:  # handed an item while stopping: it goes back untouched
             await self.broker.release(batch)
@@ -353,13 +416,14 @@ class Pool:
         """An attempt raised ``exc``: retry it while holding the item, hand it
         back for a later retry, dead-letter it, or (cancelled) release it."""
         policy = self.retry_policy
-        probe = self.probe
+        probe = self._probe
         attempts = envelope.attempts
         while True:
             if not isinstance(exc, Exception):  # cancelled, KeyboardInterrupt, SystemExit
                 await self._give_back(envelope)
                 raise exc
             attempts += 1
+            self._failed_attempts += 1
             error = describe(exc)
             limited = is_rate_limited(exc)
             if limited:
@@ -406,22 +470,23 @@ class Pool:
             else:
                 await self.broker.retry(failed, delay=delay, error=error)
         except asyncio.CancelledError:
-            self.probe.returned()
+            self._probe.returned()
             raise
         except Exception:
             # The broker keeps the item in flight; its own recovery returns it.
             self._log.error(
                 "settle", "pool %r: could not hand item %s back to the broker", self.name, envelope.id
             )
-            self.probe.returned()
+            self._probe.returned()
             return
         if dead:
-            self.probe.failed()
+            self._dead_lettered += 1
+            self._probe.failed()
         else:
-            self.probe.returned()
+            self._probe.returned()
 
     async def _give_back(self, envelope: Envelope) -> None:
-        self.probe.returned()
+        self._probe.returned()
         self._released += 1
         if self._stopping:  # stop() releases all leftovers at once, in queue order
             self._leftovers.append(envelope)
@@ -439,20 +504,25 @@ class Pool:
     def _on_rate_limited(self) -> None:
         if self.aimd is not None and self.aimd.on_rate_limited():
             self._allowed = self.aimd.allowed
+            self._growing = self.aimd.growing
+            self._update_hold()
             logger.info("pool %r: rate limited; concurrency cut to %d", self.name, self._allowed)
 
     def _grow(self) -> None:
         assert self.aimd is not None
         self.aimd.on_success()
+        self._growing = self.aimd.growing
         allowed = self.aimd.allowed
         if allowed != self._allowed:
             self._allowed = allowed
             self._unpark()
+            self._update_hold()
 
     async def _park(self) -> None:
         """Sit out until AIMD allows more workers; not counted as a worker meanwhile."""
         self._active -= 1
-        self.probe.worker_stopped()
+        self._update_hold()
+        self._probe.worker_stopped()
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._parked.append(waiter)
         task = asyncio.current_task()
@@ -463,11 +533,12 @@ class Pool:
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self._active -= 1  # unparked and cancelled at once: undo the unpark
-            self.probe.worker_started()  # balanced by the worker's own worker_stopped()
+                self._update_hold()
+            self._probe.worker_started()  # balanced by the worker's own worker_stopped()
             raise
         finally:
             self._parked_tasks.discard(task)
-        self.probe.worker_started()
+        self._probe.worker_started()
 
     def _unpark(self) -> None:
         while self._parked and self._active < self._allowed:
@@ -520,6 +591,7 @@ class Pool:
         if self._stopped:
             return StopReport(drained=True, released=0, left_in_flight=0)
         self._stopping = True
+        self._update_hold()
         released_before = self._released
         for task in [*self._idle, *self._parked_tasks]:
             task.cancel()
