@@ -165,12 +165,14 @@ class MemoryBroker(Broker):
     def get_nowait(self) -> Envelope | None:
         if not self._size or self._closed:
             return None
-        top = self._top
-        queues = self._queues
-        while not queues[top]:
-            top -= 1
-        self._top = top
-        envelope = queues[top].popleft()
+        queue = self._queues[self._top]
+        if not queue:  # that level ran dry: step down to the next one that holds items
+            top = self._top
+            while not self._queues[top]:
+                top -= 1
+            self._top = top
+            queue = self._queues[top]
+        envelope = queue.popleft()
         size = self._size = self._size - 1
         self._inflight[envelope.id] = envelope
         if size and self._waiters and not self._waking:
@@ -224,7 +226,9 @@ class MemoryBroker(Broker):
             )
 
     def ack(self, envelope: Envelope) -> None:
-        if self._inflight.pop(envelope.id, None) is None:
+        try:
+            del self._inflight[envelope.id]
+        except KeyError:
             self._settle(envelope, "acknowledge")
         self.acked_total += 1
 
