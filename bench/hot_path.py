@@ -7,7 +7,12 @@ increment, prometheus_client ``Counter.inc()`` and an OpenTelemetry
 Part 2: a no-op asyncio.Queue pool (1 producer, 10 workers, bounded queue)
 bare vs instrumented, run alternately; the median of each is compared.
 
-    python3 bench/hot_path.py [--items 200000] [--rounds 7]
+    python3 bench/hot_path.py [--items 200000] [--rounds 7] [--callgrind]
+
+``--callgrind`` adds part 3: CPU instructions per item counted by valgrind's
+callgrind (the difference between a 5,000- and a 25,000-item run, so start-up
+cancels out). Instruction counts do not depend on what else the machine is
+doing, so they back up the timings on a busy machine.
 
 The last line is ``instrumented/bare throughput ratio: X.XX`` for the
 recommended way in (``instrumented_queue``).
@@ -17,7 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 import timeit
 from collections.abc import Callable
@@ -70,8 +80,12 @@ def per_call_table() -> list[tuple[str, float]]:
     provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     otel_counter = provider.get_meter("bench").create_counter("bench.items")
     attrs = {"queue": "q"}
-    rows.append(("OpenTelemetry counter.add(1, attrs)",
-                 _ns_per_call(lambda: otel_counter.add(1, attrs), number=20_000)))
+    rows.append(
+        (
+            "OpenTelemetry counter.add(1, attrs)",
+            _ns_per_call(lambda: otel_counter.add(1, attrs), number=20_000),
+        )
+    )
     provider.shutdown()
     return rows
 
@@ -123,24 +137,76 @@ def pool_table(items: int, rounds: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in results.items()}
 
 
+def _one_pool_run(variant: str, items: int) -> None:
+    """A single pool run (the callgrind child process)."""
+    monitor = qhealth.Monitor()
+    queue: asyncio.Queue[Any] = (
+        asyncio.Queue(100) if variant == "bare" else instrumented_queue("q", 100, monitor=monitor, workers=10)
+    )
+    asyncio.run(_pool(queue, items))
+
+
+def _instructions(variant: str, items: int) -> int:
+    result = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            os.path.realpath(sys.executable),
+            __file__,
+            "--child",
+            variant,
+            str(items),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    match = re.search(r"Collected : (\d+)", result.stderr)
+    if match is None:
+        raise RuntimeError(f"no instruction count in valgrind's output: {result.stderr[-500:]}")
+    return int(match.group(1))
+
+
+def callgrind_table() -> dict[str, float]:
+    per_item = {}
+    for variant in ("bare", "instrumented"):
+        small, large = _instructions(variant, 5_000), _instructions(variant, 25_000)
+        per_item[variant] = (large - small) / 20_000
+    return per_item
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        _one_pool_run(sys.argv[2], int(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--callgrind", action="store_true", help="also count instructions per item")
     args = parser.parse_args()
+    if args.callgrind and shutil.which("valgrind") is None:
+        parser.error("--callgrind needs valgrind (apt-get install valgrind)")
 
     print("Per call (best of 5 runs):")
     print(f"  {'operation':<52} {'ns/call':>8}")
     for name, ns in per_call_table():
         print(f"  {name:<52} {ns:>8.0f}")
 
-    print(f"\nNo-op pool, 1 producer, 10 workers, maxsize 100, {args.items:,} items, "
-          f"median of {args.rounds} alternated runs:")
+    print(
+        f"\nNo-op pool, 1 producer, 10 workers, maxsize 100, {args.items:,} items, "
+        f"median of {args.rounds} alternated runs:"
+    )
     medians = pool_table(args.items, args.rounds)
     bare = medians["bare asyncio.Queue"]
     print(f"  {'variant':<32} {'items/s':>10} {'ns/item':>8} {'vs bare':>8}")
     for name, rate in medians.items():
         print(f"  {name:<32} {rate:>10,.0f} {1e9 / rate:>8.0f} {rate / bare:>8.2f}")
+    if args.callgrind:
+        counts = callgrind_table()
+        print("\nInstructions per item (callgrind, same pool, 25,000 - 5,000 items):")
+        for name, count in counts.items():
+            print(f"  {name:<32} {count:>10,.0f} {counts['bare'] / count:>8.2f}")
     print(f"instrumented/bare throughput ratio: {medians['instrumented_queue(...)'] / bare:.2f}")
 
 

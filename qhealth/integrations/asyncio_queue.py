@@ -88,8 +88,6 @@ def _waits_class(base: type[asyncio.Queue[Any]]) -> type:
                 self._qh_started += 1
                 if self._qh_arm:
                     _time_start(self)
-                if self._qh_idle:
-                    _end_poll_idle(self)
                 return self._queue.popleft()
 
         else:
@@ -103,8 +101,6 @@ def _waits_class(base: type[asyncio.Queue[Any]]) -> type:
                 self._qh_started += 1
                 if self._qh_arm:
                     _time_start(self)
-                if self._qh_idle:
-                    _end_poll_idle(self)
                 return base_get(self)
 
         if base_task_done is asyncio.Queue.task_done:
@@ -133,6 +129,8 @@ def _waits_class(base: type[asyncio.Queue[Any]]) -> type:
             # an empty poll means the worker goes idle until it takes an item.
             if not (self._queue if inline else not self.empty()):
                 _empty_poll(self)
+            elif self._qh_idle:
+                _end_poll_idle(self)
             return base_get_nowait(self)
 
         async def get(self) -> Any:
@@ -140,11 +138,21 @@ def _waits_class(base: type[asyncio.Queue[Any]]) -> type:
             # keep their items in _queue; a subclass may store them elsewhere.)
             if self._queue if inline else not self.empty():
                 return base_get_nowait(self)
-            _idle_from_here(self)
+            # Blocking: idle until the wait ends. The span is kept here, not in
+            # the pollers' table, so that a blocking pool never pays for that
+            # table on its hot path (a poller already idle keeps its own span).
+            probe: Probe = self._qh_probe
+            task = asyncio.current_task()
+            own_span = task is None or task not in self._qh_idle
+            if self._qh_waiters is not None and task is not None:
+                _note_worker(self, task)
+            if own_span:
+                probe.idle_begin()
             try:
                 return await base_get_async(self)
             finally:
-                _end_poll_idle(self)  # when cancelled: _get already ended it otherwise
+                if own_span:
+                    probe.idle_end()
 
     Instrumented.__name__ = Instrumented.__qualname__ = f"Instrumented{base.__name__}"
     return Instrumented
@@ -204,11 +212,6 @@ def _empty_poll(q: Any) -> None:
     """A worker polled an empty queue: it is idle until it takes an item
     (a polling worker sleeps between polls where nobody can see it)."""
     q._qh_probe.polls_empty_total += 1
-    _idle_from_here(q)
-
-
-def _idle_from_here(q: Any) -> None:
-    """The current task is idle from now until it takes an item."""
     task = asyncio.current_task()
     if task is None or task in q._qh_idle:
         return
@@ -324,9 +327,9 @@ def _attach(
     q._qh_timing = {}
     q._qh_enqueue_times = []
     q._qh_waiters = weakref.WeakSet() if workers is None else None
-    # Tasks idle since they blocked or polled in vain (a plain dict: its
-    # emptiness is checked on every get); a task that ends while idle is
-    # removed by a done callback, registered once per task.
+    # Tasks idle since they polled in vain (a plain dict: its emptiness is
+    # checked on every get, so blocking pools keep it empty); a task that ends
+    # while idle is removed by a done callback, registered once per task.
     q._qh_idle = {}
     q._qh_known = weakref.WeakSet()
 
