@@ -88,8 +88,10 @@ from prometheus_client.metrics_core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.samples import Sample
 
 from . import _contract as c
+from . import status_page
 from ._contract import DEFAULT_BUCKETS, MetricSpec, SnapshotSource
 from ._http import Handler, HttpServer, Request, Response
 from ._log import ThrottledLog
@@ -154,13 +156,19 @@ class _Histogram:
             total += v
         return self if counts is None else _Histogram(tuple(counts), total)
 
-    def buckets(self, bounds: tuple[float, ...]) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
+    def append_to(self, family: Metric, queue: str, les: tuple[str, ...]) -> None:
+        """Add this histogram's samples for ``queue`` to ``family`` (what
+        ``HistogramMetricFamily.add_metric`` does, without re-deriving the
+        bucket labels on every scrape: a third of a scrape's time at 100 queues)."""
+        name = family.name
+        bucket = name + "_bucket"
+        samples = family.samples
         running = 0
-        for bound, count in zip((*bounds, math.inf), self.counts, strict=True):
+        for le, count in zip(les, self.counts, strict=True):
             running += count
-            out.append((_le(bound), float(running)))
-        return out
+            samples.append(Sample(bucket, {"queue": queue, "le": le}, float(running)))
+        samples.append(Sample(name + "_count", {"queue": queue}, float(running)))
+        samples.append(Sample(name + "_sum", {"queue": queue}, self.total))
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +205,7 @@ class QHealthCollector:
     def __init__(self, source: SnapshotSource, *, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
         self._source = source
         self._bounds = _check_buckets(buckets)
+        self._les = tuple(_le(b) for b in (*self._bounds, math.inf))
         self._lock = threading.Lock()
         self._records: dict[str, _Record] = {}
         self._feeder: _Feeder | None = None
@@ -263,9 +272,7 @@ class QHealthCollector:
                 families[spec].add_metric([queue, *labels], value)  # type: ignore[attr-defined]
             for spec, hist in ((c.ITEM_WAIT, record.waits), (c.ITEM_DURATION, record.durations)):
                 if hist is not None:
-                    family = families[spec]
-                    assert isinstance(family, HistogramMetricFamily)
-                    family.add_metric([queue], hist.buckets(self._bounds), hist.total)
+                    hist.append_to(families[spec], queue, self._les)
         # A family with no series (no queue yet, or a source without histograms) is left out.
         yield from (family for family in families.values() if family.samples)
 
@@ -331,7 +338,8 @@ def serve(
 ) -> HttpServer:
     """Serve ``/metrics`` from a background thread and return the server.
 
-    ``source`` (a monitor), when given, is registered in ``registry`` first.
+    ``source`` (a monitor), when given, is registered in ``registry`` first,
+    and its status page (:mod:`qhealth.status_page`) is served at ``/``.
     ``registry`` defaults to prometheus-client's default registry, so metrics
     you defined there are served too. ``listen`` is ``HOST:PORT`` (port 0 for
     any free port; ``0.0.0.0:PORT`` to accept connections from other hosts).
@@ -339,12 +347,15 @@ def serve(
     server = HttpServer(listen)
     collector = register(source, registry, buckets=buckets) if source is not None else None
     server.add_route("/metrics", metrics_route(REGISTRY if registry is None else registry))
+    page = status_page.mount(server, source) if source is not None else None  # `/`: conditions at a glance
     try:
         return server.start()
     except OSError:
         if collector is not None:
             (REGISTRY if registry is None else registry).unregister(collector)
             collector.close()
+        if page is not None:
+            page.close()
         raise
 
 
