@@ -234,7 +234,7 @@ def _printer(out: TextIO) -> Callable[[QueueSnapshot, Health | None], None]:
 def run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
-    from .. import prometheus
+    from .. import prometheus, status_page
     from .._http import HttpServer, parse_listen
 
     try:
@@ -273,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
 
     server = HttpServer(args.listen)
     server.add_route("/metrics", prometheus.metrics_route(registry))
+    page = status_page.mount(server, replay) if replay is not None else None  # `/`: the status page
     try:
         server.start()
     except OSError as exc:
@@ -287,6 +288,8 @@ def run(args: argparse.Namespace) -> int:
         while not stop.is_set():
             if replay is not None:
                 replay.advance()
+                if page is not None:
+                    page.poll()
                 if replay.finished and not ended:
                     ended = True
                     if not args.quiet:
