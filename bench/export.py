@@ -1,0 +1,209 @@
+"""What exporting costs: scrape time, OpenTelemetry export CPU, and a pool's
+pace while its collector is down, slow or failing.
+
+Part 1: one Prometheus scrape (collect + encode, and a full HTTP GET of
+``/metrics``) with 1, 10 and 100 queues, every queue with all its series and
+both histograms.
+
+Part 2: CPU per minute of OpenTelemetry export at a 1 s interval, over OTLP
+to a real receiver in another process (gRPC and HTTP/protobuf), for 1, 10 and
+100 queues: the process's CPU time with export minus the same program's
+without, both measured here.
+
+Part 3: an instrumented asyncio pool (no-op items, 10 workers) runs while its
+collector is switched between live, dead, slow and failing, alternated
+(ABBA); each mode is compared with the live stretches of the same round.
+
+    python3 bench/export.py [--quick]
+
+The last line is ``scrape ms for 100 queues: X.X``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+import qhealth
+from qhealth.prometheus import register, serve
+from tests.test_otel_support import (
+    MODES,
+    SwitchableReceiver,
+    paired_ratios,
+    pool_while_collector_flips,
+)
+
+
+def _busy_monitor(queues: int, clock: list[float]) -> tuple[qhealth.Monitor, list[qhealth.Probe]]:
+    monitor = qhealth.Monitor(interval=1.0, clock=lambda: clock[0])
+    probes = [
+        monitor.watch(f"queue-{i:03d}", workers=8, capacity=1000, oldest_age=lambda: 1.5)
+        for i in range(queues)
+    ]
+    for tick in range(1, 70):
+        for n, probe in enumerate(probes):
+            probe.enqueued(20)
+            for k in range(20):
+                probe.started()
+                probe.failed() if k == 0 else probe.succeeded()
+                probe.observe_duration(0.001 * ((k + n) % 40))
+                probe.observe_wait(0.0005 * k)
+            probe.attempted(22)
+            probe.rate_limited(tick % 3)
+            probe.polled(True)
+        clock[0] = float(tick)
+        monitor.tick()
+    return monitor, probes
+
+
+def scrape_table(repeat: int) -> dict[int, float]:
+    print("Part 1: one scrape (median)")
+    print(f"{'queues':>6}  {'series':>7}  {'bytes':>8}  {'collect+encode ms':>17}  {'HTTP GET ms':>11}")
+    medians: dict[int, float] = {}
+    for queues in (1, 10, 100):
+        clock = [0.0]
+        monitor, _ = _busy_monitor(queues, clock)
+        registry = CollectorRegistry()
+        register(monitor, registry)
+        clock[0] += 1.0
+        monitor.tick()  # histograms fed
+        body = generate_latest(registry)
+        series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            generate_latest(registry)
+            times.append((time.perf_counter() - t0) * 1000)
+        server = serve(listen="127.0.0.1:0", registry=registry)
+        http_times = []
+        try:
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
+                    response.read()
+                http_times.append((time.perf_counter() - t0) * 1000)
+        finally:
+            server.close()
+        medians[queues] = statistics.median(times)
+        print(
+            f"{queues:>6}  {series:>7,}  {len(body):>8,}  {medians[queues]:>17.2f}  "
+            f"{statistics.median(http_times):>11.2f}"
+        )
+    return medians
+
+
+def _feed(probes: list[qhealth.Probe], stop: threading.Event) -> None:
+    """Traffic for the OTel runs: every 0.1 s, a few items and latencies per queue."""
+    while not stop.wait(0.1):
+        for probe in probes:
+            probe.enqueued(5)
+            for _ in range(5):
+                probe.started()
+                probe.succeeded()
+                probe.observe_duration(0.01)
+                probe.observe_wait(0.002)
+            probe.attempted(5)
+
+
+def _cpu_of_run(queues: int, seconds: float, protocol: str | None, endpoint: str) -> float:
+    """CPU seconds this process spent while a monitor ticked every second for
+    ``seconds`` with traffic on ``queues`` queues, exporting over OTLP when
+    ``protocol`` is given."""
+    from qhealth.otel import setup_otlp
+
+    monitor = qhealth.Monitor(interval=1.0)
+    probes = [monitor.watch(f"q{i:03d}", workers=4) for i in range(queues)]
+    stop = threading.Event()
+    feeder = threading.Thread(target=_feed, args=(probes, stop))
+    export = None
+    if protocol is not None:
+        export = setup_otlp(monitor, protocol=protocol, endpoint=endpoint, interval_s=1.0, timeout_s=5.0)
+    monitor.start()
+    feeder.start()
+    c0 = time.process_time()
+    time.sleep(seconds)
+    cpu = time.process_time() - c0
+    stop.set()
+    feeder.join()
+    monitor.stop()
+    if export is not None:
+        assert export.failures == 0, "exports failed: the figure would not be the cost of exporting"
+        export.shutdown()
+    return cpu
+
+
+def otel_cpu_table(seconds: float) -> None:
+    print(f"\nPart 2: OpenTelemetry export at 1 s interval, CPU per minute ({seconds:g} s per run)")
+    print(f"{'queues':>6}  {'protocol':<13}  {'CPU s/min with':>14}  {'without':>8}  {'export costs':>12}")
+    for protocol_name, receiver_protocol in (("grpc", "grpc"), ("http/protobuf", "http")):
+        receiver = SwitchableReceiver(receiver_protocol)  # type: ignore[arg-type]
+        receiver.switch("live")
+        try:
+            for queues in (1, 10, 100):
+                without = _cpu_of_run(queues, seconds, None, receiver.endpoint)
+                with_export = _cpu_of_run(queues, seconds, protocol_name, receiver.endpoint)
+                per_min = 60.0 / seconds
+                print(
+                    f"{queues:>6}  {protocol_name:<13}  {with_export * per_min:>14.2f}  "
+                    f"{without * per_min:>8.2f}  {(with_export - without) * per_min:>10.2f} s"
+                )
+        finally:
+            receiver.close()
+
+
+def failure_table(rounds: int) -> None:
+    print(
+        f"\nPart 3: pool throughput while the collector is live / dead / slow / failing "
+        f"({rounds} rounds, ABBA)"
+    )
+    print(
+        f"{'protocol':<8}  {'mode':<5}  {'wall items/s':>12}  {'cpu items/s':>11}  "
+        f"{'mode/live wall':>14}  {'mode/live cpu (quartiles)':>26}  {'failed exports':>14}"
+    )
+    for protocol in ("grpc", "http"):
+        chunks = pool_while_collector_flips(protocol, MODES, rounds=rounds)  # type: ignore[arg-type]
+        for mode in MODES:
+            mine = [c for c in chunks if c.mode == mode]
+            wall = statistics.median(c.wall for c in mine)
+            cpu = statistics.median(c.cpu for c in mine)
+            failed = sum(c.failures for c in mine)
+            if mode == "live":
+                ratio_wall, ratio_cpu = "-", "-"
+            else:
+                rw = paired_ratios(chunks, mode, "wall")
+                rc = paired_ratios(chunks, mode, "cpu")
+                q1, q2, q3 = statistics.quantiles(rc, n=4)
+                ratio_wall = f"{statistics.median(rw):.3f}"
+                ratio_cpu = f"{q2:.3f} ({q1:.2f}-{q3:.2f})"
+            print(
+                f"{protocol:<8}  {mode:<5}  {wall:>12,.0f}  {cpu:>11,.0f}  {ratio_wall:>14}  "
+                f"{ratio_cpu:>26}  {failed:>14}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    args = parser.parse_args()
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}\n")
+    medians = scrape_table(repeat=5 if args.quick else 30)
+    otel_cpu_table(seconds=3.0 if args.quick else 20.0)
+    failure_table(rounds=2 if args.quick else 12)
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+    print(f"scrape ms for 100 queues: {medians[100]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
