@@ -16,6 +16,12 @@ processes and hosts:
   once whatever the scrape interval, and on data sampled every ``resolution_s``
   (or any multiple) the sum equals the classifier's.
 
+Like the classifier, a queue is judged only once its data reaches back a
+whole window (``queue:qhealth_window:full``: the depth series existed one
+window ago). A measure whose series is absent (a field the source does not
+know) leaves its condition unjudged, or, where the classifier falls back on
+another measure (boom-bust without busy workers), falls back the same way.
+
 What the rules do not replay is the classifier's hysteresis (a condition held
 until the recent part of the window clears): they apply its switch-on rule at
 every evaluation, and the alerts' ``for:`` and ``keep_firing_for:`` take the

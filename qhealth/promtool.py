@@ -192,7 +192,12 @@ def _label_set(labels: Mapping[str, str]) -> str:
 
 
 def input_series(trace: Trace, source: str = "<trace>") -> list[dict[str, str]]:
-    """The trace as promtool ``input_series`` (the qhealth metric contract's names)."""
+    """The trace as promtool ``input_series`` (the qhealth metric contract's names).
+
+    ``processed_total`` splits into ``outcome="success"`` and ``outcome="error"``
+    (``failed_total``); when failures are unknown, every processed item counts as
+    a success (the sum over outcomes, which is what the rules read, is right).
+    """
     slots = _slots(trace, source)
     last = max(slots) if slots else -1
     samples = [slots.get(k) for k in range(last + 1)]
