@@ -76,8 +76,9 @@ Handler = Callable[[Any], Awaitable[object]]
 MAX_ERROR_CHARS = 500
 
 
-class PoolClosed(RuntimeError):
-    """The pool was stopped: it takes no more items."""
+class PoolClosed(BrokerClosed):
+    """The pool was stopped: it takes no more items. (A pool's own in-memory
+    broker answers :class:`~src_pool.BrokerClosed`, its base class.)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +190,9 @@ class Pool:
                 timed=False,
                 before_tick=self._sync_counters,
             )
-        self._put = self.broker.put
+        if self._counted_by_broker:
+            # Decided once: the broker counts the puts, and stop() closes it.
+            self.submit = self.broker.put  # type: ignore[method-assign]
         self._workers: set[asyncio.Task[None]] = set()
         self._idle: set[asyncio.Task[None]] = set()  # blocked in fetch()
         self._parked: deque[asyncio.Future[None]] = deque()
@@ -212,15 +215,15 @@ class Pool:
     def submit(self, payload: Any, *, priority: int = 0, timeout: float | None = None) -> Awaitable[Envelope]:
         """Enqueue an item: ``await pool.submit(payload)``. Blocks while the
         broker is at its high watermark; :class:`~src_pool.QueueFull` after
-        ``timeout`` seconds, :class:`PoolClosed` once the pool is stopping."""
+        ``timeout`` seconds; :class:`~src_pool.BrokerClosed` once the pool is
+        stopped (a pool binds ``submit`` straight to its own in-memory
+        broker's ``put``: one call less per item)."""
         if self._stopping:
             raise PoolClosed(f"pool {self.name!r} is stopped: it takes no more items")
-        if self._counted_by_broker:
-            return self._put(payload, priority=priority, timeout=timeout)
         return self._submit_counted(payload, priority, timeout)
 
     async def _submit_counted(self, payload: Any, priority: int, timeout: float | None) -> Envelope:
-        envelope = await self._put(payload, priority=priority, timeout=timeout)
+        envelope = await self.broker.put(payload, priority=priority, timeout=timeout)
         self._probe.enqueued_total += 1
         return envelope
 

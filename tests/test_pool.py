@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from qhealth import Monitor
-from src_pool import MemoryBroker, Pool, PoolClosed, Reject, RetryPolicy, TokenBucket
+from src_pool import BrokerClosed, MemoryBroker, Pool, PoolClosed, Reject, RetryPolicy, TokenBucket
 
 
 class RateLimited(Exception):
@@ -154,14 +154,18 @@ async def test_stop_leaves_queued_items_in_the_broker() -> None:
     assert broker.acked_total == 2
 
 
-async def test_submit_after_stop_is_pool_closed() -> None:
+async def test_submit_after_stop_is_broker_closed() -> None:
     async def handle(item: object) -> None:
         pass
 
-    pool = await make_pool(handle).start()
-    await pool.stop()
-    with pytest.raises(PoolClosed):
-        await pool.submit(1)
+    own = await make_pool(handle).start()
+    await own.stop()
+    with pytest.raises(BrokerClosed):
+        await own.submit(1)
+    shared = await make_pool(handle, broker=MemoryBroker()).start()
+    await shared.stop()
+    with pytest.raises(PoolClosed):  # a BrokerClosed too, though the broker stays open for others
+        await shared.submit(1)
 
 
 async def test_a_failing_item_is_retried_then_succeeds() -> None:
