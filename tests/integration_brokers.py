@@ -179,3 +179,24 @@ def procs() -> Iterator[Callable[..., Proc]]:
 
 
 PYTHON = sys.executable
+
+
+def readme_snippet(name: str) -> str:
+    """The fenced block that follows ``<!-- readme-test: NAME -->`` in README.md."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    marker = f"<!-- readme-test: {name} -->\n"
+    if text.count(marker) != 1:
+        pytest.fail(f"README.md must hold exactly one {marker.strip()}")
+    block = text.split(marker, 1)[1]
+    if not block.startswith("```"):
+        pytest.fail(f"{marker.strip()} must be followed by a fenced block")
+    body = block.split("\n", 1)[1]
+    return body.split("\n```", 1)[0] + "\n"
+
+
+def console_command(snippet: str) -> list[str]:
+    """The command of a one-line ``$ ...`` console snippet, split like a shell would."""
+    import shlex
+
+    (line,) = [s for s in snippet.splitlines() if s.startswith("$ ")]
+    return shlex.split(line[2:])

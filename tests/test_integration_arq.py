@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ INSIDE = importlib.util.find_spec("arq") is not None
 VENV = ROOT / ".venv-arq"
 #: The packages the arq environment gets besides the project's arq extra.
 TEST_PACKAGES = ("pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.3")
-INNER_TESTS = 6
+INNER_TESTS = 7
 
 
 if not INSIDE:
@@ -192,6 +193,30 @@ else:
         assert health is not None and health.state == "stalled", health
         snapshot = monitor.snapshot(queue)
         assert snapshot is not None and snapshot.sample.depth == 3
+
+    async def test_the_readme_snippet_instruments_a_worker_that_runs_jobs(redis_url: str) -> None:
+        from arq.worker import create_worker
+
+        from qhealth import default_monitor
+        from tests.integration_brokers import readme_snippet
+
+        code = readme_snippet("arq")
+        assert "redis://localhost:6379/0" in code
+        namespace: dict[str, Any] = {"__name__": "readme"}
+        exec(compile(code.replace("redis://localhost:6379/0", redis_url), "README.md", "exec"), namespace)
+        settings = namespace["WorkerSettings"]
+        await enqueue(redis_url, "arq:queue", ("send_email", ("someone@example.com",)))
+        worker = create_worker(settings, burst=True, poll_delay=0.01)
+        try:
+            await worker.async_run()
+        finally:
+            with warnings.catch_warnings():  # arq 0.28 calls redis-py's deprecated close() itself
+                warnings.simplefilter("ignore", DeprecationWarning)
+                await worker.close()
+        time.sleep(0.002)
+        sample = default_monitor().tick()["arq:queue"].sample
+        assert (sample.processed_total, sample.failed_total) == (1, 0)
+        assert sample.workers == 0  # the burst worker has shut down: its 10 job slots are gone
 
     def test_instrumenting_twice_changes_nothing() -> None:
         async def job(ctx: dict[str, Any]) -> None:
