@@ -126,3 +126,15 @@ def test_watch_serves_the_metric_contract(procs: Callable[..., Proc], redis_url:
     # A bare list knows its depth only: no invented worker or throughput numbers.
     assert f'qhealth_workers{{queue="{key}"}}' not in body
     assert f'qhealth_condition{{condition="stalled",queue="{key}"}}' in body
+
+
+def test_the_first_verdict_names_the_conditions_it_could_not_judge(redis_url: str) -> None:
+    key = unique("jobs")
+    redis.Redis.from_url(redis_url).rpush(key, 1)
+    result = watch(
+        "--kind", "redis-list", "--queue", key, "--url", redis_url,
+        "--interval", "0.1", "--window", "0.4", "--set", "min_window_intervals=2", "--duration", "1.2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "not judged: stalled: items processed are unknown" in result.stdout
+    assert result.stdout.count("not judged: stalled") == 1  # once, not on every line

@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from .._classifier import SEVERITY, Health
+from .._classifier import SEVERITY, WARMING_UP, Health
 from .._monitor import Listener, Monitor, QueueSnapshot
 from .._sample import TraceHeader
 from .._source import Source
@@ -133,10 +133,14 @@ class _Printer(Listener):
             line += "  idle ms: " + ", ".join(f"{name}={idle}" for name, _, idle in consumers[:8])
         self._out.write(line + "\n")
         if health.state != self._last_state:
+            first_verdict = self._last_state in (None, WARMING_UP) and health.state != WARMING_UP
             self._last_state = health.state
             for finding in health.findings:
                 self._out.write(f"          {finding.condition}: {finding.reason}\n")
                 self._out.write(f"          {' ' * len(finding.condition)}  fix: {finding.hint}\n")
+            if first_verdict:
+                for condition, why in health.not_judged.items():
+                    self._out.write(f"          not judged: {condition}: {why}\n")
 
 
 def _as_json(snapshot: QueueSnapshot) -> dict[str, Any]:
