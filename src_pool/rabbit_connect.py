@@ -1,0 +1,107 @@
+"""Connecting to RabbitMQ: lazy import, URLs without their password, jittered reconnects.
+
+aio-pika is imported here, inside functions, so that ``import src_pool``
+needs nothing optional. A password never leaves this module: every URL that
+reaches a log line, an exception or a ``repr`` goes through
+:func:`redact_url`, and every error text from the client goes through
+:func:`scrub` (aiormq quotes the URL it failed to reach).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from types import ModuleType
+from urllib.parse import urlsplit
+
+from qhealth.sidecar._redact import redact_url as _redact
+from qhealth.sidecar._redact import scrub as _scrub
+
+from .broker import BrokerError
+
+SCHEMES = ("amqp", "amqps")
+
+
+class RabbitUnavailable(BrokerError):
+    """RabbitMQ could not be reached (or refused the login) within the time allowed."""
+
+
+def import_aio_pika() -> ModuleType:
+    """The ``aio_pika`` module, or an ImportError saying what to install."""
+    try:
+        import aio_pika
+    except ImportError as exc:
+        raise ImportError(
+            "src_pool's RabbitMQ broker requires the aio-pika package installed: "
+            "pip install 'qhealth[rabbitmq]'"
+        ) from exc
+    return aio_pika
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (user, host and vhost kept)."""
+    return _redact(url)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with every secret of ``url`` (raw or URL-quoted) hidden."""
+    return _scrub(text, url)
+
+
+def check_url(url: object) -> str:
+    """``url`` if it is an amqp:// or amqps:// URL, else a ValueError (password hidden)."""
+    if not isinstance(url, str) or not url:
+        raise ValueError(f"RabbitMQ url must be a non-empty string, got {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError(f"RabbitMQ url cannot be parsed: {redact_url(url)!r}") from None
+    if parts.scheme.lower() not in SCHEMES or not parts.hostname:
+        raise ValueError(
+            f"RabbitMQ url must look like amqp://user:password@host:5672/vhost (or amqps:// for TLS), "
+            f"got {redact_url(url)!r}"
+        )
+    return url
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """What a lost connection, a closed channel or a restarting server raises."""
+    import aiormq.exceptions as amqp
+
+    return (
+        ConnectionError,  # aiormq's AMQPConnectionError and ConnectionClosed are ConnectionErrors
+        OSError,
+        TimeoutError,
+        amqp.AMQPChannelError,
+        amqp.ChannelInvalidStateError,
+        asyncio.InvalidStateError,
+    )
+
+
+class Backoff:
+    """Exponential backoff with full jitter: sleep ``uniform(0, min(cap,
+    base * 2**n))`` after the n-th consecutive failure, so that the consumers
+    that lost the same broker do not all come back at the same instant (a
+    restarted RabbitMQ otherwise meets a thundering herd of reconnects)."""
+
+    __slots__ = ("_rng", "base", "cap", "failures")
+
+    def __init__(self, base: float = 0.05, cap: float = 5.0, rng: random.Random | None = None) -> None:
+        if not 0 < base <= cap:
+            raise ValueError(f"backoff needs 0 < base <= cap, got base={base!r} cap={cap!r}")
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * 2 ** min(self.failures, 30))
+        self.failures += 1
+        return self._rng.uniform(0, ceiling)
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(self.next_delay())
+
+    def reset(self) -> None:
+        self.failures = 0
