@@ -276,6 +276,7 @@ class RedisBroker(Broker):
         self._depth: int | None = None
         self._depth_at = 0.0
         self._depth_max_age = 3 * beat
+        self._retries_pending = False
 
         self.acked_total = 0
         self.retried_total = 0
@@ -305,6 +306,13 @@ class RedisBroker(Broker):
     def in_flight(self) -> int:
         """Items this broker handed out and that are not settled yet."""
         return len(self._inflight)
+
+    @property
+    def delayed(self) -> int:
+        """1 if retries were scheduled as of the last fetch (or since), else 0:
+        what :meth:`src_pool.pool.Pool.join` needs, without I/O. Exact counts:
+        :meth:`counts`."""
+        return int(self._retries_pending)
 
     # -- connecting -------------------------------------------------------------
 
@@ -555,6 +563,7 @@ class RedisBroker(Broker):
                 backoff.reset()
                 self._set_depth(reply[0])
                 due_ms = int(reply[1])
+                self._retries_pending = due_ms >= 0
                 if len(reply) > 2:
                     await self._hand_out(reply[2:])
                     continue
@@ -692,6 +701,7 @@ class RedisBroker(Broker):
                 "RETRY", [envelope.receipt, raw, int(delay * 1000), SIGNAL_CAP], "retry", self._deadline()
             )
             self.retried_total += 1
+            self._retries_pending = self._retries_pending or delay > 0
         finally:
             self._end_settle([envelope])
 
