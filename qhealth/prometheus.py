@@ -56,6 +56,38 @@ Multiprocess mode
       ``child_exit`` hook; Celery: ``worker_process_shutdown``), so that its
       gauges leave the sums.
 
+    gunicorn (``gunicorn -c gunicorn.conf.py app:app``; no monitor may run in
+    the master, so nothing qhealth at import time with ``preload_app``)::
+
+        # gunicorn.conf.py
+        import qhealth
+        from qhealth.prometheus import MultiProcessExporter, mark_process_dead
+
+        def post_fork(server, worker):
+            MultiProcessExporter(qhealth.default_monitor())  # starts this worker's monitor
+
+        def child_exit(server, worker):
+            mark_process_dead(worker.pid)
+
+        # in the app, the /metrics view answers with
+        #   prometheus_client.generate_latest(qhealth.prometheus.multiprocess_registry())
+
+    Celery prefork::
+
+        from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+
+        @worker_init.connect              # the parent: serve the merged files
+        def _serve(**_):
+            qhealth.prometheus.serve(registry=qhealth.prometheus.multiprocess_registry())
+
+        @worker_process_init.connect      # each child, after the fork
+        def _export(**_):
+            MultiProcessExporter(qhealth.default_monitor())
+
+        @worker_process_shutdown.connect
+        def _gone(pid=None, **_):
+            mark_process_dead(pid or os.getpid())
+
     Across live processes the gauges ``qhealth_queue_depth``,
     ``qhealth_queue_capacity``, ``qhealth_workers``, ``qhealth_workers_busy``
     and ``qhealth_workers_recommended`` are summed (each process reports its

@@ -42,16 +42,20 @@ def test_a_dead_slow_or_failing_collector_does_not_slow_the_pool(protocol: Proto
 
     What is asserted, and why not "within 5%" here: on this shared 2-core
     machine (other test processes run beside this one), two live stretches
-    differ by up to ±15% in CPU-normalised throughput and more in wall time,
-    so a 5% bound would fail at random. The test asserts what it can resolve:
-    the failures really happened; no mode blocks the pool (wall-clock median
-    ratio >= 0.5: a pool that waited for a dead collector would fall to ~0);
-    no mode takes CPU from it (CPU-normalised median ratio >= 0.85: a retry
-    loop without backoff, or a log line per item, would halve it).
-    ``bench/export.py`` measures the same thing over more rounds for the
-    5% figure recorded in docs/benchmarks.md.
+    differ by ±10-15% in CPU-normalised throughput and by more in wall time,
+    so a 5% bound on four rounds would fail at random. The test asserts what
+    it can resolve: the failures really happened; no mode blocks the pool
+    (wall-clock median ratio >= 0.5: a pool that waited for a dead collector
+    would fall to ~0); no mode takes a real share of the CPU from it
+    (CPU-normalised median ratio >= 0.8: a retry loop without backoff, or a
+    log line per item, would halve it). Exports run every 0.2 s, five times
+    more often than anyone would configure, so that every stretch sees them
+    fail. ``bench/export.py`` measures the same thing over more rounds, for
+    the figures recorded in docs/benchmarks.md.
     """
-    chunks = pool_while_collector_flips(protocol, MODES, rounds=4, chunk_items=120_000, settle_s=0.25)
+    chunks = pool_while_collector_flips(
+        protocol, MODES, rounds=4, chunk_items=120_000, settle_s=0.25, interval_s=0.2
+    )
     table = _table(chunks)
     live = [c for c in chunks if c.mode == "live"]
     assert sum(c.failures for c in live) == 0, f"live exports failed:\n{table}"
@@ -63,7 +67,7 @@ def test_a_dead_slow_or_failing_collector_does_not_slow_the_pool(protocol: Proto
         wall = statistics.median(paired_ratios(chunks, mode, "wall"))
         cpu = statistics.median(paired_ratios(chunks, mode, "cpu"))
         assert wall >= 0.5, f"a {mode} collector blocked the pool ({mode}/live {wall:.2f}):\n{table}"
-        assert cpu >= 0.85, f"a {mode} collector took CPU from the pool ({mode}/live {cpu:.2f}):\n{table}"
+        assert cpu >= 0.8, f"a {mode} collector took CPU from the pool ({mode}/live {cpu:.2f}):\n{table}"
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
