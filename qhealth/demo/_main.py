@@ -106,9 +106,10 @@ def intro(options: Options) -> list[str]:
     ]
 
 
-def _start_exports(options: Options, monitor: Monitor, out: TextIO) -> list[Callable[[], object]]:
-    """The ``/metrics`` server and OTLP export, if asked; their closers."""
+def _start_exports(options: Options, monitor: Monitor) -> tuple[list[Callable[[], object]], list[str]]:
+    """The ``/metrics`` server and OTLP export, if asked: their closers, and lines saying where they are."""
     closers: list[Callable[[], object]] = []
+    lines: list[str] = []
     try:
         if options.serve:
             from prometheus_client import CollectorRegistry
@@ -122,8 +123,8 @@ def _start_exports(options: Options, monitor: Monitor, out: TextIO) -> list[Call
             except (ValueError, OSError) as exc:
                 raise DemoError(f"--serve {options.serve}: {exc}") from None
             closers.append(server.close)
-            out.write(
-                f"  serving    {server.url}/metrics for Prometheus, and a status page at {server.url}/\n"
+            lines.append(
+                f"  serving    {server.url}/metrics for Prometheus, and a status page at {server.url}/"
             )
         if options.otlp or options.otlp_endpoint or options.otlp_protocol:
             from qhealth import otel
@@ -135,12 +136,12 @@ def _start_exports(options: Options, monitor: Monitor, out: TextIO) -> list[Call
             except (ValueError, ImportError) as exc:
                 raise DemoError(str(exc)) from None
             closers.append(export.shutdown)
-            out.write(f"  exporting  over OTLP ({export.protocol}) to {export.endpoint}\n")
+            lines.append(f"  exporting  over OTLP ({export.protocol}) to {export.endpoint}")
     except BaseException:
         for close in reversed(closers):
             close()
         raise
-    return closers
+    return closers, lines
 
 
 def _run_loop(settings: Settings, monitor: Monitor) -> tuple[dict[str, Account], bool]:
@@ -213,8 +214,8 @@ def run_demo(options: Options, out: TextIO) -> Outcome:
         except OSError as exc:
             raise DemoError(f"--record {trace_dir}: {exc.strerror or exc}") from None
         monitor.add_listener(recorder)
-        out.write("\n".join(intro(options)) + "\n")
-        closers = _start_exports(options, monitor, out)
+        closers, where = _start_exports(options, monitor)
+        out.write("\n".join([*intro(options), *where]) + "\n")
         out.flush()
         try:
             if options.live:
