@@ -143,8 +143,8 @@ class CeleryInstrumentation:
         self._probes[queue] = probe
         return probe
 
-    def _probe_for(self, task: Any) -> Probe | None:
-        info = getattr(task.request, "delivery_info", None) or {}
+    def _probe_for(self, request: Any) -> Probe | None:
+        info = getattr(request, "delivery_info", None) or {}
         key = str(info.get("routing_key") or "")
         queue = self._routes.get(key, key)
         probe = self._probes.get(queue)
@@ -195,8 +195,9 @@ class CeleryInstrumentation:
             return
         if self._ready_pid != os.getpid():
             return  # not a worker process set up by us (e.g. task.apply() in a producer)
+        request = task.request  # a thread-local stack look-up: once
         try:
-            probe = self._probe_for(task)
+            probe = self._probe_for(request)
         except Exception:
             self._log.exception("prerun", "qhealth: Celery task_prerun failed")
             return
@@ -205,7 +206,7 @@ class CeleryInstrumentation:
         probe.started()
         # The request is this run's own context (a retry re-runs the same task
         # id, possibly at once in another thread): keep the run's state on it.
-        task.request.qhealth_run = _Run(probe, time.monotonic())
+        request.qhealth_run = _Run(probe, time.monotonic())
 
     def on_failure(self, sender: Any = None, exception: BaseException | None = None, **kwargs: Any) -> None:
         run = getattr(getattr(sender, "request", None), "qhealth_run", None)
