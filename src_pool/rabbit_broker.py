@@ -344,6 +344,7 @@ class RabbitBroker(Broker):
             raise
 
     async def _start(self) -> None:
+        import_aio_pika()  # first: a missing aio-pika says which extra to install
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._ready = asyncio.Event()
@@ -977,7 +978,9 @@ class RabbitBroker(Broker):
 
     async def release(self, envelopes: Sequence[Envelope]) -> None:
         """Back to their places at the head of the queue (basic.nack with
-        requeue), without counting an attempt."""
+        requeue: RabbitMQ puts a requeued message back where it was), without
+        counting an attempt. The prefetch buffer goes back with them: it holds
+        the items that came after them, which must not overtake them."""
         tags: list[int] = []
         try:
             for envelope in envelopes:
@@ -991,6 +994,17 @@ class RabbitBroker(Broker):
             self._end_settle(self._live, tag, "nack")
         self._delta += len(tags)
         self.released_total += len(tags)
+        if tags and self._buffer:
+            self._return_buffer()
+
+    def _return_buffer(self) -> None:
+        """Nack every buffered delivery back to its place in the queue."""
+        for envelope in self._buffer:
+            self._ops.append(("nack", envelope.receipt.tag))
+        self._delta += len(self._buffer)
+        self._buffer.clear()
+        if self._sender is None:
+            self._start_sender()
 
     # -- inspection -----------------------------------------------------------
 
@@ -1161,9 +1175,7 @@ class RabbitBroker(Broker):
                         await session.consumer.basic_cancel(session.consumer_tag)
                     if self._side_tasks:
                         await asyncio.wait(set(self._side_tasks))
-                    for envelope in self._buffer:
-                        self._ops.append(("nack", envelope.receipt.tag))
-                    self._buffer.clear()
+                    self._return_buffer()
                     await self.flush()
             except self._transient as exc:
                 self._log.warning(

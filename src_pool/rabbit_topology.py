@@ -39,7 +39,7 @@ from typing import Any
 
 from .broker import MAX_PRIORITY
 
-#: Delays above this (about 24.8 days) are refused: it is the last tier.
+#: Delays above this (about 49.7 days, 2**32 - 1 ms) are refused: it ends the last tier.
 MAX_TIER = 31
 MAX_RETRY_DELAY_S = (2 ** (MAX_TIER + 1) - 1) / 1000.0
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
