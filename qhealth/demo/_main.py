@@ -263,7 +263,7 @@ def print_summary(outcome: Outcome, options: Options, out: TextIO) -> None:
     rows = summary_rows(outcome.tallies, outcome.accounts)
     headers = ("", *QUEUES)
     if outcome.interrupted:
-        seconds = max((t.seconds for t in outcome.tallies.values()), default=0.0)
+        seconds = max((t.latest.sample.t for t in outcome.tallies.values() if t.latest), default=0.0)
         out.write(f"\nstopped after {seconds:.0f} s: the summary so far\n")
     if options.live:
         from rich.console import Console

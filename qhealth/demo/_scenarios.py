@@ -37,7 +37,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             name="boom-bust",
             title="bursty traffic: pollers sleep in step while work piles up, then stampede the API",
-            workload=Workload(rate=6.0, burst_size=30, burst_every_s=12.0, burst_spread_s=2.0),
+            workload=Workload(rate=8.0, burst_size=30, burst_every_s=10.0, burst_spread_s=2.0),
             rate_limit=20.0,
             latency_s=0.25,
             poll_interval_s=3.0,
