@@ -1,38 +1,43 @@
 """A token-bucket rate limiter for the workers of one process.
 
-Every caller *reserves* its tokens the moment it asks, then sleeps until they
-have accrued; the bucket is two floats and nothing else. That one decision
+Callers wait in line (FIFO). Only the caller at the head of the line ever
+sleeps, for exactly the tokens it still lacks; the others wait on a future
+of their own until the head has been served and hands the turn on. That
 removes the textbook limiter's failures at once:
 
-* no lock is ever held, let alone while sleeping: each waiter sleeps on its
-  own, so a large request never stalls the event loop's other waiters beyond
-  their turn;
-* waiters are served strictly in the order they asked (FIFO): a reservation
-  is a place in line that nobody can overtake;
-* it holds no future, lock or loop reference, so a limiter made at import
-  time works under any event loop, one after the other;
+* no lock is held, let alone while sleeping: a large request at the head
+  waits for its own tokens, and the caller behind it waits for its turn, not
+  for a lock that is released only after someone's sleep;
+* waiters are served strictly in the order they asked;
 * a request larger than the bucket is a ValueError at once instead of a wait
   that never ends;
-* it is the same algorithm (GCRA, "virtual scheduling") that a shared Redis
-  limiter runs in one Lua script, so the local and the shared limit behave
-  alike.
+* the limiter keeps no loop reference (a future exists only while someone
+  waits, on that caller's loop), so one made at import time works under any
+  event loop, one after the other.
 
-The bucket starts **empty** and holds at most ``burst`` tokens (default 1): at
-``rate=100`` the first second lets exactly about 100 calls through, and after
-an idle pause the pool resumes at the rate instead of with a spike of
+The bucket is counted in *real* time, when a token is actually spent, not in
+promised time: if the event loop runs late (a busy neighbour, a long
+callback), the callers that were due meanwhile do not all go at once when it
+catches up. The bucket holds at most ``burst`` tokens, so at most ``burst``
+calls can ever go together, and with the default ``burst=1`` calls stay at
+least ``1/rate`` apart, whatever the scheduling. A downstream that counts
+calls in a sliding window (no more than ``rate`` in any second) sees at most
+``rate`` per second.
+
+The bucket starts **empty** (at ``rate=100`` the first second lets about 100
+calls through, not 100 at once plus 100 more) and refills to ``burst`` at most
+while idle, so an idle pool resumes at the rate instead of with a spike of
 everything that "accrued" while idle. Both are choices a caller can make
 explicitly (``start_full=True``, a larger ``burst``), never defaults.
-
-A waiter cancelled before its turn gives its tokens back when nobody has
-reserved after it; otherwise they are left unused (the limit errs on the slow
-side, never the fast one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Protocol, Self
@@ -55,7 +60,7 @@ class TokenBucket:
     ``clock`` (monotonic seconds) and ``sleep`` are injectable for tests.
     """
 
-    __slots__ = ("_clock", "_interval", "_sleep", "_window", "_zero_at", "burst", "rate")
+    __slots__ = ("_clock", "_line", "_sleep", "_tokens", "_updated", "burst", "rate")
 
     def __init__(
         self,
@@ -74,19 +79,26 @@ class TokenBucket:
             )
         self.rate = float(rate)
         self.burst = float(burst)
-        self._interval = 1.0 / self.rate
-        self._window = self.burst * self._interval  # seconds to fill an empty bucket
         self._clock = clock
         self._sleep = sleep
-        now = clock()
-        # The bucket holds min(burst, (now - _zero_at) * rate) tokens; _zero_at in
-        # the future means tokens already promised to waiters.
-        self._zero_at = now - self._window if start_full else now
+        self._tokens = self.burst if start_full else 0.0
+        self._updated = clock()
+        self._line: deque[asyncio.Future[None]] = deque()  # waiting callers, head first
+
+    def _refill(self) -> float:
+        now = self._clock()
+        tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._tokens, self._updated = tokens, now
+        return tokens
 
     def tokens(self) -> float:
-        """Tokens available right now (negative: owed to waiters)."""
-        now = self._clock()
-        return (now - max(self._zero_at, now - self._window)) * self.rate
+        """Tokens available right now."""
+        return self._refill()
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting in line."""
+        return len(self._line)
 
     def _check(self, tokens: float) -> float:
         if isinstance(tokens, bool) or not isinstance(tokens, int | float) or not tokens > 0:
@@ -100,30 +112,34 @@ class TokenBucket:
 
     def try_acquire(self, tokens: float = 1.0) -> bool:
         """Take ``tokens`` if they are available now and nobody waits ahead."""
-        cost = self._check(tokens) * self._interval
-        now = self._clock()
-        start = max(self._zero_at, now - self._window)
-        if start + cost > now + _EPSILON:
+        tokens = self._check(tokens)
+        if self._line or self._refill() < tokens - _EPSILON:
             return False
-        self._zero_at = start + cost
+        self._tokens -= tokens
         return True
 
     async def acquire(self, tokens: float = 1.0) -> None:
         """Wait for ``tokens``, in line behind every earlier caller."""
-        cost = self._check(tokens) * self._interval
-        now = self._clock()
-        start = max(self._zero_at, now - self._window)
-        ready_at = start + cost
-        self._zero_at = ready_at
-        delay = ready_at - now
-        if delay <= _EPSILON:
+        tokens = self._check(tokens)
+        line = self._line
+        while line and line[0].get_loop().is_closed():  # left behind by a loop that is gone
+            line.popleft()
+        if not line and self._refill() >= tokens - _EPSILON:
+            self._tokens -= tokens
             return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        line.append(turn)
         try:
-            await self._sleep(delay)
-        except asyncio.CancelledError:
-            if self._zero_at == ready_at:  # nobody reserved after us: give the tokens back
-                self._zero_at = start
-            raise
+            if line[0] is not turn:
+                await turn  # the caller ahead hands the turn on
+            while (missing := tokens - self._refill()) > _EPSILON:
+                await self._sleep(missing / self.rate)
+            self._tokens -= tokens
+        finally:
+            with contextlib.suppress(ValueError):  # gone already if its loop closed
+                line.remove(turn)
+            if line and not line[0].done():
+                line[0].set_result(None)  # next, please
 
     async def __aenter__(self) -> Self:
         await self.acquire()
