@@ -28,7 +28,8 @@ Protocol = Literal["grpc", "http"]
 
 def _table(chunks: list[Chunk]) -> str:
     return "\n".join(
-        f"{c.mode:5}  wall {c.wall:>9,.0f}/s  cpu {c.cpu:>9,.0f}/s  exports {c.exports}  failed {c.failures}"
+        f"{c.mode:5}  wall {c.wall:>9,.0f}/s  own {c.own:>9,.0f}/s  cpu {c.cpu:>9,.0f}/s  "
+        f"exports {c.exports}  failed {c.failures}"
         for c in chunks
     )
 
@@ -41,17 +42,20 @@ def test_a_dead_slow_or_failing_collector_does_not_slow_the_pool(protocol: Proto
     stretches are compared with the live stretches of the same round.
 
     What is asserted, and why not "within 5%" here: on this shared 2-core
-    machine (other test processes run beside this one), two live stretches
-    differ by ±10-15% in CPU-normalised throughput and by more in wall time,
-    so a 5% bound on four rounds would fail at random. The test asserts what
-    it can resolve: the failures really happened; no mode blocks the pool
-    (wall-clock median ratio >= 0.5: a pool that waited for a dead collector
-    would fall to ~0); no mode takes a real share of the CPU from it
-    (CPU-normalised median ratio >= 0.8: a retry loop without backoff, or a
-    log line per item, would halve it). Exports run every 0.2 s, five times
-    more often than anyone would configure, so that every stretch sees them
-    fail. ``bench/export.py`` measures the same thing over more rounds, for
-    the figures recorded in docs/benchmarks.md.
+    machine other test processes run beside this one and the load average
+    reaches 5-10, so wall-clock throughput swings by 2-3x between two live
+    stretches and a 5% bound would fail at random. Two measures hold still:
+    throughput per second of the pool thread's *own* time (wall time minus
+    the time the kernel kept it waiting for a CPU: waiting for the GIL or
+    blocking on a collector still counts) and per second of the process's
+    CPU time. The test asserts what they resolve: the failures really
+    happened; no mode blocks the pool (own-time median ratio >= 0.7: a pool
+    that waited for a dead or slow collector would fall far below); no mode
+    takes a real share of the CPU from it (CPU median ratio >= 0.8: a retry
+    loop without backoff, or a log line per item, would halve it). Exports
+    run every 0.2 s, far more often than anyone would configure, so that every
+    stretch sees them fail. ``bench/export.py`` measures the same over more
+    rounds, for the figures in docs/benchmarks.md.
     """
     chunks = pool_while_collector_flips(
         protocol, MODES, rounds=4, chunk_items=120_000, settle_s=0.25, interval_s=0.2
@@ -64,9 +68,9 @@ def test_a_dead_slow_or_failing_collector_does_not_slow_the_pool(protocol: Proto
         failed = sum(c.failures for c in chunks if c.mode == mode)
         assert failed >= 2, f"the {mode} collector made too few exports fail to test anything:\n{table}"
     for mode in ("dead", "slow", "error"):
-        wall = statistics.median(paired_ratios(chunks, mode, "wall"))
+        own = statistics.median(paired_ratios(chunks, mode, "own"))
         cpu = statistics.median(paired_ratios(chunks, mode, "cpu"))
-        assert wall >= 0.5, f"a {mode} collector blocked the pool ({mode}/live {wall:.2f}):\n{table}"
+        assert own >= 0.7, f"a {mode} collector held the pool up ({mode}/live {own:.2f}):\n{table}"
         assert cpu >= 0.8, f"a {mode} collector took CPU from the pool ({mode}/live {cpu:.2f}):\n{table}"
 
 

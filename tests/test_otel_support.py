@@ -384,6 +384,13 @@ class SwitchableReceiver:
             self._proc.stdout.close()
 
 
+def _ready_wait_s() -> float:
+    """Seconds the calling thread has spent ready to run but not running
+    (Linux schedstat: time on a run queue while other tasks had the CPU)."""
+    with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
 @dataclass
 class Chunk:
     """One stretch of the pool's work while the collector was in one mode."""
@@ -393,6 +400,11 @@ class Chunk:
     """Items per second of wall time."""
     cpu: float
     """Items per second of this process's CPU time (all its threads)."""
+    own: float
+    """Items per second of the time the pool's thread ran or waited inside
+    this process: wall time minus the time it sat ready to run while the
+    kernel ran other programs. Waiting for the GIL held by an exporter thread,
+    or blocking on a dead collector, counts; other programs' load does not."""
     exports: int
     failures: int
 
@@ -453,15 +465,16 @@ def pool_while_collector_flips(
                     for i in range(1000):
                         await queue.put(i)
                 e0, f0 = export.exports, export.failures
-                t0, c0 = time.perf_counter(), time.process_time()
+                t0, c0, q0 = time.perf_counter(), time.process_time(), _ready_wait_s()
                 for i in range(chunk_items):
                     await queue.put(i)
-                t1, c1 = time.perf_counter(), time.process_time()
+                t1, c1, q1 = time.perf_counter(), time.process_time(), _ready_wait_s()
                 chunks.append(
                     Chunk(
                         mode,
                         chunk_items / (t1 - t0),
                         chunk_items / max(c1 - c0, 1e-9),
+                        chunk_items / max(t1 - t0 - (q1 - q0), 1e-9),
                         export.exports - e0,
                         export.failures - f0,
                     )
