@@ -4,6 +4,7 @@ the measures and the summary. The whole run is tested in ``test_demo_e2e.py``.""
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 
 import pytest
@@ -324,3 +325,27 @@ def test_a_sparkline_scales_to_its_maximum() -> None:
     assert sparkline([0, 5, 10]) == "▁▅█"
     assert sparkline([0, 0]) == "▁▁"
     assert sparkline(list(range(100)), width=10) == sparkline(list(range(90, 100)), width=10)
+
+
+# -- the live view -----------------------------------------------------------------------
+
+
+def test_the_live_view_shows_each_pools_condition_with_its_reason_and_fix() -> None:
+    from rich.console import Console
+
+    from qhealth.demo._live import LiveView
+
+    finding = qhealth.Finding(qhealth.Condition.BOOM_BUST, "workers sat idle while items waited", "block")
+    boom = Health(t=1.0, state="boom_bust", conditions=frozenset({finding.condition}), findings=(finding,))
+    tally = Tally()
+    tally.on_tick(_snapshot("naive", 0.0, 9, 0, 0.0, Health(t=0.0, state=qhealth.WARMING_UP)))
+    tally.on_tick(_snapshot("naive", 1.0, 12, 4, 2.0, boom))
+    tally.on_tick(_snapshot("reference", 1.0, 0, 4, 0.0, _health(1.0)))
+    view = LiveView(tally, {"naive": "polls", "reference": "blocks"}, "scenario x", 60.0)
+    console = Console(record=True, width=140, file=io.StringIO())
+    console.print(view.render())
+    text = console.export_text()
+    assert "1 s of 60 s" in text
+    assert "boom_bust" in text and "workers sat idle while items waited" in text and "fix" in text
+    assert "healthy" in text
+    assert "   12  " in text  # naive's depth

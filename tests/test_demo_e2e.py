@@ -9,6 +9,7 @@ classify the same way offline. Then Ctrl-C, ``--serve`` and ``--otlp``.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -135,6 +136,23 @@ def test_ctrl_c_stops_cleanly_with_the_summary_so_far(tmp_path: Path) -> None:
     lost = LOST_ROW.search(rest)
     assert lost and lost.groups() == ("0", "0")
     assert re.search(r"^items submitted\s+[1-9]", rest, re.M)
+
+
+def test_the_live_view_runs_and_ends_with_the_summary(tmp_path: Path) -> None:
+    """Without a terminal, rich draws the last frame of the live view, then the table."""
+    result = subprocess.run(
+        [sys.executable, "-m", "qhealth", "demo", "--duration", "3", "--no-report"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "140"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "naive" in out and "reference" in out and "warming_up" in out
+    assert re.search(r"items lost\s+│\s+0\s+│\s+0\s+│", out), out[-2000:]
 
 
 def _get(url: str) -> str:
