@@ -303,6 +303,7 @@ class OtlpExport:
     exporter: OTelExporter | None = None
     _filters: list[tuple[logging.Logger, logging.Filter]] = field(default_factory=list, repr=False)
     _guard: Any = field(default=None, repr=False)
+    _closed: bool = field(default=False, repr=False)
 
     @property
     def exports(self) -> int:
@@ -315,6 +316,10 @@ class OtlpExport:
         return int(getattr(self._guard, "failures", 0))
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Export once more, stop, and take the log throttles off. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         if self.exporter is not None:
             self.exporter.close()
         self.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
@@ -411,5 +416,9 @@ def setup_otlp(
         metrics.set_meter_provider(provider)
     export = OtlpExport(provider, chosen, shown, _filters=filters, _guard=guard)
     if source is not None:
-        export.exporter = instrument(source, provider, buckets=buckets)
+        try:
+            export.exporter = instrument(source, provider, buckets=buckets)
+        except BaseException:
+            export.shutdown(timeout_s=1.0)
+            raise
     return export

@@ -160,3 +160,32 @@ def test_credentials_in_the_endpoint_are_not_shown() -> None:
         assert "s3cret" not in export.endpoint and "s3cret" not in repr(export)
     finally:
         export.shutdown(timeout_s=1)
+
+
+def _throttles() -> list[object]:
+    import logging
+
+    from qhealth.otel import EXPORTER_LOGGERS
+
+    return [
+        f
+        for name in EXPORTER_LOGGERS
+        for f in logging.getLogger(name).filters
+        if type(f).__name__ == "_ThrottleFilter"
+    ]
+
+
+def test_a_bad_setting_leaves_nothing_running() -> None:
+    before = len(_throttles())
+    monitor, _ = busy_monitor()
+    with pytest.raises(ValueError, match="buckets"):
+        setup_otlp(monitor, endpoint="http://127.0.0.1:1/v1/metrics", buckets=())
+    assert len(_throttles()) == before
+
+
+def test_shutting_down_twice_is_harmless(caplog: pytest.LogCaptureFixture) -> None:
+    export = setup_otlp(endpoint="http://127.0.0.1:1/v1/metrics", interval_s=60)
+    export.shutdown(timeout_s=1)
+    caplog.clear()
+    export.shutdown(timeout_s=1)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
