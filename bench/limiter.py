@@ -8,14 +8,14 @@ Retry-After plus jitter) runs against it for ``--seconds`` with a queue that
 never runs dry, once per limiter:
 
 * ``TokenBucket(limit)`` (src_pool: starts empty, burst 1, FIFO, counted in
-  real time) and ``TokenBucket(0.95 * limit, burst=0.05 * limit)``;
+  real time) and ``TokenBucket(0.97 * limit, burst=0.03 * limit)``;
 * ``AsyncLimiter(limit, 1)`` (aiolimiter as usually written: its bucket holds a
-  whole second's worth and starts full) and ``AsyncLimiter(0.05 * limit,
-  0.05 / 0.95)`` (the same rate and burst as the second src_pool row);
+  whole second's worth and starts full) and ``AsyncLimiter(0.03 * limit,
+  0.03 / 0.97)`` (the same rate and burst as the second src_pool row);
 * no limiter at all (AIMD and Retry-After alone).
 
-Why 0.95 and a burst of 0.05: a bucket of rate ``r`` and burst ``b`` lets at
-most ``r + b`` calls into any one-second window, so ``0.95 L + 0.05 L = L``
+Why 0.97 and a burst of 0.03: a bucket of rate ``r`` and burst ``b`` lets at
+most ``r + b`` calls into any one-second window, so ``0.97 L + 0.03 L = L``
 never exceeds the downstream's limit ``L``, while the burst lets the pool
 catch up, without exceeding it, on the calls that fell due while the event
 loop ran late (at burst 1 those are lost, and a busy machine costs rate).
@@ -23,7 +23,7 @@ loop ran late (at burst 1 those are lost, and a busy machine costs rate).
     python3 bench/limiter.py [--limit 100] [--seconds 10]
 
 The last line is ``limiter: 429 share X.XXXX, achieved Y.YY of limit`` for
-``TokenBucket(0.95 * limit, burst=0.05 * limit)``, the recommended set-up.
+``TokenBucket(0.97 * limit, burst=0.03 * limit)``, the recommended set-up.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from src_pool import Limiter, Pool, RetryPolicy, TokenBucket
 
 WORKERS = 50
 CALL_S = 0.02
-HEADROOM = 0.95
+HEADROOM = 0.97
 
 
 class TooManyRequests(Exception):
