@@ -17,6 +17,13 @@ measuring itself is subtracted. Thread switches come from
 ``/proc/self/task/*/status`` (voluntary context switches of every thread of
 the process, so the monitor's ticker counts there).
 
+A second table measures how ten pollers of a poll-only source spread out
+(``src_pool.AdaptivePoller``, full jitter, 1 s backing off to 8 s, 60 polls
+each, on virtual clocks with fixed seeds) against the same backoff without
+jitter: the share of consecutive polls less than 10 ms apart (collisions) and
+the coefficient of variation of the gaps between polls (about 1 when spread
+out at random; about sqrt(10) when the ten poll in step).
+
     python3 bench/idle.py [--seconds 30]
 
 The last line is ``idle wake-ups per minute: reference X, wait_for Y, fixed-poll Z``
@@ -28,7 +35,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import asyncio.events
+import itertools
 import json
+import random
+import statistics
 import subprocess
 import sys
 import time
@@ -186,6 +196,55 @@ async def measure(variant: str, seconds: float) -> dict[str, Any]:
     }
 
 
+def spread(times: list[float]) -> tuple[float, float]:
+    """(share of gaps under 10 ms, coefficient of variation of the gaps)."""
+    times = sorted(times)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    mean = statistics.fmean(gaps)
+    return sum(1 for g in gaps if g < 0.01) / len(gaps), statistics.pstdev(gaps) / mean
+
+
+async def jittered_poll_times(pollers: int, polls: int) -> list[float]:
+    from src_pool import AdaptivePoller
+
+    class Done(BaseException):
+        pass
+
+    times: list[float] = []
+    for seed in range(pollers):
+        now = [0.0]
+        mine: list[float] = []
+
+        async def fetch(now: list[float] = now, mine: list[float] = mine) -> list[object]:
+            mine.append(now[0])
+            if len(mine) >= polls:
+                raise Done
+            return []
+
+        async def sleep(seconds: float, now: list[float] = now) -> None:
+            now[0] += seconds
+
+        poller = AdaptivePoller(
+            fetch, noop, min_interval=1.0, max_interval=8.0, rng=random.Random(seed), sleep=sleep
+        )
+        try:
+            await poller.run()
+        except Done:
+            times += mine
+    return times
+
+
+def fixed_poll_times(pollers: int, polls: int) -> list[float]:
+    times = []
+    for _ in range(pollers):
+        t, interval = 0.0, 1.0
+        for _ in range(polls):
+            times.append(t)
+            t += interval
+            interval = min(8.0, interval * 2)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
@@ -221,6 +280,16 @@ def main() -> None:
             f"{label:40} {r['task_wakeups_per_min']:13,.0f} {r['callbacks_per_min']:10,.0f} "
             f"{r['loop_wakeups_per_min']:13,.0f} {r['thread_switches_per_min']:15,.0f} {r['cpu_s']:7.3f}"
         )
+    print()
+    print("10 pollers of one empty source, 1 s backing off to 8 s, 60 polls each")
+    print()
+    print(f"{'pollers':40} {'polls < 10 ms apart':>20} {'gap CV':>7}")
+    for label, times in (
+        ("AdaptivePoller (full jitter)", asyncio.run(jittered_poll_times(10, 60))),
+        ("same backoff, no jitter", fixed_poll_times(10, 60)),
+    ):
+        collisions, cv = spread(times)
+        print(f"{label:40} {collisions:20.1%} {cv:7.2f}")
     print()
     ref, wait, poll = (results[n]["task_wakeups_per_min"] for n in ("reference", "wait_for", "fixed-poll"))
     print(f"idle wake-ups per minute: reference {ref:.0f}, wait_for {wait:.0f}, fixed-poll {poll:.0f}")
