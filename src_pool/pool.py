@@ -204,7 +204,7 @@ class Pool:
         self._joiners: list[asyncio.Future[None]] = []
         self._started = False
         self._stopping = False
-        self._stopped = False
+        self._stop_task: asyncio.Future[StopReport] | None = None
         self._crashes = 0
         self._released = 0
         self._leftovers: list[Envelope] = []
@@ -454,6 +454,8 @@ class Pool:
                 continue
             self.broker.ack(envelope)
             probe.succeeded()
+            if self._growing:
+                self._grow()
             return
 
     async def _settle(
@@ -589,17 +591,21 @@ class Pool:
     async def stop(self, drain_timeout: float | None = None) -> StopReport:
         """Stop taking work, let in-flight items finish within
         ``drain_timeout`` (default: the pool's), hand the rest back, close an
-        owned broker. Idempotent; safe to call from a cancelled context."""
+        owned broker. Idempotent: a second call waits for the first."""
         deadline = self.drain_timeout if drain_timeout is None else check_timeout(drain_timeout) or 0.0
-        if self._stopped:
-            return StopReport(drained=True, released=0, left_in_flight=0)
-        self._stopping = True
-        self._update_hold()
+        if self._stop_task is None:
+            self._stopping = True  # from this instant, no worker takes another item
+            self._update_hold()
+            self._stop_task = asyncio.ensure_future(self._stop(deadline))
+        return await asyncio.shield(self._stop_task)
+
+    async def _stop(self, deadline: float) -> StopReport:
         released_before = self._released
         for task in [*self._idle, *self._parked_tasks]:
             task.cancel()
         busy = set(self._workers)
         drained = True
+        pending: set[asyncio.Task[None]] = set()
         if busy:
             _, pending = await asyncio.wait(busy, timeout=deadline)
             if pending:
@@ -607,8 +613,6 @@ class Pool:
                 for task in pending:
                     task.cancel()
                 _, pending = await asyncio.wait(pending, timeout=max(1.0, deadline))
-        else:
-            pending = set()
         if self._leftovers:
             leftovers, self._leftovers = self._leftovers, []
             leftovers.sort(key=lambda e: (-e.priority, e.enqueued_at))
@@ -621,7 +625,6 @@ class Pool:
             await self.broker.flush()
         if self._owns_broker:
             await self.broker.close()
-        self._stopped = True
         return StopReport(
             drained=drained, released=self._released - released_before, left_in_flight=len(pending)
         )

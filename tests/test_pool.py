@@ -408,3 +408,40 @@ def test_bad_settings_are_value_errors_naming_them() -> None:
         Pool(handle, drain_timeout=-1, monitor=False)
     with pytest.raises(ValueError, match="max_attempts"):
         RetryPolicy(max_attempts=0)
+
+
+async def test_a_second_stop_waits_for_the_first_and_gets_the_same_report() -> None:
+    started = asyncio.Event()
+
+    async def handle(item: int) -> None:
+        started.set()
+        await asyncio.sleep(0.05)
+
+    pool = await make_pool(handle).start()
+    await pool.submit(1)
+    await started.wait()
+    first, second = await asyncio.gather(pool.stop(drain_timeout=5), pool.stop())
+    assert first is second
+    assert first.drained
+
+
+async def test_cancelling_the_caller_of_stop_does_not_stop_the_stopping() -> None:
+    started = asyncio.Event()
+    done: list[int] = []
+
+    async def handle(item: int) -> None:
+        started.set()
+        await asyncio.sleep(0.05)
+        done.append(item)
+
+    broker = MemoryBroker()
+    pool = await make_pool(handle, broker=broker).start()
+    await pool.submit(1)
+    await started.wait()
+    caller = asyncio.create_task(pool.stop(drain_timeout=5))
+    await asyncio.sleep(0)
+    caller.cancel()
+    report = await pool.stop()  # the stop already under way carries on
+    assert report.drained
+    assert done == [1]
+    assert broker.acked_total == 1
