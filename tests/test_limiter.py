@@ -113,7 +113,7 @@ async def test_a_large_request_that_gives_up_lets_the_next_one_through_at_once()
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     await asyncio.wait_for(small, 1)
-    assert loop.time() - t0 < 0.1  # served on its own tokens, not after the big one's 0.5 s
+    assert loop.time() - t0 < 0.3  # served on its own tokens, not after the big one's 0.5 s
     assert limiter.waiting == 0
 
 
@@ -122,7 +122,7 @@ async def test_waiters_sleep_one_at_a_time_with_no_lock_between_them() -> None:
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     await asyncio.gather(*(limiter.acquire() for _ in range(20)))
-    assert 0.09 <= loop.time() - t0 < 0.3  # 20 tokens at 200/s: 0.1 s in all
+    assert 0.09 <= loop.time() - t0 < 1.0  # 20 tokens at 200/s: 0.1 s in all, not 20 sleeps in a row
 
 
 def test_a_slow_rate_keeps_a_whole_token_and_does_not_hang() -> None:
