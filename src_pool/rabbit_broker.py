@@ -79,6 +79,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from qhealth._log import ThrottledLog
@@ -114,6 +115,7 @@ from .rabbit_message import (
     properties,
     to_us,
 )
+from .rabbit_publish import Message, batching_supported, publish_batch
 from .rabbit_topology import MAX_TIER, Topology, check_name, delay_ms, explain_declare_error, tier_of
 
 logger = logging.getLogger("src_pool.rabbitmq")
@@ -121,7 +123,7 @@ logger = logging.getLogger("src_pool.rabbitmq")
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 DEFAULT_DEAD_LETTER_LIMIT = 10_000
-#: Publishes awaiting their confirms at once in :meth:`RabbitBroker.put_many`.
+#: Messages per write, awaiting their confirms together, in :meth:`RabbitBroker.put_many`.
 PUBLISH_WINDOW = 500
 #: Producers blocked at the high watermark re-read the depth this often (jittered).
 ROOM_POLL_S = 0.2
@@ -172,6 +174,8 @@ class _Session:
     consumer: Any
     """aiormq channel with the prefetch; deliveries and their acks."""
     lost: asyncio.Future[None]
+    batching: bool = False
+    """Publishes of a batch go out in one write (:mod:`src_pool.rabbit_publish`)."""
     tiers: set[int] = field(default_factory=set)
     consumer_tag: str | None = None
     consuming: asyncio.Task[None] | None = None
@@ -249,6 +253,7 @@ class RabbitBroker(Broker):
         self._refresh_interval = refresh
         self._connect_timeout = connect
         self._options = dict(connection_options or {})
+        self._batching = True  # tests turn it off to run the one-by-one path
         self._clock = clock
         self._ids = 0
         self._id_prefix = os.urandom(6).hex() + "-"
@@ -256,6 +261,7 @@ class RabbitBroker(Broker):
         self._transient: tuple[type[BaseException], ...] = ()
         self._precondition: tuple[type[BaseException], ...] = ()
         self._settle_errors: tuple[type[BaseException], ...] = ()
+        self._closed_channel: tuple[type[BaseException], ...] = ()
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Task[None] | None = None
@@ -353,6 +359,7 @@ class RabbitBroker(Broker):
         self._transient = transient_errors()
         self._precondition = (amqp.ChannelPreconditionFailed, amqp.ChannelAccessRefused)
         self._settle_errors = (BrokerError, *self._transient)
+        self._closed_channel = (asyncio.CancelledError, *self._transient)
         await self._connect(deadline=time.monotonic() + self._connect_timeout)
         self._started = True
         self._supervisor = loop.create_task(self._supervise(), name=f"src_pool.rabbitmq session {self.name}")
@@ -430,6 +437,7 @@ class RabbitBroker(Broker):
             raise
         self._sessions += 1
         session = _Session(self._sessions, connection, admin, publisher, consumer, lost)
+        session.batching = self._batching and batching_supported(publisher)
         self._reset_deliveries()
         self._live = session.number
         self._session = session
@@ -522,37 +530,69 @@ class RabbitBroker(Broker):
 
     async def _publish(self, routing_key: str, body: bytes, props: Any, what: str, deadline: float,
                        exchange: str = "") -> None:  # fmt: skip
-        """Publish and wait for the confirm, again on the next session if this
-        one is lost meanwhile (a duplicate is possible, a loss is not)."""
+        await self._publish_many([Message(exchange, routing_key, body, props)], what, deadline)
+
+    @staticmethod
+    async def _publish_one(channel: Any, message: Message) -> Any:
+        return await channel.basic_publish(
+            message.body,
+            exchange=message.exchange,
+            routing_key=message.routing_key,
+            properties=message.properties,
+            mandatory=True,
+        )
+
+    async def _publish_many(self, messages: Sequence[Message], what: str, deadline: float) -> None:
+        """Publish and wait for every confirm; publish again, on the next
+        session if this one is lost meanwhile, whatever was not confirmed (a
+        duplicate is possible, a loss is not). One write per batch where
+        aiormq allows it (:mod:`src_pool.rabbit_publish`)."""
         from pamqp.commands import Basic
 
-        backoff = Backoff()
+        backoff: Backoff | None = None
+        pending = list(messages)
         while True:
             session = await self._wait_session(deadline, what)
+            channel = session.publisher
+            loop = asyncio.get_running_loop()
             try:
-                reply = await session.publisher.basic_publish(
-                    body,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    properties=props,
-                    mandatory=True,
-                    timeout=max(0.1, deadline - time.monotonic()),
-                )
+                async with asyncio.timeout_at(loop.time() + max(0.1, deadline - time.monotonic())):
+                    if session.batching:
+                        futures = await publish_batch(channel, pending)
+                        replies = await asyncio.gather(*futures, return_exceptions=True)
+                    else:
+                        calls = map(self._publish_one, repeat(channel), pending)
+                        replies = await asyncio.gather(*calls, return_exceptions=True)
             except self._transient as exc:
                 self._session_lost(session, what, exc)
             else:
-                if isinstance(reply, Basic.Ack):
+                failed: list[Message] = []
+                problem: BaseException | None = None
+                for message, reply in zip(pending, replies, strict=True):
+                    if isinstance(reply, Basic.Ack):
+                        continue
+                    failed.append(message)
+                    if isinstance(reply, self._closed_channel):  # the channel closed first
+                        problem = problem or reply
+                    elif isinstance(reply, BaseException):
+                        raise reply
+                    elif not isinstance(reply, Basic.Nack):  # returned: the queue is gone
+                        problem = problem or BrokerError(f"unroutable: no queue {message.routing_key!r}")
+                if not failed:
                     return
-                if isinstance(reply, Basic.Nack):
-                    self._log.warning(
-                        f"nack:{what}", "src_pool.rabbitmq %s was refused (nack); retrying", what
-                    )
-                else:  # returned: the queue is gone; a new session declares it again
-                    self._session_lost(
-                        session, what, BrokerError(f"unroutable: no queue for {exchange or routing_key!r}")
-                    )
+                if problem is not None:  # a new session declares the queues again
+                    self._session_lost(session, what, problem)
+                else:
+                    self._log.warning(f"nack:{what}", "src_pool.rabbitmq %s refused (nack); retrying", what)
+                if len(failed) < len(pending) and backoff is not None:
+                    backoff.reset()
+                pending = failed
             if time.monotonic() >= deadline:
-                raise RabbitUnavailable(f"RabbitMQ at {self.url}: {what} not confirmed: {self._last_error}")
+                raise RabbitUnavailable(
+                    f"RabbitMQ at {self.url}: {what} not confirmed ({len(pending)} of {len(messages)}): "
+                    f"{self._last_error}"
+                )
+            backoff = backoff or Backoff()
             await backoff.sleep()
 
     # -- producing ------------------------------------------------------------
@@ -596,10 +636,11 @@ class RabbitBroker(Broker):
             chunk = made[i : i + PUBLISH_WINDOW]
             if self._capacity is not None and (self._blocked or self._estimate() >= self._capacity):
                 await self._wait_for_room(timeout)
-            deadline = self._deadline(timeout)
-            async with asyncio.TaskGroup() as group:
-                for _, body, props in chunk:
-                    group.create_task(self._publish(self.name, body, props, "put", deadline))
+            await self._publish_many(
+                [Message("", self.name, body, props) for _, body, props in chunk],
+                "put",
+                self._deadline(timeout),
+            )
             self.put_total += len(chunk)
             self._delta += len(chunk)
         return [envelope for envelope, _, _ in made]

@@ -92,6 +92,17 @@ async def test_items_come_out_in_the_order_they_were_put(make: Factory) -> None:
         assert await drain(broker, 1200) == list(range(1200))
 
 
+async def test_without_batched_writes_put_many_still_keeps_order(make: Factory) -> None:
+    """The one-message-per-write path, for an aiormq without the internals
+    that batching relies on."""
+    broker = make()
+    broker._batching = False
+    async with broker:
+        await broker.put_many(range(600))
+        assert broker._session is not None and not broker._session.batching
+        assert await drain(broker, 600) == list(range(600))
+
+
 async def test_higher_priorities_come_first_and_each_priority_keeps_its_order(make: Factory) -> None:
     async with make() as producer:
         for i in range(30):
@@ -533,6 +544,24 @@ async def test_a_put_waits_for_the_reconnect(make: Factory, amqp_url: str) -> No
         proxy.accept_again()
         await asyncio.wait_for(putting, 10)
         assert await drain(consumer, 2) == ["first", "second"]
+
+
+@pytest.mark.slow
+async def test_a_put_many_cut_off_midway_publishes_every_item_at_least_once(
+    make: Factory, amqp_url: str
+) -> None:
+    async with Proxy(amqp_url) as proxy, make(url=proxy.url, capacity=None) as producer:
+        putting = asyncio.create_task(producer.put_many(range(5000)))
+        await eventually(lambda: producer.put_total >= 500, 10, "the first batch to be confirmed")
+        assert not putting.done()
+        await proxy.cut()
+        await asyncio.wait_for(putting, 20)
+        assert producer.reconnects_total >= 1
+    async with make(concurrency=100) as consumer:
+        waiting = (await consumer.counts()).waiting
+        taken = await drain(consumer, waiting, timeout=20)
+    assert set(taken) == set(range(5000))  # duplicates allowed (confirms lost with the connection)
+    assert len(taken) - 5000 <= 500  # at most the batch that was on the wire
 
 
 async def test_a_password_never_appears_in_repr_errors_or_logs(
