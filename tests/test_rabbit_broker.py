@@ -75,6 +75,15 @@ async def raw_publish(url: str, queue: str, body: bytes, **props: Any) -> None:
         await channel.default_exchange.publish(aio_pika.Message(body, **props), routing_key=queue)
 
 
+async def still_on_the_first_session(broker: RabbitBroker) -> None:
+    """No channel error: RabbitMQ closes the channel for a bad ack (an
+    unknown delivery tag), which would end the session."""
+    await asyncio.sleep(0.2)  # a channel.close from RabbitMQ would have arrived
+    session = broker._session
+    assert session is not None and session.alive and session.number == 1
+    assert broker.stale_total == 0
+
+
 async def eventually(predicate: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -215,6 +224,44 @@ async def test_acknowledging_twice_is_refused(make: Factory) -> None:
             broker.ack(envelope)
         with pytest.raises(ValueError, match="not in flight"):
             await broker.release([envelope])
+
+
+async def test_acks_in_any_order_all_reach_rabbitmq(make: Factory) -> None:
+    async with make() as broker:
+        await broker.put_many(range(8))
+        held = {e.payload: e for e in [(await broker.fetch(1))[0] for _ in range(8)]}
+        for i in (
+            1,
+            3,
+            0,
+            7,
+            2,
+            6,
+            4,
+            5,
+        ):  # acks batched as one multiple-ack for a settled prefix, singles after
+            broker.ack(held[i])
+            if i in (0, 6):
+                await broker.flush()
+        await broker.flush()
+        await still_on_the_first_session(broker)
+    async with make() as again:
+        assert (await again.counts()).waiting == 0  # nothing came back: every ack arrived
+
+
+async def test_releases_and_acks_interleaved_settle_exactly_the_right_items(make: Factory) -> None:
+    async with make(concurrency=4) as broker:
+        await broker.put_many(range(4))
+        e0, e1, e2, e3 = [(await broker.fetch(1))[0] for _ in range(4)]
+        broker.ack(e1)
+        await broker.release([e0])
+        broker.ack(e2)
+        broker.ack(e3)
+        await broker.flush()
+        await still_on_the_first_session(broker)
+        assert await drain(broker, 1) == [0]
+        await asyncio.sleep(0.2)
+        assert broker.buffered == 0
 
 
 # -- retries and dead letters --------------------------------------------------------
