@@ -42,7 +42,8 @@ Instrumentation
     On by default, through ``qhealth.default_monitor()`` unless a monitor is
     given (``monitor=False`` turns it off). Per item the pool only bumps
     counters; the clock is read when a worker really blocks (idle spans), and
-    for one item in ``observe_every`` to feed the duration and wait histograms.
+    to feed the duration and wait histograms for one item in ``observe_every``
+    and for every item that ends an idle wait (so a slow pool times them all).
     Workers parked by AIMD stop counting as workers, so that "items waiting
     while workers sit idle" means what it says.
 """
@@ -181,7 +182,8 @@ class Pool:
             monitor = monitor or default_monitor()
             if name in monitor.queues:
                 raise ValueError(
-                    f"queue {name!r} is already watched by this monitor: give each pool its own name"
+                    f"queue {name!r} is already watched by this monitor: give each pool its own name "
+                    "(or monitor.unwatch(name) a stopped pool's queue first)"
                 )
             self._probe = monitor.watch(
                 name,
@@ -331,6 +333,7 @@ class Pool:
                     envelope = await self._wait_for_item()
                     if envelope is None:
                         continue
+                    countdown = 1  # after an idle wait the clock is cheap: a slow pool times every item
                 countdown -= 1
                 if not countdown:  # one item in `every` is timed: the clock costs more than the rest
                     countdown = every

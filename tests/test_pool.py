@@ -445,3 +445,26 @@ async def test_cancelling_the_caller_of_stop_does_not_stop_the_stopping() -> Non
     assert report.drained
     assert done == [1]
     assert broker.acked_total == 1
+
+
+async def test_a_pool_that_waits_between_items_times_every_item_and_a_busy_one_a_sample() -> None:
+    async def handle(item: int) -> None:
+        pass
+
+    now = [0.0]
+    monitor = Monitor(interval=1.0, clock=lambda: now[0])
+    async with make_pool(handle, concurrency=1, monitor=monitor, name="timed", observe_every=64) as pool:
+        await asyncio.sleep(0.01)  # the worker blocks, waiting for work
+        for i in range(5):  # one at a time: the worker waits before each
+            await pool.submit(i)
+            await pool.join(timeout=5)
+        now[0] = 1.0
+        slow = monitor.tick()["timed"]
+        for i in range(640):  # a backlog: the worker never waits
+            await pool.submit(i)
+        await pool.join(timeout=5)
+        now[0] = 2.0
+        busy = monitor.tick()["timed"]
+    assert len(slow.durations) == 5
+    assert len(slow.waits) == 5
+    assert 5 <= len(busy.durations) <= 20  # about one in 64, plus the items that ended a wait
