@@ -31,11 +31,11 @@ import asyncio
 import logging
 import math
 import random
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from qhealth import Probe
+from qhealth._log import ThrottledLog
 
 logger = logging.getLogger("src_pool.poller")
 
@@ -112,7 +112,7 @@ class AdaptivePoller(Generic[T]):
         self.hits = 0
         self.handled = 0
         self.errors = 0
-        self._last_fetch_error = -math.inf
+        self._log = ThrottledLog(60.0, log=logger)
 
     def next_sleep(self) -> float:
         """A full-jitter sleep under the current ceiling."""
@@ -143,10 +143,7 @@ class AdaptivePoller(Generic[T]):
         try:
             batch = await self.fetch()
         except Exception:
-            now = time.monotonic()
-            if now - self._last_fetch_error >= 60.0:
-                self._last_fetch_error = now
-                logger.exception("poller: fetch failed; treated as an empty poll, backing off")
+            self._log.exception("fetch", "poller: fetch failed; treated as an empty poll, backing off")
             batch = ()
         if self.probe is not None:
             self.probe.polled(bool(batch))

@@ -62,6 +62,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from qhealth import Monitor, Probe, default_monitor, is_rate_limited, retry_after
+from qhealth._log import ThrottledLog
 
 from .aimd import AIMD
 from .broker import Broker, BrokerClosed, Envelope, check_positive_int, check_timeout
@@ -102,19 +103,6 @@ def describe(exc: BaseException) -> str:
     except Exception:
         text = f"{type(exc).__name__}: <unprintable>"
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
-
-
-class _Throttled:
-    """One log record per key per minute, so a failing broker cannot flood logs."""
-
-    def __init__(self) -> None:
-        self._next: dict[str, float] = {}
-
-    def error(self, key: str, message: str, *args: object, exc_info: bool = True) -> None:
-        now = time.monotonic()
-        if now >= self._next.get(key, 0.0):
-            self._next[key] = now + 60.0
-            logger.error(message, *args, exc_info=exc_info)
 
 
 class Pool:
@@ -210,7 +198,7 @@ class Pool:
         self._crashes = 0
         self._released = 0
         self._leftovers: list[Envelope] = []
-        self._log = _Throttled()
+        self._log = ThrottledLog(60.0, log=logger)  # a failing broker cannot flood the logs
 
     # -- producing ------------------------------------------------------------
 
@@ -292,12 +280,8 @@ class Pool:
         exc = task.exception()
         if exc is None or isinstance(exc, BrokerClosed):
             return  # the broker went away: nothing to replace the worker for
-        self._log.error(
-            "worker-died",
-            "pool %r: a worker died (%s); replacing it",
-            self.name,
-            describe(exc),
-            exc_info=False,
+        self._log.warning(
+            "worker-died", "pool %r: a worker died (%s); replacing it", self.name, describe(exc)
         )
         self._crashes += 1
         delay = self._rng.uniform(0.0, min(5.0, 0.05 * 2.0 ** min(self._crashes, 10)))
@@ -482,7 +466,7 @@ class Pool:
             raise
         except Exception:
             # The broker keeps the item in flight; its own recovery returns it.
-            self._log.error(
+            self._log.exception(
                 "settle", "pool %r: could not hand item %s back to the broker", self.name, envelope.id
             )
             self._probe.returned()
@@ -505,7 +489,7 @@ class Pool:
         try:
             await self.broker.release(envelopes)
         except Exception:
-            self._log.error("release", "pool %r: could not release %d item(s)", self.name, len(envelopes))
+            self._log.exception("release", "pool %r: could not release %d item(s)", self.name, len(envelopes))
 
     # -- adaptive concurrency ---------------------------------------------------
 
