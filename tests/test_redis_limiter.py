@@ -16,13 +16,29 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+import redis.asyncio as aioredis
 
 from src_pool.redis_limiter import RedisRateLimiter
 from tests.redis_server import RedisServer, redis_server, unique_name
 
 __all__ = ["redis_server"]  # fixtures used by this module
+
+
+@pytest.fixture
+async def limiters(redis_server: RedisServer) -> AsyncIterator[Callable[..., RedisRateLimiter]]:
+    """Limiters on the session's server, each on its own key, closed however the test ends."""
+    made: list[RedisRateLimiter] = []
+
+    def make(rate: float, burst: float = 1.0) -> RedisRateLimiter:
+        made.append(RedisRateLimiter(redis_server.url, unique_name("lim"), rate=rate, burst=burst))
+        return made[-1]
+
+    yield make
+    for limiter in made:
+        await limiter.aclose()
 
 
 class Downstream:
@@ -50,28 +66,29 @@ class Downstream:
 
 @pytest.mark.slow
 async def test_fifty_workers_at_100_per_s_get_almost_no_429s_and_95_percent_of_the_limit(
-    redis_server: RedisServer,
+    limiters: Callable[..., RedisRateLimiter],
 ) -> None:
-    limiter = RedisRateLimiter(redis_server.url, unique_name("lim"), rate=100)
+    limiter = limiters(100)
     api = Downstream(100)
-    duration = 3.0
-    started = time.monotonic()
+    wanted, deadline = 300, time.monotonic() + 30
     stamps: list[float] = []
 
     async def worker() -> None:
-        while time.monotonic() - started < duration:
+        while len(stamps) < wanted and time.monotonic() < deadline:
             await limiter.acquire()
-            if (now := time.monotonic()) - started < duration:
+            if len(stamps) < wanted:
+                now = time.monotonic()
                 api.call(now)
                 stamps.append(now)
 
     await asyncio.gather(*(worker() for _ in range(50)))
-    await limiter.aclose()
     calls = api.ok + api.rejected
+    assert calls == wanted, f"only {calls} calls in 30 s"
     assert api.rejected / calls < 0.005, f"{api.rejected} of {calls} calls answered 429"
     # Achieved while running (the first round trips open 50 connections: not the limiter's rate).
-    achieved = api.ok / ((stamps[-1] - stamps[0]) * 100 + 1)
-    assert achieved >= 0.95, f"{api.ok} calls in {stamps[-1] - stamps[0]:.2f} s at a limit of 100/s"
+    span = stamps[-1] - stamps[0]
+    achieved = api.ok / (span * 100 + 1)
+    assert achieved >= 0.95, f"{api.ok} calls in {span:.2f} s at a limit of 100/s"
 
 
 WORKER = textwrap.dedent(
@@ -79,7 +96,7 @@ WORKER = textwrap.dedent(
     import asyncio, json, sys, time
     from src_pool.redis_limiter import RedisRateLimiter
 
-    async def main(url, name, start_at, duration):
+    async def main(url, name):
         limiter = RedisRateLimiter(url, name, rate=100)
         # Open the 25 connections (and load the script) before the clock starts.
         warm_up = RedisRateLimiter(url, name + "-warm-up", rate=1e6, burst=100)
@@ -87,8 +104,9 @@ WORKER = textwrap.dedent(
         limiter._client, limiter._loop = warm_up._client, warm_up._loop
         limiter._acquire, limiter._refund = warm_up._acquire, warm_up._refund
         await asyncio.gather(*(warm_up.acquire() for _ in range(25)))
+        print("ready", flush=True)
+        start_at, duration = map(float, sys.stdin.readline().split())
         stamps = []
-        ready = time.time()
         while time.time() < start_at:
             await asyncio.sleep(0.005)
         async def worker():
@@ -97,9 +115,9 @@ WORKER = textwrap.dedent(
                 stamps.append(time.time())
         await asyncio.gather(*(worker() for _ in range(25)))
         await limiter.aclose()
-        print(json.dumps({"ready": ready, "stamps": stamps}))
+        print(json.dumps(stamps), flush=True)
 
-    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])))
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
     """
 )
 
@@ -108,40 +126,46 @@ WORKER = textwrap.dedent(
 def test_two_processes_sharing_the_limit_stay_under_the_joint_limit(redis_server: RedisServer) -> None:
     """seed: a per-process cap let two processes make twice the calls."""
     name = unique_name("lim")
-    start_at, duration = time.time() + 4.0, 2.0
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, redis_server.url, name, str(start_at), str(duration)],
+            [sys.executable, "-c", WORKER, redis_server.url, name],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         for _ in range(2)
     ]
-    outputs = [p.communicate(timeout=30)[0] for p in procs]
+    for proc in procs:  # both connected and warmed up: then one start time for both
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    start_at, duration = time.time() + 0.5, 2.0
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{start_at} {duration}\n")
+        proc.stdin.flush()
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs)
-    reports = [json.loads(out) for out in outputs]
-    assert all(r["ready"] < start_at for r in reports), (
-        "a worker process started too late (machine overloaded?)"
-    )
-    per_process = [r["stamps"] for r in reports]
+    per_process = [json.loads(out) for out in outputs]
+    counts = [len(s) for s in per_process]
+    assert min(counts) > 20, f"both processes made calls: {counts}"
     stamps = sorted(t for stamps in per_process for t in stamps)
-    assert all(len(s) > 50 for s in per_process), (
-        f"both processes made calls: {[len(s) for s in per_process]}"
-    )
     api = Downstream(100)
     api.last = stamps[0] - 1.0  # the API's clock: wall time here
     for t in stamps:
         api.call(now=t)
     busiest = max(bisect.bisect_left(stamps, t + 1.0) - i for i, t in enumerate(stamps))
-    assert busiest <= 101, f"{busiest} calls within one second at a joint limit of 100/s"
+    # Reservations are exactly 10 ms apart; a call made a few ms late next to
+    # one on time can put 1-2 more into one sliding second (a per-process
+    # limit would put 200 there).
+    assert busiest <= 103, f"{busiest} calls within one second at a joint limit of 100/s"
     span = stamps[-1] - stamps[0]
+    assert len(stamps) <= 100 * span + 2, f"{len(stamps)} calls in {span:.2f} s at a joint limit of 100/s"
     assert len(stamps) / (span * 100 + 1) >= 0.95, f"{len(stamps)} calls in {span:.2f} s at 100/s"
     assert api.rejected / len(stamps) < 0.005, f"{api.rejected} of {len(stamps)} calls answered 429"
 
 
-async def test_the_bucket_starts_empty_and_does_not_spike(redis_server: RedisServer) -> None:
+async def test_the_bucket_starts_empty_and_does_not_spike(limiters: Callable[..., RedisRateLimiter]) -> None:
     """seed: the bucket starts full (30 calls in the first second at 10/s)."""
-    limiter = RedisRateLimiter(redis_server.url, unique_name("lim"), rate=10)
+    limiter = limiters(10)
     done: list[float] = []
     started = time.monotonic()
 
@@ -155,12 +179,11 @@ async def test_the_bucket_starts_empty_and_does_not_spike(redis_server: RedisSer
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await limiter.aclose()
 
 
-async def test_an_idle_pause_is_not_followed_by_a_burst(redis_server: RedisServer) -> None:
+async def test_an_idle_pause_is_not_followed_by_a_burst(limiters: Callable[..., RedisRateLimiter]) -> None:
     """seed: the bucket refills to full while idle, and spikes after every pause."""
-    limiter = RedisRateLimiter(redis_server.url, unique_name("lim"), rate=20, burst=2)
+    limiter = limiters(20, 2)
     for _ in range(3):
         await limiter.acquire()
     await asyncio.sleep(1.0)  # idle: a textbook bucket would now hold 20
@@ -175,12 +198,13 @@ async def test_an_idle_pause_is_not_followed_by_a_burst(redis_server: RedisServe
 
     await asyncio.gather(*(eager() for _ in range(10)))
     assert count <= 2 + 0.5 * 20 + 10  # the burst, the rate, and one reservation per worker at the end
-    await limiter.aclose()
 
 
-async def test_more_tokens_than_the_burst_is_refused_at_once(redis_server: RedisServer) -> None:
+async def test_more_tokens_than_the_burst_is_refused_at_once(
+    limiters: Callable[..., RedisRateLimiter],
+) -> None:
     """seed: asking for more than the burst never returns and holds the lock."""
-    limiter = RedisRateLimiter(redis_server.url, unique_name("lim"), rate=10, burst=2)
+    limiter = limiters(10, 2)
     with pytest.raises(ValueError, match="more than the bucket holds"):
         await limiter.acquire(3)
 
@@ -205,33 +229,38 @@ def test_a_limiter_made_outside_any_loop_works_under_two_loops(redis_server: Red
     asyncio.run(use())
 
 
-async def test_waiters_are_served_in_the_order_they_asked(redis_server: RedisServer) -> None:
-    limiter = RedisRateLimiter(redis_server.url, unique_name("lim"), rate=50)
+async def test_waiters_are_served_in_the_order_they_asked(limiters: Callable[..., RedisRateLimiter]) -> None:
+    limiter = limiters(50)
     order: list[int] = []
 
     async def take(i: int) -> None:
         await limiter.acquire()
         order.append(i)
 
+    watcher = aioredis.Redis.from_url(limiter._url)
     tasks = []
-    for i in range(8):
-        tasks.append(asyncio.create_task(take(i)))
-        await asyncio.sleep(0.002)  # each reservation reaches Redis before the next
-    await asyncio.gather(*tasks)
+    try:
+        for i in range(8):
+            before = await watcher.get(limiter.key)
+            tasks.append(asyncio.create_task(take(i)))
+            async with asyncio.timeout(5):  # wait until this reservation reached Redis
+                while await watcher.get(limiter.key) == before:
+                    await asyncio.sleep(0.001)
+        await asyncio.gather(*tasks)
+    finally:
+        await watcher.aclose()
     assert order == list(range(8))
-    await limiter.aclose()
 
 
-async def test_a_cancelled_waiter_gives_its_tokens_back(redis_server: RedisServer) -> None:
-    limiter = RedisRateLimiter(redis_server.url, unique_name("lim"), rate=4)
-    first = asyncio.create_task(limiter.acquire())  # due in 0.25 s
+async def test_a_cancelled_waiter_gives_its_tokens_back(limiters: Callable[..., RedisRateLimiter]) -> None:
+    limiter = limiters(1)
+    first = asyncio.create_task(limiter.acquire())  # due in 1 s
     await asyncio.sleep(0.05)
     first.cancel()
     await asyncio.gather(first, return_exceptions=True)
     started = time.monotonic()
-    await limiter.acquire()  # takes the slot the cancelled one left
-    assert time.monotonic() - started < 0.3
-    await limiter.aclose()
+    await limiter.acquire()  # takes the slot the cancelled one left, not the one after it
+    assert time.monotonic() - started < 1.5
 
 
 def test_the_password_stays_out_of_repr() -> None:
