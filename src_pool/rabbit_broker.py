@@ -435,6 +435,9 @@ class RabbitBroker(Broker):
         except BaseException:
             await self._close_quietly(connection)
             raise
+        if self._closed:  # closed while connecting
+            await self._close_quietly(connection)
+            raise BrokerClosed("the broker closed while connecting")
         self._sessions += 1
         session = _Session(self._sessions, connection, admin, publisher, consumer, lost)
         session.batching = self._batching and batching_supported(publisher)
@@ -496,6 +499,9 @@ class RabbitBroker(Broker):
                 await self._connect(deadline=None)
             except BrokerClosed:
                 return
+            except Exception:  # a bug, or a refusal no backoff will cure: keep trying, loudly
+                self._log.exception("supervise", "src_pool.rabbitmq cannot reconnect to %s", self.url)
+                await asyncio.sleep(random.uniform(1.0, 5.0))
 
     def _end_session(self, session: _Session) -> None:
         assert self._ready is not None
@@ -829,6 +835,8 @@ class RabbitBroker(Broker):
                 session = self._session
                 assert session is not None
                 channel = session.consumer
+                # After every await: if the session ended meanwhile, its deliveries were forgotten
+                # and the tags now name the next session's deliveries: touch nothing.
                 try:
                     while self._ops:
                         verb, tag = self._ops.popleft()
@@ -836,6 +844,8 @@ class RabbitBroker(Broker):
                             await channel.basic_nack(tag, requeue=True, wait=False)
                         else:
                             await channel.basic_reject(tag, requeue=False, wait=False)
+                        if self._session is not session:
+                            return
                         self._sent.add(tag)
                     order, to_ack, sent = self._order, self._to_ack, self._sent
                     last = None
@@ -852,6 +862,8 @@ class RabbitBroker(Broker):
                         await channel.basic_ack(last, multiple=True, wait=not singles)
                     for i, tag in enumerate(singles):
                         await channel.basic_ack(tag, wait=i == len(singles) - 1)
+                        if self._session is not session:
+                            return
                         sent.add(tag)
                 except self._transient as exc:
                     self._session_lost(session, "acknowledge", exc)
@@ -891,9 +903,9 @@ class RabbitBroker(Broker):
 
     def _end_settle(self, number: int, tag: int, verb: str | None) -> None:
         """Settle ``tag`` with ``verb`` ("ack", "nack", "reject") if its session still lives."""
-        self._settling.discard(tag)
         if number != self._live:
-            return
+            return  # forgotten with its session (the tag may name a delivery of the next one)
+        self._settling.discard(tag)
         self._inflight.pop(tag, None)
         if verb == "ack":
             self._to_ack.add(tag)
@@ -989,6 +1001,8 @@ class RabbitBroker(Broker):
         dead-letter exchange keeps it, without the error)."""
         from pamqp.commands import Basic
 
+        if number != self._live:
+            return  # its session ended before this task ran: RabbitMQ has it back
         self._settling.add(tag)
         original = message.header.properties
         headers = {k: v for k, v in (original.headers or {}).items() if not k.startswith("x-")}
@@ -999,7 +1013,7 @@ class RabbitBroker(Broker):
             content_encoding=original.content_encoding,
             delivery_mode=2,
             priority=original.priority,
-            message_id=original.message_id,
+            message_id=original.message_id or f"malformed-{os.urandom(8).hex()}",
             headers=headers,
         )
         verb = "reject"
@@ -1224,13 +1238,16 @@ class RabbitBroker(Broker):
                     self._error_text(exc),
                 )  # fmt: skip
         self._live = -1
-        for task in (self._supervisor, self._refresher, self._room_task, self._sender, *self._side_tasks):
-            if task is not None and not task.done():
-                task.cancel()
-        for task in (self._supervisor, self._refresher):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        if session is not None:
-            self._end_session(session)
-            await self._close_quietly(session.connection)
+        tasks = [
+            task
+            for task in (self._supervisor, self._refresher, self._room_task, self._sender, *self._side_tasks)
+            if task is not None and not task.done()
+        ]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        for ended in {session, self._session}:  # the supervisor may have opened one meanwhile
+            if ended is not None:
+                self._end_session(ended)
+                await self._close_quietly(ended.connection)
