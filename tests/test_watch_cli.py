@@ -138,3 +138,24 @@ def test_the_first_verdict_names_the_conditions_it_could_not_judge(redis_url: st
     assert result.returncode == 0, result.stderr
     assert "not judged: stalled: items processed are unknown" in result.stdout
     assert result.stdout.count("not judged: stalled") == 1  # once, not on every line
+
+
+@pytest.mark.slow
+def test_watch_exports_over_otlp(procs: Callable[..., Proc], redis_url: str) -> None:
+    from tests.test_otel_support import OtlpReceiver
+
+    key = unique("otlp")
+    redis.Redis.from_url(redis_url).rpush(key, *range(4))
+    with OtlpReceiver("http") as receiver:
+        args = ["--kind", "redis-list", "--queue", key, "--url", redis_url, "--interval", "0.2"]
+        otlp = ["--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "http/protobuf", "--duration", "20"]
+        sidecar = procs(
+            [PYTHON, "-m", "qhealth", "watch", *args, *otlp], env={"OTEL_METRIC_EXPORT_INTERVAL": "300"}
+        )
+
+        def depth_arrived() -> bool:
+            return any(p.metric == "qhealth.queue.depth" and p.value == 4 for p in receiver.points())
+
+        wait_until(depth_arrived, 20, lambda: f"qhealth.queue.depth = 4 over OTLP\n{sidecar.output()}")
+        assert "exporting over OTLP (http/protobuf)" in sidecar.output()
+        assert sidecar.stop() == 0  # SIGTERM: a clean exit, the last export flushed while the receiver is up
