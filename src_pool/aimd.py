@@ -1,15 +1,17 @@
 """Adaptive concurrency: additive increase, multiplicative decrease (AIMD).
 
-TCP's answer to congestion, applied to a rate-limited downstream: every 429
-cuts the number of workers allowed to take items by ``decrease`` (half, by
-default), and every success adds ``increase / limit`` so that the limit grows
-by about ``increase`` per round of ``limit`` successes. A 429 storm therefore
-damps itself: fewer workers make fewer calls, instead of every rejected call
-being retried at once.
+TCP's answer to congestion, applied to a rate-limited downstream: a 429 cuts
+the number of workers allowed to take items by ``decrease`` (half, by
+default), and while the pool runs without 429s the limit grows back by
+``increase`` every ``increase_every_s`` seconds. A 429 storm therefore damps
+itself: fewer workers make fewer calls, instead of every rejected call being
+retried at once; and the pool probes its way back up slowly, so that at the
+edge it costs about one 429 per probe, not a steady stream.
 
-Several 429s usually arrive together (every call in flight when the limit was
-crossed gets one): they are one congestion signal, so after a cut further
-429s are ignored for ``cooldown_s`` seconds.
+Several 429s usually arrive together: every call in flight when the limit was
+crossed gets one. They are one congestion signal. As TCP reacts once per
+window, the limit is cut once per *epoch*: a 429 counts only if its call was
+made after the last cut (the pool notes the epoch when it makes a call).
 """
 
 from __future__ import annotations
@@ -24,7 +26,17 @@ from .broker import check_positive_int
 class AIMD:
     """The allowed concurrency, between ``minimum`` and ``maximum``."""
 
-    __slots__ = ("_clock", "_last_cut", "cooldown_s", "decrease", "increase", "limit", "maximum", "minimum")
+    __slots__ = (
+        "_clock",
+        "_grown_at",
+        "decrease",
+        "epoch",
+        "increase",
+        "increase_every_s",
+        "limit",
+        "maximum",
+        "minimum",
+    )
 
     def __init__(
         self,
@@ -33,8 +45,8 @@ class AIMD:
         minimum: int = 1,
         initial: int | None = None,
         increase: float = 1.0,
+        increase_every_s: float = 1.0,
         decrease: float = 0.5,
-        cooldown_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         check_positive_int(maximum, "AIMD maximum")
@@ -49,16 +61,18 @@ class AIMD:
             raise ValueError(f"AIMD decrease must be a factor in (0, 1), got {decrease!r}")
         if not 0 < increase < math.inf:
             raise ValueError(f"AIMD increase must be positive, got {increase!r}")
-        if not 0 <= cooldown_s < math.inf:
-            raise ValueError(f"AIMD cooldown_s must be a non-negative number of seconds, got {cooldown_s!r}")
+        if not 0 <= increase_every_s < math.inf:
+            raise ValueError(f"AIMD increase_every_s must be a non-negative number, got {increase_every_s!r}")
         self.maximum = maximum
         self.minimum = minimum
         self.limit = float(initial)
         self.increase = increase
+        self.increase_every_s = increase_every_s
         self.decrease = decrease
-        self.cooldown_s = cooldown_s
+        self.epoch = 0
+        """Bumped at every cut; a call notes it when it starts."""
         self._clock = clock
-        self._last_cut = -math.inf
+        self._grown_at = clock()
 
     @property
     def allowed(self) -> int:
@@ -71,14 +85,21 @@ class AIMD:
         return self.limit < self.maximum
 
     def on_success(self) -> None:
-        self.limit = min(self.maximum, self.limit + self.increase / self.limit)
-
-    def on_rate_limited(self) -> bool:
-        """A call was answered 429; returns whether the limit was cut."""
+        """A call succeeded: grow by ``increase`` if a period passed since the
+        last growth (or cut)."""
         now = self._clock()
-        if now - self._last_cut < self.cooldown_s:
+        if now - self._grown_at >= self.increase_every_s:
+            self._grown_at = now
+            self.limit = min(float(self.maximum), self.limit + self.increase)
+
+    def on_rate_limited(self, epoch: int | None = None) -> bool:
+        """A call made in ``epoch`` (None: now) was answered 429; returns
+        whether the limit was cut. A call made before the last cut says
+        nothing new and is ignored."""
+        if epoch is not None and epoch != self.epoch:
             return False
-        self._last_cut = now
+        self.epoch += 1
+        self._grown_at = self._clock()  # growth resumes a full period after a cut
         self.limit = max(float(self.minimum), self.limit * self.decrease)
         return True
 

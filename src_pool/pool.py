@@ -111,7 +111,8 @@ class Pool:
     ``broker``: default a fresh :class:`MemoryBroker` of ``capacity`` items,
     owned (closed) by the pool. ``concurrency``: workers; with ``adaptive``
     (default) AIMD lowers the active ones on 429s, down to
-    ``min_concurrency``, and grows them back. ``limiter``: a shared rate limit
+    ``min_concurrency``, and grows them back (pass an :class:`AIMD` of your
+    own to tune how). ``limiter``: a shared rate limit
     acquired before every call of the handler. ``drain_timeout``: seconds
     :meth:`stop` lets in-flight items finish. ``rng``: the jitter source
     (seed it in tests).
@@ -126,7 +127,7 @@ class Pool:
         capacity: int | None = 1000,
         concurrency: int = 10,
         min_concurrency: int = 1,
-        adaptive: bool = True,
+        adaptive: bool | AIMD = True,
         limiter: Limiter | None = None,
         retry: RetryPolicy | None = None,
         drain_timeout: float = 30.0,
@@ -150,7 +151,12 @@ class Pool:
         self._owns_broker = broker is None
         self.broker: Broker = MemoryBroker(capacity) if broker is None else broker
         self.concurrency = concurrency
-        self.aimd = AIMD(concurrency, minimum=min_concurrency) if adaptive else None
+        if isinstance(adaptive, AIMD):
+            if adaptive.maximum != concurrency:
+                raise ValueError(f"AIMD maximum ({adaptive.maximum}) must equal concurrency ({concurrency})")
+            self.aimd: AIMD | None = adaptive
+        else:
+            self.aimd = AIMD(concurrency, minimum=min_concurrency) if adaptive else None
         self.limiter = limiter
         self.retry_policy = retry or RetryPolicy()
         self._rng = rng or random.Random()
@@ -189,6 +195,7 @@ class Pool:
         self._parked_tasks: set[asyncio.Task[None]] = set()
         self._allowed = concurrency
         self._growing = False  # AIMD below its maximum: successes raise it
+        self._epoch = 0  # AIMD's epoch: bumped at every cut
         self._hold = False  # workers must look up: stopping, or AIMD wants fewer
         self._active = 0  # workers not parked
         self._joiners: list[asyncio.Future[None]] = []
@@ -326,6 +333,7 @@ class Pool:
                 # What follows is _process(), inlined: it runs once per item.
                 if counting:
                     probe.busy += 1
+                epoch = self._epoch  # a 429 to this call says something only if no cut came since
                 try:
                     if limiter is not None:
                         await limiter.acquire()
@@ -333,7 +341,7 @@ class Pool:
                         probe.attempts_total += 1
                     await handler(envelope.payload)
                 except BaseException as exc:  # _recover re-raises what it must
-                    await self._recover(envelope, exc)
+                    await self._recover(envelope, exc, epoch)
                 else:
                     ack(envelope)
                     if counting:
@@ -353,6 +361,7 @@ class Pool:
         counting = not self._counted_by_broker
         if counting:
             probe.started()
+        epoch = self._epoch
         try:
             if self.limiter is not None:
                 await self.limiter.acquire()
@@ -360,7 +369,7 @@ class Pool:
                 probe.attempted()
             await self._handler(envelope.payload)
         except BaseException as exc:
-            await self._recover(envelope, exc)
+            await self._recover(envelope, exc, epoch)
         else:
             self.broker.ack(envelope)
             if counting:
@@ -402,9 +411,10 @@ class Pool:
 
     # -- failures -------------------------------------------------------------
 
-    async def _recover(self, envelope: Envelope, exc: BaseException) -> None:
-        """An attempt raised ``exc``: retry it while holding the item, hand it
-        back for a later retry, dead-letter it, or (cancelled) release it."""
+    async def _recover(self, envelope: Envelope, exc: BaseException, epoch: int) -> None:
+        """An attempt (begun in AIMD ``epoch``) raised ``exc``: retry it while
+        holding the item, hand it back for a later retry, dead-letter it, or
+        (cancelled) release it."""
         policy = self.retry_policy
         probe = self._probe
         attempts = envelope.attempts
@@ -418,7 +428,7 @@ class Pool:
             limited = is_rate_limited(exc)
             if limited:
                 probe.rate_limited()
-                self._on_rate_limited()
+                self._on_rate_limited(epoch)
             if isinstance(exc, Reject) or attempts >= policy.max_attempts:
                 await self._settle(envelope, attempts, error, dead=True)
                 return
@@ -431,6 +441,7 @@ class Pool:
                 return
             try:
                 await self._sleep(delay)  # holding the item: the worker stays busy
+                epoch = self._epoch
                 if self.limiter is not None:
                     await self.limiter.acquire()
                 probe.attempted()
@@ -493,8 +504,9 @@ class Pool:
 
     # -- adaptive concurrency ---------------------------------------------------
 
-    def _on_rate_limited(self) -> None:
-        if self.aimd is not None and self.aimd.on_rate_limited():
+    def _on_rate_limited(self, epoch: int) -> None:
+        if self.aimd is not None and self.aimd.on_rate_limited(epoch):
+            self._epoch = self.aimd.epoch
             self._allowed = self.aimd.allowed
             self._growing = self.aimd.growing
             self._update_hold()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from qhealth import Monitor
-from src_pool import BrokerClosed, MemoryBroker, Pool, PoolClosed, Reject, RetryPolicy, TokenBucket
+from src_pool import AIMD, BrokerClosed, MemoryBroker, Pool, PoolClosed, Reject, RetryPolicy, TokenBucket
 
 
 class RateLimited(Exception):
@@ -258,12 +258,15 @@ async def test_a_429_counts_as_rate_limited_and_honours_retry_after_with_jitter(
     assert max(waits) <= 0.2 + 0.1 + 0.25  # jitter bounded by half of Retry-After (+ a loaded machine)
 
 
-async def test_429s_cut_the_active_workers_and_parked_ones_stop_counting_as_workers() -> None:
+async def test_a_burst_of_429s_is_one_cut_and_parked_workers_stop_counting_as_workers() -> None:
+    refused: set[int] = set()
     release = asyncio.Event()
 
     async def handle(item: int) -> None:
-        if item < 8:
-            raise RateLimited(retry_after=0.0)
+        if item not in refused:
+            await asyncio.sleep(0.01)  # eight calls in flight together...
+            refused.add(item)
+            raise RateLimited(retry_after=0.0)  # ...all refused
         await release.wait()
 
     monitor = Monitor(interval=1.0, clock=lambda: 0.0)
@@ -273,30 +276,54 @@ async def test_429s_cut_the_active_workers_and_parked_ones_stop_counting_as_work
             await pool.submit(i)
         await asyncio.sleep(0.05)
         assert pool.aimd is not None
-        assert pool.aimd.allowed == 4  # one cut for the whole burst of 429s (cooldown)
-        await asyncio.sleep(0.05)
+        assert pool.aimd.allowed == 4  # one congestion signal, one cut
+        release.set()
+        await pool.join(timeout=5)
+        await asyncio.sleep(0.01)
         assert pool.active == 4
         assert pool.probe.workers == 4  # parked workers are not counted
-        release.set()
+
+
+async def test_a_429_from_a_call_made_before_the_last_cut_does_not_cut_again() -> None:
+    aimd = AIMD(8)
+    epoch = aimd.epoch
+    assert aimd.on_rate_limited(epoch)
+    assert not aimd.on_rate_limited(epoch)  # in flight when the first cut came
+    assert aimd.allowed == 4
+    assert aimd.on_rate_limited(aimd.epoch)  # a call made after it
+    assert aimd.allowed == 2
 
 
 async def test_successes_grow_the_concurrency_back_and_unpark_workers() -> None:
     async def handle(item: int) -> None:
         if item == 0:
             raise RateLimited(retry_after=0.0)
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.001)
 
-    async with make_pool(handle, concurrency=4) as pool:
+    aimd = AIMD(4, increase_every_s=0.01)
+    async with make_pool(handle, concurrency=4, adaptive=aimd) as pool:
         await pool.submit(0)
-        await asyncio.sleep(0.02)
-        assert pool.aimd is not None and pool.aimd.allowed == 2
+        await asyncio.sleep(0.005)
+        assert aimd.allowed == 2
         for i in range(1, 200):
             await pool.submit(i)
         await pool.join(timeout=5)
-        assert pool.aimd.allowed == 4
+        assert aimd.allowed == 4
         await asyncio.sleep(0.01)
         assert pool.active == 4
         assert pool.probe.workers == 4
+
+
+def test_growth_waits_a_full_period_after_a_cut() -> None:
+    now = [0.0]
+    aimd = AIMD(4, increase_every_s=1.0, clock=lambda: now[0])
+    aimd.on_rate_limited()
+    now[0] = 0.9
+    aimd.on_success()
+    assert aimd.allowed == 2
+    now[0] = 1.0
+    aimd.on_success()
+    assert aimd.allowed == 3
 
 
 async def test_the_limiter_token_is_acquired_while_the_worker_holds_its_item() -> None:
@@ -468,3 +495,87 @@ async def test_a_pool_that_waits_between_items_times_every_item_and_a_busy_one_a
     assert len(slow.durations) == 5
     assert len(slow.waits) == 5
     assert 5 <= len(busy.durations) <= 20  # about one in 64, plus the items that ended a wait
+
+
+class _Response:
+    def __init__(self, status: int, retry_after: str) -> None:
+        self.status_code = status
+        self.headers = {"Retry-After": retry_after}
+
+
+class RequestsStyle429(Exception):
+    """requests' HTTPError: the status and headers are on ``.response``."""
+
+    def __init__(self) -> None:
+        super().__init__("429 Client Error: Too Many Requests")
+        self.response = _Response(429, "0.1")
+
+
+class AiohttpStyle429(Exception):
+    """aiohttp's ClientResponseError: ``.status`` and ``.headers``."""
+
+    def __init__(self) -> None:
+        super().__init__("429, message='Too Many Requests'")
+        self.status = 429
+        self.headers = {"Retry-After": "0.1"}
+
+
+@pytest.mark.parametrize("error", [RateLimited, RequestsStyle429, AiohttpStyle429])
+async def test_429s_are_recognised_whatever_client_raised_them(error: Any) -> None:
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+
+    async def handle(item: int) -> None:
+        times.append(loop.time())
+        if len(times) == 1:
+            raise error(0.1) if error is RateLimited else error()
+
+    async with make_pool(handle, concurrency=1) as pool:
+        await pool.submit(1)
+        await pool.join(timeout=5)
+        assert pool.probe.rate_limited_total == 1
+        assert pool.probe.failed_total == 0
+    assert times[1] - times[0] >= 0.1  # its Retry-After was honoured
+
+
+async def _storm(adaptive: bool) -> tuple[int, int]:
+    """600 items through 16 workers into a downstream that refuses more than
+    3 calls at once (429, Retry-After 10 ms): (429s, 429s in the second half)."""
+    in_flight = 0
+    refused_at: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def handle(item: int) -> None:
+        nonlocal in_flight
+        if in_flight >= 3:
+            refused_at.append(loop.time())
+            raise RateLimited(retry_after=0.01)
+        in_flight += 1
+        try:
+            await asyncio.sleep(0.01)
+        finally:
+            in_flight -= 1
+
+    pool = make_pool(
+        handle, concurrency=16, adaptive=adaptive, retry=RetryPolicy(max_attempts=1000, base_delay=0.01)
+    )
+    async with pool:
+        t0 = loop.time()
+        for i in range(600):
+            await pool.submit(i)
+        await pool.join(timeout=60)
+        elapsed = loop.time() - t0
+    return len(refused_at), sum(1 for t in refused_at if t - t0 > elapsed / 2)
+
+
+@pytest.mark.slow
+async def test_aimd_damps_a_429_storm_instead_of_feeding_it() -> None:
+    """Without AIMD every round of retries is refused again (about 1,700 429s
+    here, half of them in the second half of the run); with it, one cut per
+    round of fresh 429s brings the pool under the limit within a few rounds,
+    and it then probes upward once a second (4 429s here)."""
+    fixed_total, fixed_late = await _storm(adaptive=False)
+    aimd_total, aimd_late = await _storm(adaptive=True)
+    assert fixed_late > 0.3 * fixed_total  # the storm never ends on its own
+    assert aimd_total < 0.05 * fixed_total
+    assert aimd_late <= 5  # the odd probe past the limit, no storm
