@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from src_pool import BrokerClosed, PayloadError, QueueFull
+from src_pool import BrokerClosed, Envelope, PayloadError, QueueFull
 from src_pool.redis_broker import RedisBroker
 from src_pool.redis_connect import RedisUnavailable, redact_url
 from tests.redis_server import RedisServer, redis_factory, redis_server, unique_name
@@ -211,7 +211,7 @@ async def test_the_items_of_a_dead_consumer_are_requeued_with_an_attempt_counted
     assert [e.payload for e in taken] == ["a", "b", "c"]
     await abandon(dead)
     async with make(visibility_timeout=0.3, heartbeat_interval=0.1) as survivor:
-        back = []
+        back: list[Envelope] = []
         async with asyncio.timeout(3):
             while len(back) < 3:
                 back += await survivor.fetch(3)
@@ -458,6 +458,16 @@ async def test_a_password_never_appears_in_repr_errors_or_logs(
     text = f"{raised.value!r} {raised.value} {caplog.text}"
     assert "wrong-pw-123" not in text
     assert "s3cr3t-pw" not in text
+
+
+async def test_rediss_urls_connect_over_tls_with_auth(redis_factory: Callable[..., RedisServer]) -> None:
+    server = redis_factory(tls=True, password="tls-pw")
+    assert server.url.startswith("rediss://")
+    options = {"ssl_ca_certs": str(server.ca)}
+    async with RedisBroker(server.url, unique_name(), redis_options=options) as broker:
+        await broker.put({"over": "tls"})
+        assert await drain(broker, 1) == [{"over": "tls"}]
+        assert "tls-pw" not in repr(broker)
 
 
 async def test_an_unreachable_server_gives_a_clear_error_after_the_connect_timeout() -> None:

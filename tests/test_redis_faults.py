@@ -86,7 +86,7 @@ def hash_of(server: RedisServer, key: str) -> dict[str, int] | None:
     """The hash, or None while the server cannot answer (restarting)."""
     client = redis.Redis(host="127.0.0.1", port=server.port, password=server.password, socket_timeout=5)
     try:
-        return {k.decode(): int(v) for k, v in client.hgetall(key).items()}
+        return {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in client.hgetall(key).items()}
     except redis.ConnectionError:
         return None
     finally:
