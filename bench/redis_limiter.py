@@ -1,0 +1,126 @@
+"""The shared Redis rate limiter vs the local token bucket, on bench/limiter.py's test bench.
+
+Same set-up as ``bench/limiter.py`` (whose ``run`` this reuses): the reference
+pool with 50 eager workers against a downstream that accepts at most
+``--limit`` calls in any one-second sliding window and answers 429 with
+``Retry-After: 1`` beyond. The limiters:
+
+* ``RedisRateLimiter(limit)`` and ``RedisRateLimiter(0.97 * limit, burst=0.03 * limit)``
+  (GCRA in one Lua script, one round trip per acquire, on a throwaway
+  ``redis-server`` started here);
+* ``TokenBucket`` with the same settings, in memory, for comparison.
+
+The Redis limiter *reserves* a slot in its one round trip and the caller
+sleeps until it; a caller whose event loop runs late goes late, and the next
+one may go on time, so two calls can land closer than 1/rate. The headroom
+of the recommended set-up (97% of the limit, 3% burst) absorbs that.
+
+    python3 bench/redis_limiter.py [--limit 100] [--seconds 10]
+
+The last line is ``redis limiter: 429 share X.XXXX, achieved Y.YY of limit``
+for the recommended set-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from limiter import CALL_S, HEADROOM, WORKERS, Result, run
+
+from src_pool import Limiter, TokenBucket
+from src_pool.redis_limiter import RedisRateLimiter
+
+
+def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not installed: apt-get install -y redis-server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            directory,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.02)
+    sys.exit("redis-server did not start")
+
+
+def variants(limit: int, url: str) -> dict[str, Callable[[], Limiter]]:
+    rate, burst = HEADROOM * limit, (1 - HEADROOM) * limit
+    return {
+        f"RedisRateLimiter({limit})": lambda: RedisRateLimiter(url, f"bench-{time.time_ns()}", limit),
+        f"RedisRateLimiter({rate:g}, burst={burst:g})": lambda: RedisRateLimiter(
+            url, f"bench-{time.time_ns()}", rate, burst=burst
+        ),
+        f"src_pool TokenBucket({limit})": lambda: TokenBucket(limit),
+        f"src_pool TokenBucket({rate:g}, burst={burst:g})": lambda: TokenBucket(rate, burst=burst),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-redis-limiter-") as tmp:
+        server, url = start_redis(tmp)
+        try:
+            results: list[Result] = [
+                asyncio.run(run(name, make, args.limit, args.seconds))
+                for name, make in variants(args.limit, url).items()
+            ]
+        finally:
+            server.terminate()
+            server.wait(10)
+    print(
+        f"{WORKERS} eager workers, downstream: at most {args.limit} calls in any 1 s window "
+        f"(429 + Retry-After: 1 beyond), {CALL_S * 1000:.0f} ms per call, {args.seconds:g} s per limiter"
+    )
+    print()
+    print(
+        f"{'limiter':44} {'calls in 1st s':>14} {'accepted':>9} {'429s':>6} {'429 share':>10} {'of limit':>9}"
+    )
+    for r in results:
+        print(
+            f"{r.name:44} {r.first_second:14d} {r.accepted:9d} {r.rejected:6d} "
+            f"{r.share_429:10.4f} {r.achieved:9.2f}"
+        )
+    recommended = results[1]
+    print()
+    print(
+        f"redis limiter: 429 share {recommended.share_429:.4f}, achieved {recommended.achieved:.2f} of limit"
+    )
+
+
+if __name__ == "__main__":
+    main()
