@@ -355,16 +355,21 @@ def main() -> None:
         server = Server(Path(tmp))
         results: dict[str, list[float]] = {}
         try:
-            for system in systems:
-                python = args.arq_python if system == "arq" else sys.executable
-                if system == "arq" and not Path(python).exists():
-                    print(f"  arq: no interpreter at {python} (see the docstring): not run", file=sys.stderr)
-                    continue
-                for _ in range(args.rounds):
+            if "arq" in systems and not Path(args.arq_python).exists():
+                print(
+                    f"  arq: no interpreter at {args.arq_python} (see the docstring): not run",
+                    file=sys.stderr,
+                )
+                systems.remove("arq")
+            # Round by round, every system once per round: a change in the machine's
+            # load then hits every system alike instead of the one running at the time.
+            for round_ in range(1, args.rounds + 1):
+                for system in systems:
+                    python = args.arq_python if system == "arq" else sys.executable
                     rate = run_one(system, server, modules, args.items, python, args.timeout)
                     if rate is not None:
                         results.setdefault(system, []).append(rate)
-                print(f"  {system}: {[round(r) for r in results.get(system, [])]}", file=sys.stderr)
+                    print(f"  round {round_} {system}: {rate and round(rate)} items/s", file=sys.stderr)
         finally:
             server.stop()
     print_table(results, args.items)
