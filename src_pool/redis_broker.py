@@ -265,7 +265,7 @@ class RedisBroker(Broker):
         self._loop: asyncio.AbstractEventLoop | None = None
 
         self._inflight: dict[str, Envelope] = {}
-        self._settling: set[str] = set()
+        self._settling: dict[int, bytes] = {}  # id(receipt) -> receipt, while a settle is on the wire
         self._buffer: deque[Envelope] = deque()
         self._waiters: deque[tuple[asyncio.Future[list[Envelope]], int]] = deque()
         self._pump_task: asyncio.Task[None] | None = None
@@ -620,6 +620,7 @@ class RedisBroker(Broker):
         else:
             return
         known = {e.receipt for e in self._inflight.values()}
+        known.update(self._settling.values())
         known.update(e.receipt for e in self._buffer)
         known.update(self._acks)
         for batch in self._sending:
@@ -632,11 +633,13 @@ class RedisBroker(Broker):
     # -- settling -------------------------------------------------------------
 
     def ack(self, envelope: Envelope) -> None:
-        if envelope.id in self._settling or self._inflight.pop(envelope.id, None) is None:
+        held = self._inflight.get(envelope.id)
+        if held is None or held.receipt is not envelope.receipt or id(envelope.receipt) in self._settling:
             raise ValueError(
                 f"cannot acknowledge item {envelope.id}: it is not in flight "
                 "(already acknowledged, retried, dead-lettered or released)"
             )
+        del self._inflight[envelope.id]
         self._acks.append(envelope.receipt)
         self.acked_total += 1
         if self._ack_task is None and self._loop is not None:
@@ -672,18 +675,25 @@ class RedisBroker(Broker):
                 self._ack_task = task = asyncio.get_running_loop().create_task(self._send_acks())
             await asyncio.shield(task)
 
+    # A delivery is told apart by its receipt *object* (the bytes read from
+    # Redis for it), not by the item's id: a retried item keeps its id, and its
+    # next delivery may arrive before the call that scheduled it has returned.
+
     def _begin_settle(self, envelope: Envelope, verb: str) -> None:
-        if envelope.id in self._settling or envelope.id not in self._inflight:
+        held = self._inflight.get(envelope.id)
+        if held is None or held.receipt is not envelope.receipt or id(envelope.receipt) in self._settling:
             raise ValueError(
                 f"cannot {verb} item {envelope.id}: it is not in flight "
                 "(already acknowledged, retried, dead-lettered or released)"
             )
-        self._settling.add(envelope.id)
+        self._settling[id(envelope.receipt)] = envelope.receipt
 
     def _end_settle(self, envelopes: Iterable[Envelope]) -> None:
         for envelope in envelopes:
-            self._settling.discard(envelope.id)
-            self._inflight.pop(envelope.id, None)
+            self._settling.pop(id(envelope.receipt), None)
+            held = self._inflight.get(envelope.id)
+            if held is not None and held.receipt is envelope.receipt:
+                del self._inflight[envelope.id]
 
     async def retry(self, envelope: Envelope, *, delay: float, error: str) -> None:
         delay = check_timeout(delay, "retry delay") or 0.0
@@ -723,7 +733,8 @@ class RedisBroker(Broker):
             try:
                 self._begin_settle(envelope, "release")
             except ValueError:
-                self._settling.difference_update(e.id for e in envelopes[:i])
+                for begun in envelopes[:i]:
+                    self._settling.pop(id(begun.receipt), None)
                 raise
         try:
             if envelopes:

@@ -222,10 +222,12 @@ if redis.call('LREM', KEYS[17], 1, ARGV[1]) == 0 then return 0 end
 local delay = tonumber(ARGV[3])
 if delay <= 0 then
   redis.call('RPUSH', KEYS[level(ARGV[2])], ARGV[2])
-  signal(1, tonumber(ARGV[4]))
 else
   redis.call('ZADD', KEYS[14], now_ms() + delay, ARGV[2])
 end
+-- Wake a blocked consumer either way: one that blocked before this retry
+-- existed waits for a put, and must learn when the retry falls due.
+signal(1, tonumber(ARGV[4]))
 return 1
 """
 )
