@@ -22,8 +22,11 @@ file (one ``write``), and the bench polls the file's size. The systems:
   the solo pool *slower* here, 50 jobs/s); producer ``send_task`` per job
   (Celery's default: no publisher confirms).
 
-Reported per system: the median over ``--rounds`` of end-to-end items/s and
-of the worker's CPU time per job (user + system of the worker's whole
+Each round measures every system twice: end to end as above, and *drain*:
+the queue is filled first, then the worker starts, and the clock runs from
+its first processed job to its last (the consumer alone, whatever the
+producer costs). Reported per system: medians over ``--rounds`` of items/s
+and of the worker's CPU time per job (user + system of the worker's whole
 process group, from /proc). The machine is shared: the CPU figure moves far
 less than the wall clock.
 
@@ -118,7 +121,11 @@ class Result:
     publish_s: float
     total_s: float
     items_per_s: float
+    """End to end: from the first enqueue until the last job was processed."""
     cpu_us_per_item: float
+    drain_per_s: float
+    """Drain: the queue filled first, then the worker started; first to last job processed."""
+    drain_cpu_us_per_item: float
 
 
 def group_cpu_s(pgid: int) -> float:
@@ -157,49 +164,98 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(10)
 
 
-def run_one(system: str, items: int, concurrency: int, prefetch: int | None, tmp: Path) -> Result:
-    queue = f"bench-{system}-{uuid.uuid4().hex[:8]}"
-    count_file = tmp / f"{queue}.count"
-    ready_file = tmp / f"{queue}.ready"
-    log = (tmp / f"{queue}.log").open("wb")
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{tmp}"}
-    if system == "qhealth":
-        script = tmp / "qhbench_worker.py"
-        script.write_text(QHEALTH_WORKER)
-        args = [sys.executable, str(script), URL, queue, str(count_file), str(ready_file), str(concurrency),
-                "default" if prefetch is None else str(prefetch)]  # fmt: skip
-    else:
-        (tmp / "qhbench_celery.py").write_text(CELERY_APP)
-        env.update(
-            BENCH_AMQP_URL=URL,
-            BENCH_QUEUE=queue,
-            BENCH_COUNT_FILE=str(count_file),
-            BENCH_READY_FILE=str(ready_file),
-        )
-        args = [sys.executable, "-m", "celery", "-A", "qhbench_celery", "worker", "--loglevel=WARNING",
-                "-Q", queue,
-                *CELERY_POOLS[system]]  # fmt: skip
-    proc = subprocess.Popen(
-        args, env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        wait_for(ready_file.exists, 60, "the worker to be ready", proc)
-        time.sleep(0.5)
-        cpu_before = group_cpu_s(proc.pid)
-        started = time.perf_counter()
+class Worker:
+    """One system's worker process, counting processed jobs in a file."""
+
+    def __init__(self, system: str, queue: str, concurrency: int, prefetch: int | None, tmp: Path) -> None:
+        self.count_file = tmp / f"{queue}.count"
+        ready_file = tmp / f"{queue}.ready"
+        self._log = (tmp / f"{queue}.log").open("wb")
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}:{tmp}"}
         if system == "qhealth":
-            asyncio.run(produce_qhealth(queue, items))
+            script = tmp / "qhbench_worker.py"
+            script.write_text(QHEALTH_WORKER)
+            args = [sys.executable, str(script), URL, queue, str(self.count_file), str(ready_file),
+                    str(concurrency), "default" if prefetch is None else str(prefetch)]  # fmt: skip
         else:
-            produce_celery(queue, items)
+            (tmp / "qhbench_celery.py").write_text(CELERY_APP)
+            env.update(
+                BENCH_AMQP_URL=URL,
+                BENCH_QUEUE=queue,
+                BENCH_COUNT_FILE=str(self.count_file),
+                BENCH_READY_FILE=str(ready_file),
+            )
+            args = [sys.executable, "-m", "celery", "-A", "qhbench_celery", "worker", "--loglevel=WARNING",
+                    "-Q", queue, "-n", f"{queue}@%h", *CELERY_POOLS[system]]  # fmt: skip
+        self.proc = subprocess.Popen(
+            args, env=env, cwd=tmp, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.ready_file = ready_file
+
+    def processed(self) -> int:
+        return self.count_file.stat().st_size if self.count_file.exists() else 0
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        try:
+            wait_for(predicate, timeout, what, self.proc)
+        except RuntimeError as exc:
+            self._log.flush()
+            tail = Path(self._log.name).read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{exc}; the worker's output:\n{tail}") from None
+
+    def cpu_s(self) -> float:
+        return group_cpu_s(self.proc.pid)
+
+    def stop(self) -> None:
+        stop(self.proc)
+        self._log.close()
+
+
+def produce(system: str, queue: str, items: int) -> None:
+    if system == "qhealth":
+        asyncio.run(produce_qhealth(queue, items))
+    else:
+        produce_celery(queue, items)
+
+
+def run_one(system: str, items: int, concurrency: int, prefetch: int | None, tmp: Path) -> Result:
+    # End to end: the worker waits, then the producer starts the clock.
+    queue = f"bench-{system}-{uuid.uuid4().hex[:8]}"
+    worker = Worker(system, queue, concurrency, prefetch, tmp)
+    try:
+        worker.wait_for(worker.ready_file.exists, 60, "the worker to be ready")
+        time.sleep(0.5)
+        cpu_before = worker.cpu_s()
+        started = time.perf_counter()
+        produce(system, queue, items)
         published = time.perf_counter() - started
-        wait_for(lambda: count_file.stat().st_size >= items, 600, f"{items} jobs", proc)
+        worker.wait_for(lambda: worker.processed() >= items, 600, f"{items} jobs")
         total = time.perf_counter() - started
-        cpu = group_cpu_s(proc.pid) - cpu_before
+        cpu = worker.cpu_s() - cpu_before
     finally:
-        stop(proc)
-        log.close()
+        worker.stop()
         asyncio.run(cleanup(system, queue))
-    return Result(published, total, items / total, cpu / items * 1e6)
+    # Drain: the queue holds every job before the worker starts; first job to last.
+    queue = f"bench-{system}-{uuid.uuid4().hex[:8]}"
+    produce(system, queue, items)
+    worker = Worker(system, queue, concurrency, prefetch, tmp)
+    try:
+        worker.wait_for(lambda: worker.processed() > 0, 60, "the first job")
+        first, drain_cpu_before = time.perf_counter(), worker.cpu_s()
+        worker.wait_for(lambda: worker.processed() >= items, 600, f"{items} jobs")
+        drain_s = time.perf_counter() - first
+        drain_cpu = worker.cpu_s() - drain_cpu_before
+    finally:
+        worker.stop()
+        asyncio.run(cleanup(system, queue))
+    return Result(
+        published,
+        total,
+        items / total,
+        cpu / items * 1e6,
+        (items - 1) / drain_s,
+        drain_cpu / (items - 1) * 1e6,
+    )
 
 
 async def produce_qhealth(queue: str, items: int) -> None:
@@ -236,6 +292,10 @@ async def cleanup(system: str, queue: str) -> None:
         await channel.exchange_delete(queue)
 
 
+def median(runs: list[Result], field: str) -> float:
+    return statistics.median(getattr(r, field) for r in runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=20_000)
@@ -258,22 +318,27 @@ def main() -> None:
                 result = run_one(system, opts.items, opts.concurrency, opts.prefetch, Path(tmp))
                 results[system].append(result)
                 print(
-                    f"round {round_ + 1} {system}: {result.items_per_s:,.0f} items/s "
-                    f"({result.total_s:.2f} s, published in {result.publish_s:.2f} s), "
-                    f"worker CPU {result.cpu_us_per_item:,.0f} µs/item",
+                    f"round {round_ + 1} {system}: end to end {result.items_per_s:,.0f} items/s "
+                    f"({result.total_s:.2f} s, published in {result.publish_s:.2f} s, "
+                    f"worker CPU {result.cpu_us_per_item:,.0f} µs/item); "
+                    f"drain {result.drain_per_s:,.0f} items/s "
+                    f"(worker CPU {result.drain_cpu_us_per_item:,.0f} µs/item)",
                     flush=True,
                 )
 
     print()
     print(f"{opts.items:,} no-op jobs, {opts.rounds} rounds, medians")
-    print(f"{'system':<16} {'items/s':>9} {'end to end s':>13} {'publish s':>10} {'worker CPU µs/item':>19}")
+    print(
+        f"{'system':<16} {'items/s':>9} {'end to end s':>13} {'publish s':>10} {'CPU µs/item':>12}"
+        f" {'drain items/s':>14} {'drain CPU µs/item':>18}"
+    )
     medians: dict[str, float] = {}
     for system, runs in results.items():
-        medians[system] = statistics.median(r.items_per_s for r in runs)
+        medians[system] = median(runs, "items_per_s")
         print(
-            f"{system:<16} {medians[system]:>9,.0f} {statistics.median(r.total_s for r in runs):>13.2f} "
-            f"{statistics.median(r.publish_s for r in runs):>10.2f} "
-            f"{statistics.median(r.cpu_us_per_item for r in runs):>19,.0f}"
+            f"{system:<16} {medians[system]:>9,.0f} {median(runs, 'total_s'):>13.2f}"
+            f" {median(runs, 'publish_s'):>10.2f} {median(runs, 'cpu_us_per_item'):>12,.0f}"
+            f" {median(runs, 'drain_per_s'):>14,.0f} {median(runs, 'drain_cpu_us_per_item'):>18,.0f}"
         )
     celery = {s: v for s, v in medians.items() if s.startswith("celery")}
     best = max(celery, key=lambda s: celery[s]) if celery else None
