@@ -327,15 +327,15 @@ class RedisBroker(Broker):
         self._started = True
         self._loop = asyncio.get_running_loop()
         self._transient = transient_errors()
-        self._client = connect(
-            self._url, blocking=False, socket_timeout=self._socket_timeout, options=self._options
-        )
-        self._blocker = connect(
-            self._url, blocking=True, socket_timeout=self._socket_timeout, options=self._options
-        )
-        for name in ("PUT", "FETCH", "ACK", "RELEASE", "RETRY", "DEAD_LETTER", "UPKEEP", "LEAVE"):
-            self._scripts[name] = self._client.register_script(getattr(lua, name))
         try:
+            self._client = connect(
+                self._url, blocking=False, socket_timeout=self._socket_timeout, options=self._options
+            )
+            self._blocker = connect(
+                self._url, blocking=True, socket_timeout=self._socket_timeout, options=self._options
+            )
+            for name in ("PUT", "FETCH", "ACK", "RELEASE", "RETRY", "DEAD_LETTER", "UPKEEP", "LEAVE"):
+                self._scripts[name] = self._client.register_script(getattr(lua, name))
             await self._upkeep_once(deadline=time.monotonic() + self._connect_timeout)
         except BaseException:
             self._started = False

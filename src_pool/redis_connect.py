@@ -49,8 +49,9 @@ def redact_url(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = f"{parts.username or ''}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
+    port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+    if port:
+        netloc += f":{port}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
@@ -106,7 +107,10 @@ def connect(url: str, *, blocking: bool, socket_timeout: float, options: dict[st
     else:
         kwargs["socket_timeout"] = socket_timeout
     kwargs.update(options)
-    client: Redis = aioredis.Redis.from_url(url, **kwargs)
+    try:
+        client: Redis = aioredis.Redis.from_url(url, **kwargs)
+    except ValueError as exc:  # its message may quote the URL, password included
+        raise ValueError(f"bad redis url {redact_url(url)!r}: {scrub(str(exc), password_of(url))}") from None
     return client
 
 

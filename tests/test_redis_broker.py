@@ -505,6 +505,15 @@ async def test_rediss_urls_connect_over_tls_with_auth(redis_factory: Callable[..
         assert "tls-pw" not in repr(broker)
 
 
+async def test_a_malformed_url_is_refused_without_showing_its_password() -> None:
+    broker = RedisBroker("redis://:pa55word@127.0.0.1:notaport/0", unique_name())
+    with pytest.raises(ValueError) as raised:
+        await broker.start()
+    assert "pa55word" not in str(raised.value)
+    assert "redis://:***@" in str(raised.value)
+    await broker.close()
+
+
 async def test_an_unreachable_server_gives_a_clear_error_after_the_connect_timeout() -> None:
     from tests.redis_server import free_port
 
