@@ -218,6 +218,19 @@ class Broker(abc.ABC):
         """Items waiting to be taken (not in flight, not scheduled for a later
         retry), or None when unknown. Never blocks; callable from any thread."""
 
+    @property
+    def in_flight(self) -> int | None:
+        """Items this broker handed out that are not settled yet, or None when
+        it does not keep count. Optional; with it :meth:`Pool.join
+        <src_pool.pool.Pool.join>` knows exactly when the work is done."""
+        return None
+
+    @property
+    def delayed(self) -> int | None:
+        """Retries scheduled for later (0 when none), or None when unknown.
+        Optional, like :attr:`in_flight`; no I/O."""
+        return None
+
     async def start(self) -> None:  # noqa: B027 -- optional hook: nothing to connect by default
         """Connect and start background work (heartbeats, reapers). Idempotent."""
 

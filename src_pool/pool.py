@@ -559,9 +559,9 @@ class Pool:
         for others, every worker must be idle or parked (``waiting``: the
         caller is about to block too)."""
         broker = self.broker
-        if broker.depth() or getattr(broker, "delayed", 0):
+        if broker.depth() or broker.delayed:
             return
-        in_flight = getattr(broker, "in_flight", None)
+        in_flight = broker.in_flight
         if in_flight is None:
             if len(self._idle) + len(self._parked_tasks) + waiting < len(self._workers):
                 return
@@ -574,8 +574,8 @@ class Pool:
 
     async def join(self, timeout: float | None = None) -> None:
         """Wait until the queue is empty and no item is in flight (scheduled
-        retries included, for brokers that report ``delayed``/``in_flight``,
-        as the in-memory one does). TimeoutError after ``timeout`` seconds."""
+        retries included, for brokers that report :attr:`Broker.delayed` and
+        :attr:`Broker.in_flight`). TimeoutError after ``timeout`` seconds."""
         timeout = check_timeout(timeout)
         if not self._started:
             raise RuntimeError(f"pool {self.name!r} is not started: join() would wait forever")
