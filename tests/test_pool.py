@@ -579,3 +579,30 @@ async def test_aimd_damps_a_429_storm_instead_of_feeding_it() -> None:
     assert fixed_late > 0.3 * fixed_total  # the storm never ends on its own
     assert aimd_total < 0.05 * fixed_total
     assert aimd_late <= 5  # the odd probe past the limit, no storm
+
+
+async def test_cancelling_the_task_that_runs_the_pool_stops_it_and_loses_nothing() -> None:
+    started = asyncio.Event()
+    done: list[int] = []
+
+    async def handle(item: int) -> None:
+        started.set()
+        await asyncio.sleep(0.02)
+        done.append(item)
+
+    broker = MemoryBroker()
+
+    async def service() -> None:
+        async with make_pool(handle, broker=broker, concurrency=2, drain_timeout=0.03):
+            for i in range(10):
+                await broker.put(i)
+            await asyncio.sleep(60)
+
+    runner = asyncio.create_task(service())
+    await started.wait()
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert broker.in_flight == 0
+    assert sorted(done + [e.payload for e in broker.remaining()]) == list(range(10))
+    assert broker.acked_total == len(done)
