@@ -105,10 +105,17 @@ def _post(url: str, alerts: list[dict[str, dict[str, str]]]) -> None:
         assert response.status == 200
 
 
-def _states(url: str, queue: str) -> dict[str, str]:
-    alerts = _get(f"{url}/api/v2/alerts?filter=queue%3D%22{queue}%22")
-    assert isinstance(alerts, list)
-    return {a["labels"]["alertname"]: a["status"]["state"] for a in alerts}
+def _states(url: str, queue: str, expected: dict[str, str]) -> dict[str, str]:
+    """The alerts' states on a queue, once they are as expected or after 10 s: the
+    inhibitor learns about new source alerts asynchronously."""
+    deadline = time.monotonic() + 10
+    while True:
+        alerts = _get(f"{url}/api/v2/alerts?filter=queue%3D%22{queue}%22")
+        assert isinstance(alerts, list)
+        states = {a["labels"]["alertname"]: a["status"]["state"] for a in alerts}
+        if states == expected or time.monotonic() > deadline:
+            return states
+        time.sleep(0.1)
 
 
 def _alert(name: str, severity: str, queue: str) -> dict[str, dict[str, str]]:
@@ -125,12 +132,14 @@ def test_stalled_mutes_the_other_alerts_of_its_queue_only(alertmanager: str) -> 
             _alert("QueueOverflow", "warning", "b"),
         ],
     )
-    assert _states(alertmanager, "a") == {
+    expected = {
         "QueueStalled": "active",
         "QueueOverflow": "suppressed",
         "QueuePersistentlyIdle": "suppressed",
     }
-    assert _states(alertmanager, "b") == {"QueueOverflow": "active"}
+    assert _states(alertmanager, "a", expected) == expected
+    expected = {"QueueOverflow": "active"}
+    assert _states(alertmanager, "b", expected) == expected
 
 
 def test_a_rate_limit_storm_mutes_overflow_on_its_queue(alertmanager: str) -> None:
@@ -138,7 +147,8 @@ def test_a_rate_limit_storm_mutes_overflow_on_its_queue(alertmanager: str) -> No
         alertmanager,
         [_alert("QueueRateLimitStorm", "warning", "c"), _alert("QueueOverflow", "warning", "c")],
     )
-    assert _states(alertmanager, "c") == {"QueueRateLimitStorm": "active", "QueueOverflow": "suppressed"}
+    expected = {"QueueRateLimitStorm": "active", "QueueOverflow": "suppressed"}
+    assert _states(alertmanager, "c", expected) == expected
 
 
 def test_boom_bust_mutes_idle_but_not_the_reverse(alertmanager: str) -> None:
@@ -146,4 +156,5 @@ def test_boom_bust_mutes_idle_but_not_the_reverse(alertmanager: str) -> None:
         alertmanager,
         [_alert("QueueBoomBust", "warning", "d"), _alert("QueuePersistentlyIdle", "info", "d")],
     )
-    assert _states(alertmanager, "d") == {"QueueBoomBust": "active", "QueuePersistentlyIdle": "suppressed"}
+    expected = {"QueueBoomBust": "active", "QueuePersistentlyIdle": "suppressed"}
+    assert _states(alertmanager, "d", expected) == expected
