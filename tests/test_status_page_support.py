@@ -15,14 +15,7 @@ import pytest
 import qhealth
 
 from .conftest import TRACES
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from .test_export_support import FakeClock
 
 
 class TraceSource:
