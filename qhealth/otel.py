@@ -35,10 +35,12 @@ headers, timeout, compression, certificates): ``OTEL_EXPORTER_OTLP_METRICS_PROTO
 ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SDK_DISABLED``.
 
 A collector that is down, slow or answering errors never reaches the pool:
-exports run on the SDK's own thread, a failed export is logged at most once a
-minute (``log_interval_s``) with a count of the ones suppressed, and the OTLP
-exporters' own retry warnings are throttled the same way while the export is
-set up.
+exports run on the SDK's own thread; while the collector keeps failing,
+exports back off (tried after 1, 2, 4, then every 8 intervals: counters and
+histograms are cumulative, so the next export that gets through carries the
+totals); a failed export is logged at most once a minute (``log_interval_s``)
+with a count of the ones suppressed, and the OTLP exporters' own retry
+warnings are throttled the same way while the export is set up.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import logging
 import math
 import os
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -218,6 +221,18 @@ def _env(*names: str) -> str:
     return ""
 
 
+def _env_interval_s() -> float:
+    """``OTEL_METRIC_EXPORT_INTERVAL`` (milliseconds) in seconds; 60 by default."""
+    text = _env("OTEL_METRIC_EXPORT_INTERVAL")
+    try:
+        value = float(text) / 1000 if text else 60.0
+    except ValueError:
+        raise ValueError(f"OTEL_METRIC_EXPORT_INTERVAL must be milliseconds, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"OTEL_METRIC_EXPORT_INTERVAL must be positive, got {text!r}")
+    return value
+
+
 def _redact(endpoint: str) -> str:
     """An endpoint fit for a log line: no user name or password."""
     try:
@@ -252,11 +267,25 @@ class _ThrottleFilter(logging.Filter):
         return True
 
 
-def _guarded(inner: MetricExporter, endpoint: str, log_interval_s: float) -> MetricExporter:
+#: While the collector keeps failing, an export is tried only after this many
+#: intervals at most (1, 2, 4, then every 8): a dead collector costs a failed
+#: attempt now and then instead of a new connection every interval.
+MAX_SKIPPED_INTERVALS = 8
+
+
+def _guarded(
+    inner: MetricExporter, endpoint: str, interval_s: float, log_interval_s: float
+) -> MetricExporter:
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 
     class GuardedExporter(MetricExporter):
-        """Never raises into the SDK; logs failures at most once per interval."""
+        """Never raises into the SDK; logs failures at most once per
+        ``log_interval_s``; backs off while the collector keeps failing.
+
+        Skipping an export loses nothing that matters: counters and histograms
+        are cumulative, so the next export that gets through carries the
+        totals; only the gauge values of the skipped intervals are not sent.
+        """
 
         def __init__(self) -> None:
             super().__init__(
@@ -265,23 +294,45 @@ def _guarded(inner: MetricExporter, endpoint: str, log_interval_s: float) -> Met
             )
             self.inner = inner
             self.exports = 0
+            self.successes = 0
             self.failures = 0
+            self.skipped = 0
+            self._streak = 0
+            self._resume_at = -math.inf
             self._log = ThrottledLog(interval_s=log_interval_s, log=logger)
 
         def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+            if time.monotonic() < self._resume_at:
+                self.skipped += 1
+                return MetricExportResult.FAILURE
             self.exports += 1
             try:
                 result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
             except Exception:
-                self.failures += 1
+                self._failed()
                 self._log.exception("export", "qhealth: OTLP export to %s raised; skipped", endpoint)
                 return MetricExportResult.FAILURE
-            if result is not MetricExportResult.SUCCESS:
-                self.failures += 1
+            if result is MetricExportResult.SUCCESS:
+                self.successes += 1
+                self._streak = 0
+                self._resume_at = -math.inf
+            else:
+                self._failed()
                 self._log.warning(
-                    "export", "qhealth: OTLP export to %s failed; metrics of this interval dropped", endpoint
+                    "export",
+                    "qhealth: OTLP export to %s failed; metrics of this interval dropped, "
+                    "retrying after at most %d intervals",
+                    endpoint,
+                    MAX_SKIPPED_INTERVALS,
                 )
             return result
+
+        def _failed(self) -> None:
+            self.failures += 1
+            self._streak += 1
+            skip = min(2 ** (self._streak - 1), MAX_SKIPPED_INTERVALS)
+            # The reader calls every interval: resume just before the skip-th call from now.
+            self._resume_at = time.monotonic() + (skip - 0.5) * interval_s
 
         def force_flush(self, timeout_millis: float = 10_000) -> bool:
             return bool(self.inner.force_flush(timeout_millis=timeout_millis))
@@ -314,6 +365,15 @@ class OtlpExport:
     def failures(self) -> int:
         """Exports that failed so far."""
         return int(getattr(self._guard, "failures", 0))
+
+    @property
+    def successes(self) -> int:
+        return int(getattr(self._guard, "successes", 0))
+
+    @property
+    def skipped(self) -> int:
+        """Intervals not exported while backing off from a failing collector."""
+        return int(getattr(self._guard, "skipped", 0))
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Export once more, stop, and take the log throttles off. Idempotent."""
@@ -401,10 +461,11 @@ def setup_otlp(
     if disabled:
         provider = SdkMeterProvider(resource=resource)
     else:
-        guard = _guarded(inner, shown, log_interval_s)
+        every_s = interval_s if interval_s is not None else _env_interval_s()
+        guard = _guarded(inner, shown, every_s, log_interval_s)
         reader = PeriodicExportingMetricReader(
             guard,
-            export_interval_millis=None if interval_s is None else interval_s * 1000,
+            export_interval_millis=every_s * 1000,
         )
         provider = SdkMeterProvider(resource=resource, metric_readers=[reader])
         throttle = _ThrottleFilter(log_interval_s)

@@ -406,7 +406,12 @@ class Chunk:
     kernel ran other programs. Waiting for the GIL held by an exporter thread,
     or blocking on a dead collector, counts; other programs' load does not."""
     exports: int
+    """Export attempts made while the pool ran (failing collectors are tried
+    less and less often: most of a failing stretch is spent backing off)."""
     failures: int
+    met: int
+    """Exports that went through (live) or failed (the other modes) since the
+    switch, the unmeasured settling included: proof that the mode was in force."""
 
 
 def pool_while_collector_flips(
@@ -460,8 +465,16 @@ def pool_while_collector_flips(
         for r in range(rounds):
             for mode in modes if r % 2 == 0 else modes[::-1]:
                 await loop.run_in_executor(None, receiver.switch, mode)
+
+                def outcome(live: bool = mode == "live") -> int:
+                    return export.successes if live else export.failures
+
+                # Work unmeasured until the exporter has met the new mode (an
+                # export went through, or failed) and settle_s has passed.
+                seen = outcome()
                 settle_until = time.monotonic() + settle_s
-                while time.monotonic() < settle_until:
+                give_up = settle_until + 40 * interval_s
+                while time.monotonic() < settle_until or (outcome() == seen and time.monotonic() < give_up):
                     for i in range(1000):
                         await queue.put(i)
                 e0, f0 = export.exports, export.failures
@@ -477,6 +490,7 @@ def pool_while_collector_flips(
                         chunk_items / max(t1 - t0 - (q1 - q0), 1e-9),
                         export.exports - e0,
                         export.failures - f0,
+                        outcome() - seen,
                     )
                 )
         for _ in tasks:
