@@ -27,8 +27,19 @@ Backpressure from the broker
 
 Priorities and order
     ``x-max-priority`` 9: higher priorities are delivered first, FIFO
-    within a priority. A released item (:meth:`RabbitBroker.release`, basic.nack
-    with requeue) goes back to its original place, at the head.
+    within a priority (among the items waiting in RabbitMQ; the few a
+    process already holds are not overtaken). A released item
+    (:meth:`RabbitBroker.release`, basic.nack with requeue) goes back to its
+    original place, at the head, and the prefetch buffer goes back with it
+    so that nothing behind it overtakes it.
+
+Round trips per burst, never per item
+    Acks are buffered and sent once per event-loop turn: one ``multiple``
+    ack for the longest run of settled deliveries, single acks for the rest.
+    ``put_many`` sends up to 500 publishes in one write, each with its own
+    confirm (:mod:`src_pool.rabbit_publish`). Deliveries are pushed by
+    RabbitMQ (``basic.consume``): an idle consumer makes no round trip, and a
+    process that only produces never consumes.
 
 Retries and dead letters
     :meth:`RabbitBroker.retry` publishes the item, its attempt counted and its
