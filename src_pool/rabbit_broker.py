@@ -38,8 +38,9 @@ Round trips per burst, never per item
     ack for the longest run of settled deliveries, single acks for the rest.
     ``put_many`` sends up to 500 publishes in one write, each with its own
     confirm (:mod:`src_pool.rabbit_publish`). Deliveries are pushed by
-    RabbitMQ (``basic.consume``): an idle consumer makes no round trip, and a
-    process that only produces never consumes.
+    RabbitMQ (``basic.consume``): an idle consumer does not poll (the one
+    periodic round trip is the depth refresh, once per ``refresh_interval``
+    per process), and a process that only produces never consumes.
 
 Retries and dead letters
     :meth:`RabbitBroker.retry` publishes the item, its attempt counted and its
