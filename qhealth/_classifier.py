@@ -375,8 +375,13 @@ def _detect_boom_bust(whole: _Stretch, recent: _Stretch, active: bool, cfg: Clas
     details = []
     # Idle workers next to a backlog that could occupy them all, seen in samples.
     if backlog_share is not None:
-        if not _holds(active, backlog_share, recent.backlog_idle_share, cfg.boom_bust_backlog_on,
-                      cfg.boom_bust_backlog_off):
+        if not _holds(
+            active,
+            backlog_share,
+            recent.backlog_idle_share,
+            cfg.boom_bust_backlog_on,
+            cfg.boom_bust_backlog_off,
+        ):
             return None
         details.append(f"a backlog waited next to idle workers in {_pct(backlog_share)} of samples")
     # Idle time accrued while items waited, from the counters: true whatever the sampling phase.
