@@ -337,7 +337,7 @@ def _render_section(section: Section) -> str:
     parts = [
         f"<h2>queue {html.escape(header.queue)}</h2>",
         f'<p class="meta">sampled every {header.interval_s:g} s, {capacity}, {len(section.samples)} samples '
-        f"over {t1 - t0:g} s; time in each state: {html.escape(shares)}</p>",
+        f"over {t1 - t0:.0f} s; time in each state: {html.escape(shares)}</p>",
         _svg_states(band_list, t0, t1),
         *(_svg_chart(chart, band_list, t0, t1) for chart in charts(section)),
         "<table><tr><th>t (s)</th><th>state</th><th>why, and what to do</th></tr>",
