@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from ._config import ClassifierConfig
@@ -541,6 +541,43 @@ def judge(
     )
 
 
+def hold_for_dwell(
+    health: Health,
+    previous: Health | None,
+    changed_at: dict[Condition, float],
+    dwell_s: float,
+) -> Health:
+    """Keep each condition in its previous state until it has been there
+    ``dwell_s`` seconds: a measure that hovers at a threshold cannot make a
+    condition flicker on and off from tick to tick. ``changed_at`` records when
+    each condition last changed, and is updated."""
+    if previous is None or health.state == WARMING_UP:
+        return health
+    conditions = set(health.conditions)
+    kept = {f.condition: f for f in previous.findings}
+    for condition in SEVERITY:
+        was, now = condition in previous.conditions, condition in health.conditions
+        if was == now:
+            continue
+        if health.t - changed_at.get(condition, -math.inf) < dwell_s:
+            if was:
+                conditions.add(condition)
+            else:
+                conditions.discard(condition)
+        else:
+            changed_at[condition] = health.t
+    if conditions == set(health.conditions):
+        return health
+    findings = {f.condition: f for f in health.findings}
+    findings.update({c: kept[c] for c in conditions if c not in findings})
+    return replace(
+        health,
+        state=state_of(conditions),
+        conditions=frozenset(conditions),
+        findings=tuple(findings[c] for c in SEVERITY if c in conditions),
+    )
+
+
 class Classifier:
     """Classifies a stream of samples of one queue, one verdict per sample."""
 
@@ -554,18 +591,23 @@ class Classifier:
         span = self.config.span_for(interval_s)
         # Room for the span at the nominal interval, plus slack for jittery ticks.
         self.window = Window(span, max_samples=math.ceil(span / interval_s) * 2 + 2)
-        self._active: frozenset[Condition] = frozenset()
+        self._dwell_s = self.config.dwell_fraction * span
+        self._previous: Health | None = None
+        self._changed_at: dict[Condition, float] = {}
 
     def update(self, sample: Sample) -> Health:
         self.window.append(sample)
-        health = judge(self.window, self._active, self.config, self.capacity)
-        self._active = health.conditions
+        active = self._previous.conditions if self._previous is not None else frozenset()
+        health = judge(self.window, active, self.config, self.capacity)
+        health = hold_for_dwell(health, self._previous, self._changed_at, self._dwell_s)
+        self._previous = health
         return health
 
     def reset(self) -> None:
         """Forget the window and the active conditions (the queue was re-created)."""
         self.window.clear()
-        self._active = frozenset()
+        self._previous = None
+        self._changed_at.clear()
 
 
 def classify(

@@ -34,6 +34,9 @@ class ClassifierConfig:
     clear_fraction: float = 0.5
     """An active condition is re-judged on this most recent part of the window
     (against its ``*_off`` threshold) so that it clears within one window."""
+    dwell_fraction: float = 0.25
+    """A condition stays on (or off) at least this share of the window after it
+    changed, so that a measure hovering at a threshold cannot make it flicker."""
 
     # -- stalled ---------------------------------------------------------------
     stalled_waiting_share: float = 0.9
