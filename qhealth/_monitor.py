@@ -269,9 +269,10 @@ class Monitor:
                     )
         return results
 
-    def _tick_source(self, watched: Watched, source: Source, now: float) -> QueueSnapshot | None:
+    def _tick_one(self, watched: Watched, now: float) -> QueueSnapshot | None:
+        source = watched.source
         try:
-            reading: object = source.read()
+            reading: object = source.read() if source is not None else self._read_probes(watched, now)
         except Exception:
             self._log.exception(
                 f"source:{watched.name}", "qhealth: source of queue %r failed; sample skipped", watched.name
@@ -290,7 +291,7 @@ class Monitor:
         t = now - self._t0
         last = watched.classifier.window.latest
         if last is not None and t <= last.t:
-            return None
+            return None  # two ticks at the same instant (a fake clock that did not move)
         busy, workers = reading.busy, reading.workers
         sample = Sample(
             t=t,
@@ -309,34 +310,27 @@ class Monitor:
             sample=sample,
             health=watched.classifier.update(sample),
             capacity=watched.capacity,
-            polls_hit_total=0,
-            polls_empty_total=0,
+            polls_hit_total=reading.polls_hit_total,
+            polls_empty_total=reading.polls_empty_total,
             oldest_age_s=reading.oldest_age_s,
+            durations=reading.durations,
+            waits=reading.waits,
             interval_s=self.interval,
         )
         watched.latest = snapshot
         return snapshot
 
-    def _tick_one(self, watched: Watched, now: float) -> QueueSnapshot | None:
-        if watched.source is not None:
-            return self._tick_source(watched, watched.source, now)
+    def _read_probes(self, watched: Watched, now: float) -> Reading | None:
+        """A reading of a queue instrumented in process: its probes summed,
+        plus its depth and oldest-age sources."""
         if watched.before_tick is not None:
-            try:
-                watched.before_tick()
-            except Exception:
-                self._log.exception(
-                    f"before_tick:{watched.name}",
-                    "qhealth: before_tick of queue %r failed; sample skipped",
-                    watched.name,
-                )
-                return None
-        probes = watched.probes.all()
+            watched.before_tick()
         enqueued = processed = failed = attempts = limited = hit = empty = busy = workers = 0
         idle = 0.0
         idle_known = False
         durations: list[float] = []
         waits: list[float] = []
-        for p in probes:
+        for p in watched.probes.all():
             enqueued += p.enqueued_total
             processed += p.processed_total
             failed += p.failed_total
@@ -367,8 +361,8 @@ class Monitor:
             if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
                 self._log.warning(
                     f"depth-value:{watched.name}",
-                    "qhealth: depth source of queue %r "
-                    "returned %r, not a non-negative integer; sample skipped",
+                    "qhealth: depth source of queue %r returned %r, not a non-negative integer; "
+                    "sample skipped",
                     watched.name,
                     depth,
                 )
@@ -384,37 +378,22 @@ class Monitor:
                     f"oldest:{watched.name}", "qhealth: oldest-age source of queue %r failed", watched.name
                 )
         known_workers = workers if (workers > 0 or idle_known) else None
-        t = now - self._t0
-        last = watched.classifier.window.latest
-        if last is not None and t <= last.t:
-            return None  # two ticks at the same instant (a fake clock that did not move)
-        sample = Sample(
-            t=t,
+        return Reading(
             depth=depth,
             workers=known_workers,
-            busy=min(busy, known_workers) if known_workers is not None else busy,
+            busy=busy,
             enqueued_total=enqueued if watched.counts_enqueued else None,
             processed_total=processed,
             failed_total=failed,
             attempts_total=attempts,
             rate_limited_total=limited,
             idle_s_total=max(idle, 0.0) if idle_known else None,
-        )
-        health = watched.classifier.update(sample)
-        snapshot = QueueSnapshot(
-            queue=watched.name,
-            sample=sample,
-            health=health,
-            capacity=watched.capacity,
+            oldest_age_s=oldest,
             polls_hit_total=hit,
             polls_empty_total=empty,
-            oldest_age_s=oldest,
             durations=tuple(durations),
             waits=tuple(waits),
-            interval_s=self.interval,
         )
-        watched.latest = snapshot
-        return snapshot
 
     # -- running --------------------------------------------------------------
 

@@ -37,6 +37,13 @@ class Reading:
     idle_s_total: float | None = None
     oldest_age_s: float | None = None
     """Age of the oldest waiting item, in seconds, where the broker shows it."""
+    polls_hit_total: int = 0
+    polls_empty_total: int = 0
+    """Polls by polling workers, by result (0 where nobody polls)."""
+    durations: tuple[float, ...] = ()
+    """Processing times observed since the previous reading."""
+    waits: tuple[float, ...] = ()
+    """Queue waits observed since the previous reading."""
 
 
 @runtime_checkable
