@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+from .._exports import add_export_arguments
 from . import UsageError
 
 #: Bounds that keep a mistyped option from turning the demo into a load test.
@@ -86,19 +87,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the HTML report with plots (default: %(default)s)",
     )
     parser.add_argument("--no-report", action="store_true", help="write no report")
-    parser.add_argument(
-        "--serve",
-        metavar="ADDR:PORT",
-        help="serve /metrics and the status page / here while the demo runs (e.g. 127.0.0.1:9808)",
-    )
-    parser.add_argument(
-        "--otlp",
-        action="store_true",
-        help="export over OTLP, configured by the OTEL_EXPORTER_OTLP_* variables",
-    )
-    parser.add_argument("--otlp-endpoint", metavar="URL", help="OTLP endpoint (implies --otlp)")
-    parser.add_argument(
-        "--otlp-protocol", choices=("grpc", "http/protobuf"), help="OTLP protocol (implies --otlp)"
+    add_export_arguments(
+        parser, "serve /metrics and the status page / here while the demo runs (e.g. 127.0.0.1:9808)"
     )
     parser.set_defaults(handler=run)
 

@@ -19,6 +19,7 @@ import threading
 from typing import Any, TextIO
 
 from .._classifier import SEVERITY, WARMING_UP, Health
+from .._exports import add_export_arguments, start_exports
 from .._monitor import Listener, Monitor, QueueSnapshot
 from .._sample import TraceHeader
 from .._source import Source
@@ -77,17 +78,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a classifier setting"
     )
     parser.add_argument("--capacity", type=int, help="the queue's maximum size, if it is bounded")
-    parser.add_argument(
-        "--serve", metavar="ADDR:PORT", help="serve /metrics here (e.g. 127.0.0.1:9808; 0.0.0.0:PORT for all)"
-    )
-    parser.add_argument(
-        "--otlp",
-        action="store_true",
-        help="export over OTLP, configured by the OTEL_EXPORTER_OTLP_* variables",
-    )
-    parser.add_argument("--otlp-endpoint", metavar="URL", help="OTLP endpoint (implies --otlp)")
-    parser.add_argument(
-        "--otlp-protocol", choices=("grpc", "http/protobuf"), help="OTLP protocol (implies --otlp)"
+    add_export_arguments(
+        parser, "serve /metrics and the status page / here (e.g. 127.0.0.1:9808; 0.0.0.0:PORT for all)"
     )
     parser.add_argument("--record", metavar="FILE", help="also write the samples as a trace (JSON Lines)")
     parser.add_argument(
@@ -207,26 +199,19 @@ def run(args: argparse.Namespace) -> int:
             writer = TraceWriter(args.record, TraceHeader(args.queue, args.interval, args.capacity))
             closers.append(writer.close)
             monitor.add_listener(_Recorder(writer))
-        if args.serve:
-            from .. import prometheus
-            from .._http import parse_listen
-
-            try:
-                parse_listen(args.serve)
-                server = prometheus.serve(monitor, listen=args.serve, registry=_fresh_registry())
-            except (ValueError, OSError) as exc:
-                raise UsageError(f"--serve {args.serve}: {exc}") from None
-            closers.append(server.close)
-            out.write(f"serving {server.url}\n")
-        if args.otlp or args.otlp_endpoint or args.otlp_protocol:
-            from .. import otel
-
-            try:
-                export = otel.setup_otlp(monitor, protocol=args.otlp_protocol, endpoint=args.otlp_endpoint)
-            except (ValueError, ImportError) as exc:
-                raise UsageError(str(exc)) from None
-            closers.append(export.shutdown)
-            out.write(f"exporting over OTLP ({export.protocol}) to {export.endpoint}\n")
+        try:
+            exports = start_exports(
+                monitor,
+                serve=args.serve,
+                otlp=args.otlp,
+                otlp_endpoint=args.otlp_endpoint,
+                otlp_protocol=args.otlp_protocol,
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        closers.append(exports.close)
+        for kind, where in exports.running:
+            out.write(f"{kind} {where}\n")
         out.flush()
         _run_until_stopped(monitor, args.duration)
     finally:
@@ -235,12 +220,6 @@ def run(args: argparse.Namespace) -> int:
             close()
         _close(source)
     return 0
-
-
-def _fresh_registry() -> Any:
-    from prometheus_client import CollectorRegistry
-
-    return CollectorRegistry()
 
 
 def _close(source: Source) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from qhealth import ClassifierConfig, Monitor, TraceRecorder, read_trace
+from qhealth._exports import start_exports
 
 from ._log_view import LogView
 from ._run import NAIVE, QUEUES, REFERENCE, Account, Settings, run_pools
@@ -108,40 +109,23 @@ def intro(options: Options) -> list[str]:
 
 def _start_exports(options: Options, monitor: Monitor) -> tuple[list[Callable[[], object]], list[str]]:
     """The ``/metrics`` server and OTLP export, if asked: their closers, and lines saying where they are."""
-    closers: list[Callable[[], object]] = []
-    lines: list[str] = []
     try:
-        if options.serve:
-            from prometheus_client import CollectorRegistry
-
-            from qhealth import prometheus
-            from qhealth._http import parse_listen
-
-            try:
-                parse_listen(options.serve)
-                server = prometheus.serve(monitor, listen=options.serve, registry=CollectorRegistry())
-            except (ValueError, OSError) as exc:
-                raise DemoError(f"--serve {options.serve}: {exc}") from None
-            closers.append(server.close)
-            lines.append(
-                f"  serving    {server.url}/metrics for Prometheus, and a status page at {server.url}/"
-            )
-        if options.otlp or options.otlp_endpoint or options.otlp_protocol:
-            from qhealth import otel
-
-            try:
-                export = otel.setup_otlp(
-                    monitor, protocol=options.otlp_protocol, endpoint=options.otlp_endpoint
-                )
-            except (ValueError, ImportError) as exc:
-                raise DemoError(str(exc)) from None
-            closers.append(export.shutdown)
-            lines.append(f"  exporting  over OTLP ({export.protocol}) to {export.endpoint}")
-    except BaseException:
-        for close in reversed(closers):
-            close()
-        raise
-    return closers, lines
+        exports = start_exports(
+            monitor,
+            serve=options.serve,
+            otlp=options.otlp,
+            otlp_endpoint=options.otlp_endpoint,
+            otlp_protocol=options.otlp_protocol,
+        )
+    except ValueError as exc:
+        raise DemoError(str(exc)) from None
+    lines = []
+    for kind, where in exports.running:
+        if kind == "serving":
+            lines.append(f"  serving    {where}/metrics for Prometheus, and a status page at {where}/")
+        else:
+            lines.append(f"  exporting  {where}")
+    return [exports.close], lines
 
 
 def _run_loop(settings: Settings, monitor: Monitor) -> tuple[dict[str, Account], bool]:
