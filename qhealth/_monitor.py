@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ._classifier import Classifier, Health
 from ._config import ClassifierConfig
@@ -88,6 +89,15 @@ class Watched:
         return self.probes.current()
 
 
+def _check_queue(queue: object, capacity: object) -> None:
+    if not isinstance(queue, str) or not queue:
+        raise ValueError("queue name must be a non-empty string")
+    if capacity is not None and (
+        isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0
+    ):
+        raise ValueError(f"capacity must be a positive integer or None, got {capacity!r}")
+
+
 class Monitor:
     """Samples and classifies queues.
 
@@ -145,30 +155,22 @@ class Monitor:
         then report ``enqueued_total`` as unknown instead of a false zero.
         Watching a name twice returns the existing queue's probe.
         """
-        if not isinstance(queue, str) or not queue:
-            raise ValueError("queue name must be a non-empty string")
-        if capacity is not None and (
-            isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0
-        ):
-            raise ValueError(f"capacity must be a positive integer or None, got {capacity!r}")
+        _check_queue(queue, capacity)
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
             raise ValueError(f"workers must be a non-negative integer or None, got {workers!r}")
         with self._lock:
             existing = self._queues.get(queue)
             if existing is not None:
                 return existing.probe_for_current_thread()
-            watched = Watched(
-                name=queue,
+            watched = self._add(
+                queue,
+                capacity,
                 depth=depth,
-                capacity=capacity,
                 oldest_age=oldest_age,
                 before_tick=before_tick,
-                classifier=Classifier(self.interval, self.config, capacity),
                 timed=timed,
-                clock=self._clock,
                 counts_enqueued=counts_enqueued,
             )
-            self._queues = {**self._queues, queue: watched}
         probe = watched.probe_for_current_thread()
         for _ in range(workers or 0):
             probe.worker_started()
@@ -180,29 +182,29 @@ class Monitor:
         know stay ``None`` in the samples, and the classifier does not judge
         the conditions that need them. Watching a name twice is an error.
         """
-        if not isinstance(queue, str) or not queue:
-            raise ValueError("queue name must be a non-empty string")
+        _check_queue(queue, capacity)
         if not callable(getattr(source, "read", None)):
             raise TypeError(f"source must have a read() method, got {type(source).__name__}")
-        if capacity is not None and (
-            isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0
-        ):
-            raise ValueError(f"capacity must be a positive integer or None, got {capacity!r}")
         with self._lock:
             if queue in self._queues:
                 raise ValueError(f"queue {queue!r} is already watched")
-            watched = Watched(
-                name=queue,
-                depth=None,
-                capacity=capacity,
-                oldest_age=None,
-                before_tick=None,
-                classifier=Classifier(self.interval, self.config, capacity),
-                timed=True,
-                clock=self._clock,
-                source=source,
-            )
-            self._queues = {**self._queues, queue: watched}
+            self._add(queue, capacity, source=source)
+
+    def _add(self, queue: str, capacity: int | None, **options: Any) -> Watched:
+        """Register a queue (the caller holds the lock)."""
+        options.setdefault("depth", None)
+        options.setdefault("oldest_age", None)
+        options.setdefault("before_tick", None)
+        options.setdefault("timed", True)
+        watched = Watched(
+            name=queue,
+            capacity=capacity,
+            classifier=Classifier(self.interval, self.config, capacity),
+            clock=self._clock,
+            **options,
+        )
+        self._queues = {**self._queues, queue: watched}
+        return watched
 
     def unwatch(self, queue: str) -> None:
         with self._lock:
