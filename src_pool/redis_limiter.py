@@ -15,6 +15,13 @@ through, and an idle pause is followed by the rate, not by a spike. The key
 expires once the bucket would be full again, so idle limits cost no memory
 (and come back empty, which errs on the slow side).
 
+A reserved slot is when a caller *may* go, not when it does: an event loop
+that runs late wakes several overdue callers at once, and they would reach
+the API together. So after its slot a caller also passes a local,
+spend-time gate of the same rate and burst (part 1's :class:`TokenBucket`,
+full at start, no round trip): an on-time caller goes straight through, and
+callers released together by a late loop go out spaced at the rate.
+
 A caller cancelled while it waits gives its tokens back if nobody reserved
 after it (a compare-and-set, one more round trip, only on cancellation).
 A lost connection is retried with jittered backoff; a reply lost with it
@@ -30,6 +37,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from .limiter import TokenBucket
 from .redis_connect import Backoff, RedisUnavailable, check_url, connect, password_of, redact_url, scrub
 
 if TYPE_CHECKING:
@@ -105,6 +113,7 @@ class RedisRateLimiter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._acquire: Any = None
         self._refund: Any = None
+        self._pacer = TokenBucket(self.rate, self.burst, start_full=True)
 
     def __repr__(self) -> str:
         url = redact_url(self._url)
@@ -150,15 +159,16 @@ class RedisRateLimiter:
                     ) from None
                 await backoff.sleep()
         delay = int(delay_us) / 1e6
-        if delay <= 0:
-            return
-        try:
-            await asyncio.sleep(delay)
-        except asyncio.CancelledError:
-            # Best effort: an unused reservation only slows the others down.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._refund(keys=[self.key], args=[after, before]))
-            raise
+        if delay > 0:
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                # Best effort: an unused reservation only slows the others down.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._refund(keys=[self.key], args=[after, before]))
+                raise
+        if not self._pacer.try_acquire(tokens):
+            await self._pacer.acquire(tokens)
 
     async def aclose(self) -> None:
         """Close the connection of the current event loop's client."""

@@ -1,10 +1,11 @@
 """The shared rate limiter (GCRA in one Lua script) against a real redis-server.
 
-The downstream API in these tests answers 429 to calls above its limit the
-way real APIs do: a token bucket of ``rate`` per second that holds a tenth of
-a second's worth of calls (full when the test starts, as after an idle
-period). A limiter that bursts, starts full, or lets each process have its
-own limit is caught by it; one that keeps the rate is not.
+The downstream API in these tests answers 429 to a call that would make more
+than ``limit`` calls in any one-second sliding window: the strictest reading
+of "100 per second" (the same downstream as ``bench/limiter.py``). The limiter
+runs in the recommended set-up, 97% of the limit with a burst of 3% (the
+headroom absorbs an event loop that runs a few milliseconds late); a limiter
+that bursts, starts full, or lets each process have its own limit is caught.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -25,6 +27,9 @@ from src_pool.redis_limiter import RedisRateLimiter
 from tests.redis_server import RedisServer, redis_server, unique_name
 
 __all__ = ["redis_server"]  # fixtures used by this module
+
+LIMIT = 100
+RATE, BURST = 0.97 * LIMIT, 0.03 * LIMIT
 
 
 @pytest.fixture
@@ -42,34 +47,32 @@ async def limiters(redis_server: RedisServer) -> AsyncIterator[Callable[..., Red
 
 
 class Downstream:
-    """An API limited to ``rate`` calls/s with a burst of ``rate / 10``."""
+    """An API that accepts at most ``limit`` calls in any one-second window."""
 
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate / 10)
-        self.level = self.capacity
-        self.last = time.monotonic()
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.accepted: deque[float] = deque()
         self.ok = 0
         self.rejected = 0
 
     def call(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        self.level = min(self.capacity, self.level + (now - self.last) * self.rate)
-        self.last = now
-        if self.level >= 1:
-            self.level -= 1
-            self.ok += 1
-            return True
-        self.rejected += 1
-        return False
+        while self.accepted and self.accepted[0] <= now - 1.0:
+            self.accepted.popleft()
+        if len(self.accepted) >= self.limit:
+            self.rejected += 1
+            return False
+        self.accepted.append(now)
+        self.ok += 1
+        return True
 
 
 @pytest.mark.slow
 async def test_fifty_workers_at_100_per_s_get_almost_no_429s_and_95_percent_of_the_limit(
     limiters: Callable[..., RedisRateLimiter],
 ) -> None:
-    limiter = limiters(100)
-    api = Downstream(100)
+    limiter = limiters(RATE, BURST)
+    api = Downstream(LIMIT)
     wanted, deadline = 300, time.monotonic() + 30
     stamps: list[float] = []
 
@@ -87,8 +90,8 @@ async def test_fifty_workers_at_100_per_s_get_almost_no_429s_and_95_percent_of_t
     assert api.rejected / calls < 0.005, f"{api.rejected} of {calls} calls answered 429"
     # Achieved while running (the first round trips open 50 connections: not the limiter's rate).
     span = stamps[-1] - stamps[0]
-    achieved = api.ok / (span * 100 + 1)
-    assert achieved >= 0.95, f"{api.ok} calls in {span:.2f} s at a limit of 100/s"
+    achieved = api.ok / (span * LIMIT + 1)
+    assert achieved >= 0.95, f"{api.ok} calls in {span:.2f} s at a limit of {LIMIT}/s"
 
 
 WORKER = textwrap.dedent(
@@ -97,7 +100,7 @@ WORKER = textwrap.dedent(
     from src_pool.redis_limiter import RedisRateLimiter
 
     async def main(url, name):
-        limiter = RedisRateLimiter(url, name, rate=100)
+        limiter = RedisRateLimiter(url, name, rate=97, burst=3)
         # Open the 25 connections (and load the script) before the clock starts.
         warm_up = RedisRateLimiter(url, name + "-warm-up", rate=1e6, burst=100)
         warm_up._connection()
@@ -148,18 +151,15 @@ def test_two_processes_sharing_the_limit_stay_under_the_joint_limit(redis_server
     counts = [len(s) for s in per_process]
     assert min(counts) > 20, f"both processes made calls: {counts}"
     stamps = sorted(t for stamps in per_process for t in stamps)
-    api = Downstream(100)
-    api.last = stamps[0] - 1.0  # the API's clock: wall time here
+    api = Downstream(LIMIT)
     for t in stamps:
         api.call(now=t)
+    # Two processes each limited on their own would put ~190 calls in a second;
+    # together they may exceed the limit only by a call their event loop ran late.
     busiest = max(bisect.bisect_left(stamps, t + 1.0) - i for i, t in enumerate(stamps))
-    # Reservations are exactly 10 ms apart; a call made a few ms late next to
-    # one on time can put 1-2 more into one sliding second (a per-process
-    # limit would put 200 there).
-    assert busiest <= 103, f"{busiest} calls within one second at a joint limit of 100/s"
+    assert busiest <= LIMIT + 2, f"{busiest} calls within one second at a joint limit of {LIMIT}/s"
     span = stamps[-1] - stamps[0]
-    assert len(stamps) <= 100 * span + 2, f"{len(stamps)} calls in {span:.2f} s at a joint limit of 100/s"
-    assert len(stamps) / (span * 100 + 1) >= 0.95, f"{len(stamps)} calls in {span:.2f} s at 100/s"
+    assert len(stamps) / (span * LIMIT + 1) >= 0.95, f"{len(stamps)} calls in {span:.2f} s at {LIMIT}/s"
     assert api.rejected / len(stamps) < 0.005, f"{api.rejected} of {len(stamps)} calls answered 429"
 
 
