@@ -283,6 +283,7 @@ class RabbitBroker(Broker):
         self._sessions = 0
         self._live = -1  # number of the session whose deliveries may be settled
         self._ready: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
         self._last_error = "not connected yet"
         self._supervisor: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -366,6 +367,7 @@ class RabbitBroker(Broker):
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._ready = asyncio.Event()
+        self._stopping = asyncio.Event()
         import aiormq.exceptions as amqp
 
         self._transient = transient_errors()
@@ -1102,8 +1104,16 @@ class RabbitBroker(Broker):
         return int(declared.message_count)
 
     async def _refresh_loop(self) -> None:
+        """Refresh the depth every ``refresh_interval``; on close, finish the
+        passive declare in progress rather than be cancelled in it (aiormq
+        closes a channel whose RPC was cancelled, and says so in the log)."""
+        stopping = self._stopping
+        assert stopping is not None
         while not self._closed:
-            await asyncio.sleep(self._refresh_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self._refresh_interval)
+            if stopping.is_set():
+                return
             try:
                 await self._refresh_depth()
             except Exception:
@@ -1250,6 +1260,10 @@ class RabbitBroker(Broker):
                     self._error_text(exc),
                 )  # fmt: skip
         self._live = -1
+        if self._stopping is not None:
+            self._stopping.set()
+        if self._refresher is not None:
+            await asyncio.wait([self._refresher], timeout=2.0)
         tasks = [
             task
             for task in (self._supervisor, self._refresher, self._room_task, self._sender, *self._side_tasks)
