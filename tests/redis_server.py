@@ -160,8 +160,19 @@ class RedisServer:
                 self.proc.wait()
         self.proc = None
 
-    def restart(self, down_s: float = 0.0) -> None:
-        self.stop()
+    def crash(self) -> None:
+        """SIGKILL: no shutdown at all (with ``appendonly``, the tests use
+        ``appendfsync always``: every acknowledged write is on disk)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self, down_s: float = 0.0, *, crash: bool = False) -> None:
+        if crash:
+            self.crash()
+        else:
+            self.stop()
         if down_s:
             time.sleep(down_s)
         self.start()
