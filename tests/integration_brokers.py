@@ -9,38 +9,35 @@
   with its children however the test ends.
 
 Import the fixtures into a test module: ``from tests.integration_brokers import redis_url``.
+The Redis server is :class:`tests.redis_server.RedisServer`, shared with the broker tests.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.redis_server import RedisServer, free_port, unique_name
+
+__all__ = ["free_port"]  # re-exported for the test modules that import it from here
+
 ROOT = Path(__file__).resolve().parent.parent
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def unique(prefix: str) -> str:
     """A name no other test (or xdist worker) uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+    return unique_name(prefix)
 
 
 def wait_until(
@@ -56,52 +53,14 @@ def wait_until(
     pytest.fail(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
 
 
-def start_redis(extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], int, str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: apt-get install -y redis-server (.ci/run does it)")
-    port = free_port()
-    tmp = tempfile.mkdtemp(prefix="qhealth-redis-")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            tmp,
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, port, tmp
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.02)
-    proc.kill()
-    pytest.fail(f"redis-server did not start on port {port}")
-
-
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    proc, port, tmp = start_redis()
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a throwaway redis-server for this test session (see :mod:`tests.redis_server`)."""
+    server = RedisServer(tmp_path_factory.mktemp("integration-redis"))
     try:
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(tmp, ignore_errors=True)
+        server.stop()
 
 
 @pytest.fixture(scope="session")

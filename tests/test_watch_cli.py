@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,10 +16,10 @@ from tests.integration_brokers import (
     free_port,
     procs,
     redis_url,
-    start_redis,
     unique,
     wait_until,
 )
+from tests.redis_server import RedisServer
 
 __all__ = ["procs", "redis_url"]
 
@@ -28,15 +27,13 @@ SECRET = "pw-Zq81xK"
 
 
 @pytest.fixture(scope="module")
-def locked_redis() -> Iterator[str]:
+def locked_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis that needs a password, so that the URL carries a secret."""
-    proc, port, tmp = start_redis(("--requirepass", SECRET))
+    server = RedisServer(tmp_path_factory.mktemp("locked-redis"), password=SECRET)
     try:
-        yield f"redis://:{SECRET}@127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(tmp, ignore_errors=True)
+        server.stop()
 
 
 def watch(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
