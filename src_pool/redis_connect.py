@@ -10,6 +10,7 @@ from the client goes through :func:`scrub`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -112,6 +113,23 @@ def connect(url: str, *, blocking: bool, socket_timeout: float, options: dict[st
     except ValueError as exc:  # its message may quote the URL, password included
         raise ValueError(f"bad redis url {redact_url(url)!r}: {scrub(str(exc), password_of(url))}") from None
     return client
+
+
+def abandon(client: Redis) -> None:
+    """Close a client whose event loop is gone, without awaiting anything.
+
+    ``aclose()`` needs the loop the connections were made on; once that loop
+    has ended (a limiter used by one ``asyncio.run`` and then another), the
+    only way left is redis-py's own silent close of each connection. Without
+    it the sockets stay open until garbage collection, which then warns.
+    """
+    pool = client.connection_pool
+    connections = [*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())]
+    for connection in connections:
+        close = getattr(connection, "_close", None)
+        if callable(close):
+            with contextlib.suppress(Exception):
+                close()
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:

@@ -38,7 +38,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from .limiter import TokenBucket
-from .redis_connect import Backoff, RedisUnavailable, check_url, connect, password_of, redact_url, scrub
+from .redis_connect import (
+    Backoff,
+    RedisUnavailable,
+    abandon,
+    check_url,
+    connect,
+    password_of,
+    redact_url,
+    scrub,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -132,6 +141,8 @@ class RedisRateLimiter:
     def _connection(self) -> Any:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
+            if self._client is not None:
+                abandon(self._client)  # its loop has moved on: it cannot be awaited any more
             self._client = connect(self._url, blocking=False, socket_timeout=5.0, options=self._options)
             self._loop = loop
             self._acquire = self._client.register_script(ACQUIRE)

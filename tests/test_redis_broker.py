@@ -48,9 +48,13 @@ async def abandon(broker: RedisBroker) -> None:
     settling, no goodbye, its connections cut (what SIGKILL does, within one
     test process)."""
     broker._closed = True  # close() becomes a no-op: nothing is tidied up
-    for task in (broker._pump_task, broker._upkeep_task, broker._ack_task):
-        if task is not None:
-            task.cancel()
+    tasks = [t for t in (broker._pump_task, broker._upkeep_task, broker._ack_task) if t is not None]
+    for task in tasks:
+        task.cancel()
+    # Let them end before the connections go: a task still unwinding could
+    # otherwise open a fresh connection on a client already closed.
+    if tasks:
+        await asyncio.wait(tasks, timeout=2.0)
     await broker._disconnect()
 
 
