@@ -559,8 +559,9 @@ class Pool:
         for others, every worker must be idle or parked (``waiting``: the
         caller is about to block too)."""
         broker = self.broker
-        if broker.depth() or broker.delayed:
-            return
+        depth = broker.depth()
+        if depth is None or depth or broker.delayed:
+            return  # unknown is not empty: a networked broker's depth may not be read yet
         in_flight = broker.in_flight
         if in_flight is None:
             if len(self._idle) + len(self._parked_tasks) + waiting < len(self._workers):
