@@ -156,7 +156,7 @@ class RedisRateLimiter:
         from .redis_connect import transient_errors
 
         transient = transient_errors()
-        backoff = Backoff()
+        backoff: Backoff | None = None  # made on the first failure only: the common path stays cheap
         deadline = time.monotonic() + self._connect_timeout
         while True:
             try:
@@ -168,6 +168,7 @@ class RedisRateLimiter:
                     raise RedisUnavailable(
                         f"rate limiter: redis at {redact_url(self._url)} unreachable: {text}"
                     ) from None
+                backoff = backoff or Backoff()
                 await backoff.sleep()
         delay = int(delay_us) / 1e6
         if delay > 0:
