@@ -10,6 +10,7 @@ from typing import TextIO
 from .._classifier import SEVERITY, WARMING_UP, Classifier, Condition, Health
 from .._config import ClassifierConfig
 from .._sample import Sample, TraceHeader
+from .._text import finding_lines
 from .._trace import TraceError, iter_trace
 from . import UsageError
 
@@ -138,9 +139,8 @@ class _Table:
         ):
             conditions = ", ".join(health.ordered_conditions) or "-"
             self.out.write(f"{health.t:>9.1f}  {health.state:<13} {conditions}\n")
-            for finding in health.findings:
-                self.out.write(f"{'':>11}  {finding.condition}: {finding.reason}\n")
-                self.out.write(f"{'':>11}  {'':>{len(finding.condition)}}  fix: {finding.hint}\n")
+            for line in finding_lines(health, indent=13):
+                self.out.write(line + "\n")
         self.previous = health
 
     def finish(self) -> None:

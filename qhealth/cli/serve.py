@@ -29,6 +29,7 @@ from .._classifier import Classifier, Health
 from .._config import ClassifierConfig
 from .._monitor import QueueSnapshot
 from .._sample import COUNTER_FIELDS, Sample
+from .._text import finding_lines
 from .._trace import Trace, TraceError, read_trace
 from . import UsageError
 from .classify import config_from_args
@@ -224,8 +225,8 @@ def _printer(out: TextIO) -> Callable[[QueueSnapshot, Health | None], None]:
         health = snapshot.health
         conditions = ", ".join(health.ordered_conditions) or "-"
         out.write(f"{snapshot.queue}  t={snapshot.sample.t:>8.1f}  {health.state:<13} {conditions}\n")
-        for finding in health.findings:
-            out.write(f"    {finding.condition}: {finding.reason}\n    fix: {finding.hint}\n")
+        for line in finding_lines(health, indent=4):
+            out.write(line + "\n")
         out.flush()
 
     return on_change

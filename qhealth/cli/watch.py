@@ -23,6 +23,7 @@ from .._exports import add_export_arguments, start_exports
 from .._monitor import Listener, Monitor, QueueSnapshot
 from .._sample import TraceHeader
 from .._source import Source
+from .._text import finding_lines
 from .._trace import TraceWriter
 from . import UsageError
 from .classify import config_from_args
@@ -127,9 +128,8 @@ class _Printer(Listener):
         if health.state != self._last_state:
             first_verdict = self._last_state in (None, WARMING_UP) and health.state != WARMING_UP
             self._last_state = health.state
-            for finding in health.findings:
-                self._out.write(f"          {finding.condition}: {finding.reason}\n")
-                self._out.write(f"          {' ' * len(finding.condition)}  fix: {finding.hint}\n")
+            for text in finding_lines(health, indent=10):
+                self._out.write(text + "\n")
             if first_verdict:
                 for condition, why in health.not_judged.items():
                     self._out.write(f"          not judged: {condition}: {why}\n")

@@ -12,6 +12,7 @@ import threading
 from typing import TextIO
 
 from qhealth import Listener, QueueSnapshot
+from qhealth._text import finding_lines
 
 from ._text import number
 
@@ -46,9 +47,7 @@ class LogView(Listener):
             if self._state.get(queue) != state:
                 self._state[queue] = state
                 lines.append(change_line(snapshot))
-                for finding in health.findings:
-                    lines.append(f"{'':11}{finding.condition}: {finding.reason}")
-                    lines.append(f"{'':11}{'fix':>{len(finding.condition)}}: {finding.hint}")
+                lines += finding_lines(health, indent=11)
             last = self._last_status.get(queue)
             if last is None:
                 self._last_status[queue] = snapshot
