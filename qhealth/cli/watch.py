@@ -64,7 +64,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--kind", required=True, choices=KINDS, help="what the queue is")
+    _add_source_arguments(parser, KINDS)
+    add_export_arguments(
+        parser, "serve /metrics and the status page / here (e.g. 127.0.0.1:9808; 0.0.0.0:PORT for all)"
+    )
+    parser.add_argument("--record", metavar="FILE", help="also write the samples as a trace (JSON Lines)")
+    parser.add_argument(
+        "--format", choices=("text", "jsonl"), default="text", help="output (default: %(default)s)"
+    )
+    parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    parser.set_defaults(handler=run)
+
+    record = subparsers.add_parser(
+        "record",
+        help="record a queue watched from outside as a trace (qhealth watch --record)",
+        description="Record what `qhealth watch` sees of a queue as a trace file (JSON Lines, "
+        "shared/spec/trace-format.md), for `qhealth classify`, `qhealth report` and `qhealth serve`. "
+        "It prints the same lines as `qhealth watch`.\n\n" + _DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_source_arguments(record, KINDS)
+    record.add_argument("-o", "--output", required=True, metavar="FILE", help="the trace file to write")
+    record.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    record.set_defaults(handler=_run_record)
+
+
+def _add_source_arguments(parser: argparse.ArgumentParser, kinds: tuple[str, ...]) -> None:
+    parser.add_argument("--kind", required=True, choices=kinds, help="what the queue is")
     parser.add_argument("--queue", required=True, help="queue name or key (see above)")
     parser.add_argument("--url", help=f"broker URL (default: ${URL_ENV}, else {DEFAULT_URL})")
     parser.add_argument("--group", help="consumer group (--kind redis-stream)")
@@ -79,15 +105,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a classifier setting"
     )
     parser.add_argument("--capacity", type=int, help="the queue's maximum size, if it is bounded")
-    add_export_arguments(
-        parser, "serve /metrics and the status page / here (e.g. 127.0.0.1:9808; 0.0.0.0:PORT for all)"
-    )
-    parser.add_argument("--record", metavar="FILE", help="also write the samples as a trace (JSON Lines)")
-    parser.add_argument(
-        "--format", choices=("text", "jsonl"), default="text", help="output (default: %(default)s)"
-    )
-    parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
-    parser.set_defaults(handler=run)
+
+
+def _run_record(args: argparse.Namespace) -> int:
+    args.record = args.output
+    args.format = "text"
+    args.serve = None
+    args.otlp = False
+    args.otlp_endpoint = args.otlp_protocol = None
+    return run(args)
 
 
 class _Printer(Listener):
