@@ -11,7 +11,7 @@ import pytest
 
 from qhealth.cli import main
 
-from .conftest import TRACES
+from .conftest import ROOT, TRACES
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -137,3 +137,11 @@ def test_help_lists_the_commands_and_formats() -> None:
     assert result.returncode == 0 and "classify" in result.stdout
     result = run_cli("classify", "--help")
     assert "--format" in result.stdout and "jsonl" in result.stdout and "--window" in result.stdout
+
+
+def test_the_readme_example_is_what_classify_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "README.md").read_text()
+    command = "$ qhealth classify ../shared/traces/transition-poll-bug.jsonl\n"
+    shown = text.split(command, 1)[1].split("```", 1)[0]
+    assert main(["classify", str(TRACES / "transition-poll-bug.jsonl")]) == 0
+    assert capsys.readouterr().out == shown
