@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.readme import snippet
 from tests.redis_server import RedisServer, free_port, unique_name
 
 __all__ = ["free_port"]  # re-exported for the test modules that import it from here
@@ -142,15 +143,7 @@ PYTHON = sys.executable
 
 def readme_snippet(name: str) -> str:
     """The fenced block that follows ``<!-- readme-test: NAME -->`` in README.md."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    marker = f"<!-- readme-test: {name} -->\n"
-    if text.count(marker) != 1:
-        pytest.fail(f"README.md must hold exactly one {marker.strip()}")
-    block = text.split(marker, 1)[1]
-    if not block.startswith("```"):
-        pytest.fail(f"{marker.strip()} must be followed by a fenced block")
-    body = block.split("\n", 1)[1]
-    return body.split("\n```", 1)[0] + "\n"
+    return snippet(name)
 
 
 def console_command(snippet: str) -> list[str]:

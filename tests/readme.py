@@ -1,0 +1,68 @@
+"""Reading the README's examples, so that tests can run them as written.
+
+Two conventions are in use: a section whose first ```python block is a
+program and whose first ```text block is what it prints (:func:`example`), and
+a fenced block right after a ``<!-- readme-test: NAME -->`` marker
+(:func:`snippet`).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme() -> str:
+    return (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def section(title: str) -> str:
+    """The text under a ``## `` or ``### `` heading, up to the next heading."""
+    readme = _readme()
+    if title not in readme:
+        pytest.fail(f"the README has no section {title!r}")
+    start = readme.index(title) + len(title)
+    ends = [i for i in (readme.find("\n## ", start), readme.find("\n### ", start)) if i > 0]
+    return readme[start : min(ends) if ends else None]
+
+
+def example(title: str) -> tuple[str, str]:
+    """A section's program and the output the README shows for it."""
+    text = section(title)
+    code = re.search(r"```python\n(.*?)```", text, re.S)
+    shown = re.search(r"```text\n(.*?)```", text, re.S)
+    if not (code and shown):
+        pytest.fail(f"README section {title!r} needs a ```python example and its ```text output")
+    return code.group(1), shown.group(1)
+
+
+def run_example(program: str, timeout: float = 60) -> list[str]:
+    """Run a program in a fresh interpreter (from the project's root); its output lines."""
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def snippet(name: str) -> str:
+    """The fenced block that follows ``<!-- readme-test: NAME -->``."""
+    marker = f"<!-- readme-test: {name} -->\n"
+    readme = _readme()
+    if readme.count(marker) != 1:
+        pytest.fail(f"README.md must hold exactly one {marker.strip()}")
+    block = readme.split(marker, 1)[1]
+    if not block.startswith("```"):
+        pytest.fail(f"{marker.strip()} must be followed by a fenced block")
+    return block.split("\n", 1)[1].split("\n```", 1)[0] + "\n"
