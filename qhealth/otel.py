@@ -50,7 +50,6 @@ import math
 import os
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -59,6 +58,7 @@ from . import _contract as c
 from ._contract import DEFAULT_BUCKETS, MetricSpec, SnapshotSource
 from ._log import ThrottledLog
 from ._monitor import Listener, QueueSnapshot
+from ._redact import redact_url
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
@@ -231,19 +231,6 @@ def _env_interval_s() -> float:
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"OTEL_METRIC_EXPORT_INTERVAL must be positive, got {text!r}")
     return value
-
-
-def _redact(endpoint: str) -> str:
-    """An endpoint fit for a log line: no user name or password."""
-    try:
-        parts = urllib.parse.urlsplit(endpoint)
-    except ValueError:
-        return "<unparseable endpoint>"
-    if parts.username is None and parts.password is None:
-        return endpoint
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 class _ThrottleFilter(logging.Filter):
@@ -455,7 +442,7 @@ def setup_otlp(
         inner = HttpExporter(**options)
         shown = str(getattr(inner, "_endpoint", endpoint or ""))
 
-    shown = _redact(shown)
+    shown = redact_url(shown)
     filters: list[tuple[logging.Logger, logging.Filter]] = []
     guard = None
     if disabled:

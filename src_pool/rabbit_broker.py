@@ -96,6 +96,7 @@ from typing import Any
 
 from qhealth._log import ThrottledLog
 
+from .backoff import Backoff
 from .broker import (
     MAX_PRIORITY,
     Broker,
@@ -108,7 +109,6 @@ from .broker import (
     check_timeout,
 )
 from .rabbit_connect import (
-    Backoff,
     RabbitUnavailable,
     check_url,
     import_aio_pika,
@@ -139,6 +139,8 @@ DEFAULT_DEAD_LETTER_LIMIT = 10_000
 PUBLISH_WINDOW = 500
 #: Producers blocked at the high watermark re-read the depth this often (jittered).
 ROOM_POLL_S = 0.2
+#: Reconnect backoff ceiling: a restarted RabbitMQ takes seconds to accept connections again.
+RECONNECT_CAP_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +388,7 @@ class RabbitBroker(Broker):
         """Open a session, retrying with jittered backoff until ``deadline``
         (None: until closed). A queue declared elsewhere with other arguments
         fails at once when there is a deadline (a person must act)."""
-        backoff = Backoff()
+        backoff = Backoff(cap=RECONNECT_CAP_S)
         while True:
             if self._closed:
                 raise BrokerClosed("the broker closed while connecting")
@@ -612,7 +614,7 @@ class RabbitBroker(Broker):
                     f"RabbitMQ at {self.url}: {what} not confirmed ({len(pending)} of {len(messages)}): "
                     f"{self._last_error}"
                 )
-            backoff = backoff or Backoff()
+            backoff = backoff or Backoff(cap=RECONNECT_CAP_S)
             await backoff.sleep()
 
     # -- producing ------------------------------------------------------------

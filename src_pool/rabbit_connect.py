@@ -1,4 +1,4 @@
-"""Connecting to RabbitMQ: lazy import, URLs without their password, jittered reconnects.
+"""Connecting to RabbitMQ: lazy import, URLs without their password, what counts as a lost connection.
 
 aio-pika is imported here, inside functions, so that ``import src_pool``
 needs nothing optional. A password never leaves this module: every URL that
@@ -10,12 +10,11 @@ reaches a log line, an exception or a ``repr`` goes through
 from __future__ import annotations
 
 import asyncio
-import random
 from types import ModuleType
 from urllib.parse import urlsplit
 
-from qhealth.sidecar._redact import redact_url as _redact
-from qhealth.sidecar._redact import scrub as _scrub
+from qhealth._redact import redact_url as _redact
+from qhealth._redact import scrub as _scrub
 
 from .broker import BrokerError
 
@@ -77,34 +76,3 @@ def transient_errors() -> tuple[type[BaseException], ...]:
         amqp.ChannelInvalidStateError,
         asyncio.InvalidStateError,
     )
-
-
-_RNG = random.Random()
-
-
-class Backoff:
-    """Exponential backoff with full jitter: sleep ``uniform(0, min(cap,
-    base * 2**n))`` after the n-th consecutive failure, so that the consumers
-    that lost the same broker do not all come back at the same instant (a
-    restarted RabbitMQ otherwise meets a thundering herd of reconnects)."""
-
-    __slots__ = ("_rng", "base", "cap", "failures")
-
-    def __init__(self, base: float = 0.05, cap: float = 5.0, rng: random.Random | None = None) -> None:
-        if not 0 < base <= cap:
-            raise ValueError(f"backoff needs 0 < base <= cap, got base={base!r} cap={cap!r}")
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-        self._rng = rng or _RNG  # seeding a Random costs more than a publish: share one
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * 2 ** min(self.failures, 30))
-        self.failures += 1
-        return self._rng.uniform(0, ceiling)
-
-    async def sleep(self) -> None:
-        await asyncio.sleep(self.next_delay())
-
-    def reset(self) -> None:
-        self.failures = 0

@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING, Any, cast
 from qhealth._log import ThrottledLog
 
 from . import redis_scripts as lua
+from .backoff import Backoff
 from .broker import (
     MAX_PRIORITY,
     Broker,
@@ -85,11 +86,9 @@ from .broker import (
     check_timeout,
 )
 from .redis_connect import (
-    Backoff,
     RedisUnavailable,
     check_url,
     connect,
-    password_of,
     redact_url,
     scrub,
     transient_errors,
@@ -200,7 +199,6 @@ class RedisBroker(Broker):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._url = check_url(url)
-        self._secret = password_of(url)
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"queue name must be 1-200 characters of A-Z a-z 0-9 _ . : -, got {name!r}")
         if capacity is not None:
@@ -350,7 +348,7 @@ class RedisBroker(Broker):
             raise BrokerClosed("the broker is closed")
 
     def _error_text(self, exc: BaseException) -> str:
-        return scrub(f"{type(exc).__name__}: {exc}", self._secret)
+        return scrub(f"{type(exc).__name__}: {exc}", self._url)
 
     def _lost(self, what: str, exc: BaseException) -> None:
         self.connection_errors_total += 1

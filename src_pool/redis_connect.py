@@ -1,4 +1,4 @@
-"""Connecting to Redis: lazy import, URLs without their password, jittered reconnects.
+"""Connecting to Redis: lazy import, URLs without their password, what counts as a lost connection.
 
 Shared by the Redis broker and the Redis rate limiter. redis-py is imported
 here, inside functions, so that ``import src_pool`` needs nothing optional.
@@ -9,16 +9,26 @@ from the client goes through :func:`scrub`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import random
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+from qhealth._redact import redact_url, scrub
+
 from .broker import BrokerError
+
+__all__ = [
+    "RedisUnavailable",
+    "abandon",
+    "check_url",
+    "connect",
+    "import_redis",
+    "redact_url",
+    "scrub",
+    "transient_errors",
+]  # redact_url and scrub: qhealth's one redaction, re-exported
 
 SCHEMES = ("redis", "rediss", "unix")
 
@@ -36,43 +46,6 @@ def import_redis() -> Any:
             "src_pool's Redis broker requires the redis package installed: pip install 'qhealth[redis]'"
         ) from exc
     return redis.asyncio
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (user name and host kept)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable redis url>"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}"
-    port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
-    if port:
-        netloc += f":{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def password_of(url: str) -> str | None:
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return None
-    return unquote(password) if password else None
-
-
-def scrub(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of ``secret`` (raw or URL-quoted) hidden."""
-    if not secret:
-        return text
-    from urllib.parse import quote
-
-    for form in {secret, quote(secret, safe="")}:
-        text = text.replace(form, "***")
-    return text
 
 
 def check_url(url: object) -> str:
@@ -111,7 +84,7 @@ def connect(url: str, *, blocking: bool, socket_timeout: float, options: dict[st
     try:
         client: Redis = aioredis.Redis.from_url(url, **kwargs)
     except ValueError as exc:  # its message may quote the URL, password included
-        raise ValueError(f"bad redis url {redact_url(url)!r}: {scrub(str(exc), password_of(url))}") from None
+        raise ValueError(f"bad redis url {redact_url(url)!r}: {scrub(str(exc), url)}") from None
     return client
 
 
@@ -138,30 +111,3 @@ def transient_errors() -> tuple[type[BaseException], ...]:
     import redis.exceptions as rex
 
     return (rex.ConnectionError, rex.TimeoutError, ConnectionError, OSError)
-
-
-class Backoff:
-    """Exponential backoff with full jitter: sleep ``uniform(0, min(cap,
-    base * 2**n))`` after the n-th consecutive failure, so that clients that
-    lost the same server do not all come back at the same instant."""
-
-    __slots__ = ("_rng", "base", "cap", "failures")
-
-    def __init__(self, base: float = 0.05, cap: float = 2.0, rng: random.Random | None = None) -> None:
-        if not 0 < base <= cap:
-            raise ValueError(f"backoff needs 0 < base <= cap, got base={base!r} cap={cap!r}")
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * 2 ** min(self.failures, 30))
-        self.failures += 1
-        return self._rng.uniform(0, ceiling)
-
-    async def sleep(self) -> None:
-        await asyncio.sleep(self.next_delay())
-
-    def reset(self) -> None:
-        self.failures = 0

@@ -37,14 +37,13 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from .backoff import Backoff
 from .limiter import TokenBucket
 from .redis_connect import (
-    Backoff,
     RedisUnavailable,
     abandon,
     check_url,
     connect,
-    password_of,
     redact_url,
     scrub,
 )
@@ -99,7 +98,6 @@ class RedisRateLimiter:
         redis_options: dict[str, Any] | None = None,
     ) -> None:
         self._url = check_url(url)
-        self._secret = password_of(url)
         if not isinstance(name, str) or not name or any(c.isspace() for c in name):
             raise ValueError(f"limiter name must be a non-empty string without spaces, got {name!r}")
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not (0 < rate < math.inf):
@@ -164,7 +162,7 @@ class RedisRateLimiter:
                 break
             except transient as exc:
                 if time.monotonic() >= deadline:
-                    text = scrub(f"{type(exc).__name__}: {exc}", self._secret)
+                    text = scrub(f"{type(exc).__name__}: {exc}", self._url)
                     raise RedisUnavailable(
                         f"rate limiter: redis at {redact_url(self._url)} unreachable: {text}"
                     ) from None

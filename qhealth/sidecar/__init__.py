@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._redact import redact_url, scrub
 from .._source import Source
-from ._redact import redact_url, scrub
 
 KINDS: tuple[str, ...] = ("redis-list", "redis-stream", "rq", "arq", "celery")
 

@@ -26,9 +26,9 @@ from collections import OrderedDict
 from typing import Any
 
 from .._log import ThrottledLog
+from .._redact import redact_url, scrub
 from .._source import Reading
 from ..integrations._common import require
-from ._redact import redact_url, scrub
 
 KOMBU_PRIORITY_SEP = "\x06\x16"
 KOMBU_PRIORITY_STEPS = (3, 6, 9)

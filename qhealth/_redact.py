@@ -1,7 +1,8 @@
 """Broker URLs without their secrets, for anything a person or a log may see.
 
-A sidecar is configured with URLs such as ``redis://:s3cret@cache:6379/0`` or
-``amqp://app:s3cret@mq//``. The password must never reach a log line, an error
+Sidecars, brokers and exporters are configured with URLs such as
+``redis://:s3cret@cache:6379/0``, ``amqp://app:s3cret@mq//`` or an OTLP endpoint
+with credentials. The password must never reach a log line, an error
 message, a metric or the terminal: :func:`redact_url` replaces it (and any
 token passed as a query parameter) with ``***``, and :func:`scrub` removes it
 from text that a client library produced (an exception message may quote the
@@ -34,10 +35,15 @@ def redact_url(url: str) -> str:
     """The URL with its password and secret query parameters masked."""
     try:
         parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
     except ValueError:
         return "<unparsable URL>"
+    try:
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:  # a port that is not a number: mask the password in the text as it is
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:{MASK}@{hostport}" if at and ":" in userinfo else parts.netloc
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     netloc = parts.netloc
     if parts.password is not None or parts.username is not None:
         user = parts.username or ""
