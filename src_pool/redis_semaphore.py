@@ -204,6 +204,7 @@ class _Bound:
     held: dict[str, asyncio.Task[Any] | None] = field(default_factory=dict)  # holder id -> owner
     lost: set[str] = field(default_factory=set)
     renewer: asyncio.Task[None] | None = None
+    leaving: set[asyncio.Task[None]] = field(default_factory=set)  # clean-ups after a failed acquire
 
 
 class _Failures:
@@ -379,8 +380,8 @@ class RedisSemaphore:
             asked = True
             got = await self._take(bound, holder, timeout, deadline)
         except BaseException:
-            if asked:
-                await self._shielded(self._leave(bound, holder, budget=min(2.0, self._connect_timeout)))
+            if asked:  # timed out, cancelled or cut off: Redis may hold a place in line, even a slot
+                self._leave_later(bound, holder)
             raise
         finally:
             with contextlib.suppress(ValueError):
@@ -437,7 +438,7 @@ class RedisSemaphore:
         now = time.monotonic()
         if now - failures.since >= self._connect_timeout:
             raise self._unavailable(exc) from None
-        delay = failures.backoff.next_delay()
+        delay = min(failures.backoff.next_delay(), failures.since + self._connect_timeout - now)
         if deadline is not None:
             if now >= deadline:
                 raise self._timed_out(timeout, exc) from None
@@ -483,7 +484,7 @@ class RedisSemaphore:
                 if left <= 0:
                     self._log.warning(
                         "release",
-                        "src_pool.redis semaphore %s could not give a slot back on %s; "
+                        "src_pool.redis semaphore %s could not give a slot (or a place in line) back on %s; "
                         "it comes back when its lease ends (%g s)",
                         self.name,
                         redact_url(self._url),
@@ -492,6 +493,14 @@ class RedisSemaphore:
                     return
                 backoff = backoff or Backoff()
                 await asyncio.sleep(min(backoff.next_delay(), left))
+
+    def _leave_later(self, bound: _Bound, holder: str) -> None:
+        """Give up a place in line (or a slot whose reply was lost) in the
+        background: a caller that timed out or was cancelled returns at once."""
+        task = bound.loop.create_task(self._leave(bound, holder, budget=min(2.0, self._connect_timeout)))
+        bound.leaving.add(task)
+        task.add_done_callback(bound.leaving.discard)
+        task.add_done_callback(self._check_done)
 
     async def _shielded(self, work: Any) -> None:
         """Run ``work`` to its end even if the caller is cancelled meanwhile;
@@ -560,6 +569,10 @@ class RedisSemaphore:
             bound.renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await bound.renewer
+        if bound.leaving:
+            _, late = await asyncio.wait(set(bound.leaving), timeout=2.0)
+            for task in late:
+                task.cancel()
         for holder in list(bound.held):
             await self._leave(bound, holder, budget=min(2.0, self._connect_timeout))
         bound.held.clear()
