@@ -36,7 +36,13 @@ Flow control
     The item is taken *first*, and the rate-limit token acquired while the
     worker holds it: a worker waiting for a token, or sleeping before a
     retry, is busy with that item (qhealth counts it so), and the next item
-    stays in the queue where another process's worker can take it.
+    stays in the queue where another process's worker can take it. A
+    ``semaphore`` (``asyncio.Semaphore`` for one process,
+    :class:`~src_pool.redis_semaphore.RedisSemaphore` for all of them) caps
+    the handler calls in progress: a worker holds a slot around each call
+    (not while it sleeps before a retry), waits for it holding its item,
+    and takes the rate-limit token once it has the slot, right before the
+    call.
 
 Instrumentation
     On by default, through ``qhealth.default_monitor()`` unless a monitor is
@@ -57,6 +63,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -105,6 +112,22 @@ def describe(exc: BaseException) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 
+def holding_a_slot(
+    semaphore: AbstractAsyncContextManager[Any], limiter: Limiter | None, handler: Handler
+) -> Handler:
+    """``handler`` called inside ``semaphore``, with the rate-limit token
+    taken once the slot is held: a call that waited for a slot does not go
+    out on a token taken long before (calls would bunch up)."""
+
+    async def call(payload: Any) -> object:
+        async with semaphore:
+            if limiter is not None:
+                await limiter.acquire()
+            return await handler(payload)
+
+    return call
+
+
 class Pool:
     """Workers running ``handler(payload)`` for every item of a broker.
 
@@ -113,7 +136,9 @@ class Pool:
     (default) AIMD lowers the active ones on 429s, down to
     ``min_concurrency``, and grows them back (pass an :class:`AIMD` of your
     own to tune how). ``limiter``: a shared rate limit
-    acquired before every call of the handler. ``drain_timeout``: seconds
+    acquired before every call of the handler. ``semaphore``: any async
+    context manager that many tasks can enter at once, held around every
+    call of the handler (a concurrency cap). ``drain_timeout``: seconds
     :meth:`stop` lets in-flight items finish. ``rng``: the jitter source
     (seed it in tests).
     """
@@ -129,6 +154,7 @@ class Pool:
         min_concurrency: int = 1,
         adaptive: bool | AIMD = True,
         limiter: Limiter | None = None,
+        semaphore: AbstractAsyncContextManager[Any] | None = None,
         retry: RetryPolicy | None = None,
         drain_timeout: float = 30.0,
         monitor: Monitor | Literal[False] | None = None,
@@ -158,6 +184,19 @@ class Pool:
         else:
             self.aimd = AIMD(concurrency, minimum=min_concurrency) if adaptive else None
         self.limiter = limiter
+        self.semaphore = semaphore
+        # What the workers call, and the limiter they acquire before it:
+        # with a semaphore, the token is taken inside the slot (decided once;
+        # without one, the handler itself and no extra call).
+        self._gate = limiter
+        if semaphore is not None:
+            if not (hasattr(semaphore, "__aenter__") and hasattr(semaphore, "__aexit__")):
+                raise TypeError(
+                    "semaphore must be an async context manager such as asyncio.Semaphore(n) or "
+                    f"src_pool.redis_semaphore.RedisSemaphore, got {semaphore!r}"
+                )
+            self._handler = holding_a_slot(semaphore, limiter, handler)
+            self._gate = None
         self.retry_policy = retry or RetryPolicy()
         self._rng = rng or random.Random()
         self._sleep = sleep
@@ -299,7 +338,7 @@ class Pool:
         get_nowait = self.broker.get_nowait
         ack = self.broker.ack
         handler = self._handler
-        limiter = self.limiter
+        limiter = self._gate
         counting = not self._counted_by_broker
         every = self._observe_every
         countdown = every
@@ -363,8 +402,8 @@ class Pool:
             probe.started()
         epoch = self._epoch
         try:
-            if self.limiter is not None:
-                await self.limiter.acquire()
+            if self._gate is not None:
+                await self._gate.acquire()
             if counting:
                 probe.attempted()
             await self._handler(envelope.payload)
@@ -442,8 +481,8 @@ class Pool:
             try:
                 await self._sleep(delay)  # holding the item: the worker stays busy
                 epoch = self._epoch
-                if self.limiter is not None:
-                    await self.limiter.acquire()
+                if self._gate is not None:
+                    await self._gate.acquire()
                 probe.attempted()
                 await self._handler(envelope.payload)
             except BaseException as again:  # looped back to the top
