@@ -163,9 +163,10 @@ def test_two_processes_sharing_a_cap_of_3_never_make_more_than_3_calls_at_once(
     """seed: the semaphore caps concurrency per process only: two processes
     made 6 concurrent calls against a "cap of 3"."""
     most, spans = run_two_callers(redis_server.url, unique_name("sem"), "redis")
+    assert most <= 3, f"{most} calls in progress at once against a shared cap of 3"
+    assert most == 3, f"at most {most} calls at once: the cap of 3 was never used in full"
     assert [n for _, _, n in spans] == [30, 30]
     assert overlap(spans) > 0.1, f"the two processes did not run at the same time: {spans}"
-    assert most == 3, f"{most} calls in progress at once against a shared cap of 3"
 
 
 @pytest.mark.slow
@@ -304,6 +305,38 @@ async def test_waiters_of_several_processes_are_served_in_the_order_they_came(
     async with asyncio.timeout(5):
         await asyncio.gather(*tasks)
     assert order == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+async def test_a_freed_slot_goes_to_the_process_that_waited_not_to_a_newcomer(
+    semaphores: Make, watcher: aioredis.Redis
+) -> None:
+    name = unique_name("sem")
+    sem, newcomer = semaphores(name, 1, lease_s=1.0), semaphores(name, 1, lease_s=1.0)
+    holder = await sem.acquire()
+    waiter = subprocess.Popen(  # waits in line, then prints "holding"
+        [sys.executable, "-c", HOLDER, sem._url, name],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        await wait_until(lambda: _is(watcher.zcard(f"{sem.prefix}:line"), 1), timeout=20)
+        waiter.send_signal(signal.SIGSTOP)  # slow to wake: it cannot answer the release yet
+        await sem.release(holder)
+        with pytest.raises(TimeoutError):
+            await newcomer.acquire(timeout=0)
+        waiter.send_signal(signal.SIGCONT)
+        assert waiter.stdout is not None
+        async with asyncio.timeout(5):
+            line = await asyncio.to_thread(waiter.stdout.readline)
+        assert line.strip() == "holding"
+    finally:
+        waiter.kill()
+        waiter.wait()
+        if waiter.stdout is not None:
+            waiter.stdout.close()
 
 
 async def test_tasks_of_one_process_share_its_slots_up_to_the_limit(semaphores: Make) -> None:
