@@ -469,7 +469,13 @@ class RedisSemaphore:
         if not bound.held and bound.renewer is not None:
             bound.renewer.cancel()  # nothing to renew: an idle semaphore sends nothing
             bound.renewer = None
-        await self._shielded(self._leave(bound, holder, budget=min(self.lease_s, self._connect_timeout)))
+        try:
+            await self._leave(bound, holder, budget=min(self.lease_s, self._connect_timeout))
+        except asyncio.CancelledError:
+            self._leave_later(bound, holder)  # a cancelled release still gives the slot back
+            raise
+        except Exception as exc:  # the call it guarded did run: log, never fail it
+            self._log_leave_failed(exc)
 
     async def _leave(self, bound: _Bound, holder: str, budget: float) -> None:
         deadline = time.monotonic() + budget
@@ -502,23 +508,17 @@ class RedisSemaphore:
         task.add_done_callback(bound.leaving.discard)
         task.add_done_callback(self._check_done)
 
-    async def _shielded(self, work: Any) -> None:
-        """Run ``work`` to its end even if the caller is cancelled meanwhile;
-        a failure is logged (by :meth:`_check_done`), not raised."""
-        task: asyncio.Task[None] = asyncio.ensure_future(work)
-        task.add_done_callback(self._check_done)
-        with contextlib.suppress(Exception):
-            await asyncio.shield(task)
-
     def _check_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (exc := task.exception()) is not None:
-            self._log.warning(
-                "leave-failed",
-                "src_pool.redis semaphore %s: giving a slot back failed (%s); "
-                "it comes back when its lease ends",
-                self.name,
-                self._error_text(exc),
-            )
+            self._log_leave_failed(exc)
+
+    def _log_leave_failed(self, exc: BaseException) -> None:
+        self._log.warning(
+            "leave-failed",
+            "src_pool.redis semaphore %s: giving a slot back failed (%s); it comes back when its lease ends",
+            self.name,
+            self._error_text(exc),
+        )
 
     # -- renewing ------------------------------------------------------------------
 
