@@ -36,6 +36,11 @@ Waiting, without polling
     line ``lease_s`` after its last re-check, so no one waits behind it for
     ever; a waiter that times out or is cancelled leaves at once.
 
+Keys
+    ``src_pool:sem:{name}:`` ``holders``, ``line``, ``alive`` (sorted sets,
+    gone when empty), ``wake:<process>`` (expire after a lease) and ``seq``
+    (the arrival counter: one integer that stays).
+
 Connections
     ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs, AUTH in the URL,
     a standalone server (wake-up lists are named by the scripts, like the
@@ -231,8 +236,9 @@ class RedisSemaphore:
     ``redis.asyncio.Redis.from_url`` (TLS files, ...).
 
     Holds no event loop until used, so it can be made at import time; its
-    connections belong to the loop that uses it (a later loop gets its own).
-    ``await sem.aclose()`` gives back what it holds and closes them.
+    connections belong to the loop that uses it (a later loop gets its own:
+    use it from one loop at a time). ``await sem.aclose()``, once nobody
+    waits, gives back what it holds and closes them.
     """
 
     def __init__(
