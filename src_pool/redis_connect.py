@@ -43,7 +43,8 @@ def import_redis() -> Any:
         import redis.asyncio
     except ImportError as exc:  # pragma: no cover - exercised only without redis installed
         raise ImportError(
-            "src_pool's Redis broker requires the redis package installed: pip install 'qhealth[redis]'"
+            "src_pool on Redis (broker, rate limiter, semaphore) requires the redis package installed: "
+            "pip install 'qhealth[redis]'"
         ) from exc
     return redis.asyncio
 
