@@ -25,6 +25,7 @@ import pytest
 from src_pool import BrokerClosed, BrokerError, Envelope, PayloadError, QueueFull
 from src_pool.rabbit_broker import RabbitBroker
 from src_pool.rabbit_connect import RabbitUnavailable, redact_url
+from tests.broker_helpers import drain
 from tests.integration_brokers import amqp_url, free_port, unique
 
 __all__ = ["amqp_url"]  # fixtures used by this module
@@ -51,18 +52,6 @@ async def make(amqp_url: str) -> AsyncIterator[Factory]:
         await broker.close()
     for queue in {b.name for b in made}:
         await RabbitBroker(amqp_url, queue).delete()
-
-
-async def drain(broker: RabbitBroker, n: int, timeout: float = 5.0) -> list[Any]:
-    """Take and acknowledge ``n`` items; their payloads in the order taken."""
-    payloads: list[Any] = []
-    async with asyncio.timeout(timeout):
-        while len(payloads) < n:
-            for envelope in await broker.fetch(n - len(payloads)):
-                payloads.append(envelope.payload)
-                broker.ack(envelope)
-    await broker.flush()
-    return payloads
 
 
 async def raw_publish(url: str, queue: str, body: bytes, **props: Any) -> None:

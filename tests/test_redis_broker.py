@@ -21,6 +21,7 @@ import pytest
 from src_pool import BrokerClosed, Envelope, PayloadError, QueueFull
 from src_pool.redis_broker import RedisBroker
 from src_pool.redis_connect import RedisUnavailable, redact_url
+from tests.broker_helpers import drain
 from tests.redis_server import RedisServer, redis_factory, redis_server, unique_name
 
 __all__ = ["redis_factory", "redis_server"]  # fixtures used by this module
@@ -56,17 +57,6 @@ async def abandon(broker: RedisBroker) -> None:
     if tasks:
         await asyncio.wait(tasks, timeout=2.0)
     await broker._disconnect()
-
-
-async def drain(broker: RedisBroker, n: int, timeout: float = 5.0) -> list[Any]:
-    payloads: list[Any] = []
-    async with asyncio.timeout(timeout):
-        while len(payloads) < n:
-            for envelope in await broker.fetch(n - len(payloads)):
-                payloads.append(envelope.payload)
-                broker.ack(envelope)
-    await broker.flush()
-    return payloads
 
 
 # -- order and priorities -------------------------------------------------------
