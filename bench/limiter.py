@@ -153,9 +153,14 @@ def main() -> None:
     results = [
         asyncio.run(run(name, make, args.limit, args.seconds)) for name, make in variants(args.limit).items()
     ]
+    print_results(results, args.limit, args.seconds, "limiter")
+
+
+def print_results(results: list[Result], limit: int, seconds: float, summary: str) -> None:
+    """The table, then the summary line for the recommended set-up (the second row)."""
     print(
-        f"{WORKERS} eager workers, downstream: at most {args.limit} calls in any 1 s window "
-        f"(429 + Retry-After: 1 beyond), {CALL_S * 1000:.0f} ms per call, {args.seconds:g} s per limiter"
+        f"{WORKERS} eager workers, downstream: at most {limit} calls in any 1 s window "
+        f"(429 + Retry-After: 1 beyond), {CALL_S * 1000:.0f} ms per call, {seconds:g} s per limiter"
     )
     print()
     print(
@@ -168,7 +173,7 @@ def main() -> None:
         )
     recommended = results[1]
     print()
-    print(f"limiter: 429 share {recommended.share_429:.4f}, achieved {recommended.achieved:.2f} of limit")
+    print(f"{summary}: 429 share {recommended.share_429:.4f}, achieved {recommended.achieved:.2f} of limit")
 
 
 if __name__ == "__main__":

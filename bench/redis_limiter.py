@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from limiter import CALL_S, HEADROOM, WORKERS, Result, run
+from limiter import HEADROOM, Result, print_results, run
 
 from src_pool import Limiter, TokenBucket
 from src_pool.redis_limiter import RedisRateLimiter
@@ -102,24 +102,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(10)
-    print(
-        f"{WORKERS} eager workers, downstream: at most {args.limit} calls in any 1 s window "
-        f"(429 + Retry-After: 1 beyond), {CALL_S * 1000:.0f} ms per call, {args.seconds:g} s per limiter"
-    )
-    print()
-    print(
-        f"{'limiter':44} {'calls in 1st s':>14} {'accepted':>9} {'429s':>6} {'429 share':>10} {'of limit':>9}"
-    )
-    for r in results:
-        print(
-            f"{r.name:44} {r.first_second:14d} {r.accepted:9d} {r.rejected:6d} "
-            f"{r.share_429:10.4f} {r.achieved:9.2f}"
-        )
-    recommended = results[1]
-    print()
-    print(
-        f"redis limiter: 429 share {recommended.share_429:.4f}, achieved {recommended.achieved:.2f} of limit"
-    )
+    print_results(results, args.limit, args.seconds, "redis limiter")
 
 
 if __name__ == "__main__":
