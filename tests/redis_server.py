@@ -25,14 +25,9 @@ from typing import Any
 
 import pytest
 
+from tests.services import free_port
+
 START_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def unique_name(prefix: str = "t") -> str:

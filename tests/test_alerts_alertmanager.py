@@ -4,13 +4,14 @@ checked on a real Alertmanager."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
+
+from tests.services import free_port, wait_ready
 
 from .conftest import ROOT
 from .test_rules import need_tool, run
@@ -46,12 +47,6 @@ def test_alerts_are_routed_by_severity(labels: list[str], receiver: str) -> None
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str) -> object:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.load(response)
@@ -61,7 +56,7 @@ def _get(url: str) -> object:
 def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A throwaway Alertmanager (no clustering) loaded with the example config."""
     binary = need_tool("prometheus-alertmanager", "prometheus-alertmanager")
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path_factory.mktemp("alertmanager")
     log = (workdir / "log").open("w")
     process = subprocess.Popen(
@@ -77,16 +72,7 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    pytest.fail(f"Alertmanager did not start: {(workdir / 'log').read_text()[-2000:]}")
-                time.sleep(0.1)
+        wait_ready(f"{url}/-/ready", process, workdir / "log", "Alertmanager", timeout=15)
         yield url
     finally:
         process.terminate()

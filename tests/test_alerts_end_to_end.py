@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import queue
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -34,6 +33,7 @@ from alerts import rules
 from alerts.config import DEFAULT_ALERTS, RulesConfig
 from dashboards import queue_health
 from qhealth import ClassifierConfig, Monitor
+from tests.services import free_port, wait_ready
 
 from .test_dashboards import panel_queries
 from .test_rules import need_tool
@@ -48,12 +48,6 @@ SCALED = RulesConfig(
     alerts=tuple(replace(alert, for_s=5) for alert in DEFAULT_ALERTS),
     keep_firing_for_s=5,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -146,7 +140,7 @@ def prometheus(boom_bust_pool: tuple[str, str], tmp_path: Path) -> Iterator[str]
     }
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "prometheus.log").open("w")
     process = subprocess.Popen(
         [
@@ -160,18 +154,7 @@ def prometheus(boom_bust_pool: tuple[str, str], tmp_path: Path) -> Iterator[str]
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    pytest.fail(
-                        f"Prometheus did not start: {(tmp_path / 'prometheus.log').read_text()[-2000:]}"
-                    )
-                time.sleep(0.1)
+        wait_ready(f"{url}/-/ready", process, tmp_path / "prometheus.log", "Prometheus", timeout=15)
         yield url
     finally:
         process.terminate()

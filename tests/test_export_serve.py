@@ -19,8 +19,9 @@ import qhealth
 from qhealth.cli import main
 from qhealth.cli.serve import DEFAULT_LISTEN, Replay
 from qhealth.prometheus import register
+from tests.services import free_port
 
-from .test_export_support import FakeClock, free_port, labels, scrape
+from .test_export_support import FakeClock, labels, scrape
 from .test_prometheus_multiprocess import Worker
 
 

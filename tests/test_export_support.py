@@ -4,7 +4,6 @@ from the spec file itself, a monitor driven by a fake clock, and scraping a regi
 from __future__ import annotations
 
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,12 +81,6 @@ def families(registry: CollectorRegistry) -> dict[str, str]:
         name = family.name + "_total" if family.type == "counter" else family.name
         out[name] = family.type
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def labels(**kv: str) -> frozenset[tuple[str, str]]:

@@ -20,8 +20,7 @@ from prometheus_client import CollectorRegistry
 import qhealth
 from qhealth._http import HttpServer
 from qhealth.prometheus import serve
-
-from .test_export_support import free_port
+from tests.services import free_port, wait_ready
 
 QUEUE = "e2e-orders"
 
@@ -54,21 +53,9 @@ class Prometheus:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        self._wait_ready(directory)
-
-    def _wait_ready(self, directory: Path) -> None:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"prometheus exited: {(directory / 'prometheus.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        pytest.fail("prometheus did not become ready within 20 s")
+        wait_ready(
+            f"http://127.0.0.1:{self.port}/-/ready", self.proc, directory / "prometheus.log", "Prometheus"
+        )
 
     def query(self, expr: str) -> dict[frozenset[tuple[str, str]], float]:
         """{labels: value} of an instant query."""
