@@ -125,13 +125,3 @@ class Window:
 
     def __iter__(self) -> Iterator[Sample]:
         return iter(self._samples)
-
-    def total(self, field: str) -> float | None:
-        """Sum of one counter's increases over the window (None if any is unknown)."""
-        total = 0.0
-        for iv in self._intervals:
-            value = getattr(iv, field)
-            if value is None:
-                return None
-            total += value
-        return total
