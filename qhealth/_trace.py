@@ -20,16 +20,8 @@ from typing import IO, Any, TypeGuard
 
 from ._sample import SAMPLE_FIELDS, TRACE_FORMAT, TRACE_VERSION, Sample, TraceHeader
 
-_INT_FIELDS = (
-    "depth",
-    "workers",
-    "busy",
-    "enqueued_total",
-    "processed_total",
-    "failed_total",
-    "attempts_total",
-    "rate_limited_total",
-)
+#: Counts are integers; only the time and the idle worker-seconds are not.
+_INT_FIELDS = frozenset(SAMPLE_FIELDS) - {"t", "idle_s_total"}
 _NULLABLE = frozenset(SAMPLE_FIELDS) - {"t", "depth"}
 
 
