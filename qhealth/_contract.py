@@ -9,7 +9,7 @@ written down once. Nothing here imports prometheus_client or OpenTelemetry.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -81,6 +81,20 @@ QUEUE_OLDEST_AGE = _m(
     "s",
     G,
     "Age of the oldest waiting item, where the source knows it.",
+)
+SOURCE_UP = _m(
+    "qhealth_source_up",
+    "qhealth.source.up",
+    "{status}",
+    G,
+    "1 when the last read of the queue's source succeeded, 0 when it failed.",
+)
+LAST_SAMPLE_TIMESTAMP = _m(
+    "qhealth_last_sample_timestamp_seconds",
+    "qhealth.last_sample.timestamp",
+    "s",
+    G,
+    "Unix time of the queue's last successful sample.",
 )
 ITEMS_ENQUEUED = _m(
     "qhealth_items_enqueued_total", "qhealth.items.enqueued", "{item}", C, "Items put on the queue."
@@ -154,6 +168,8 @@ METRICS: tuple[MetricSpec, ...] = (
     WORKERS,
     WORKERS_BUSY,
     QUEUE_OLDEST_AGE,
+    SOURCE_UP,
+    LAST_SAMPLE_TIMESTAMP,
     ITEMS_ENQUEUED,
     ITEMS_PROCESSED,
     ATTEMPTS,
@@ -202,20 +218,48 @@ def series_of(snapshot: QueueSnapshot) -> list[Series]:
     """Every gauge and counter value of one queue snapshot.
 
     A field the source does not know (``None``) gives no series: absent, never
-    a fake 0. ``qhealth_condition`` has one series per condition, always.
-    Polls appear once a worker has polled (blocking workers never do).
+    a fake 0. ``qhealth_condition`` has one series per condition, always, and
+    so has ``qhealth_source_up``. Polls appear once a worker has polled
+    (blocking workers never do).
+
+    While the source is down (``snapshot.source_up`` is False) the gauges and
+    the classifier's outputs are withdrawn rather than repeated as if current,
+    and every condition reads 0; the counters keep their last values (a total
+    stays true, it only stops growing), and ``qhealth_last_sample_timestamp_seconds``
+    says how old they are.
     """
     s, h = snapshot.sample, snapshot.health
-    out: list[Series] = [(QUEUE_DEPTH, (), float(s.depth))]
+    out: list[Series] = []
 
     def add(spec: MetricSpec, value: float | None, *labels: str) -> None:
         if value is not None:
             out.append((spec, labels, float(value)))
 
+    up = snapshot.source_up
+    add(SOURCE_UP, 1.0 if up else 0.0)
+    add(LAST_SAMPLE_TIMESTAMP, snapshot.sampled_at)
+    if not up:
+        if snapshot.sampled:
+            _add_counters(add, snapshot)
+        for condition in SEVERITY:
+            add(CONDITION, 0.0, str(condition))
+        return out
+    add(QUEUE_DEPTH, s.depth)
     add(QUEUE_CAPACITY, snapshot.capacity)
     add(WORKERS, s.workers)
     add(WORKERS_BUSY, s.busy)
     add(QUEUE_OLDEST_AGE, snapshot.oldest_age_s)
+    _add_counters(add, snapshot)
+    for condition in SEVERITY:
+        add(CONDITION, 1.0 if condition in h.conditions else 0.0, str(condition))
+    add(IDLE_RATIO, h.idle_ratio)
+    add(RATE_LIMITED_RATIO, h.rate_limited_ratio)
+    add(WORKERS_RECOMMENDED, h.workers_recommended)
+    return out
+
+
+def _add_counters(add: Callable[..., None], snapshot: QueueSnapshot) -> None:
+    s = snapshot.sample
     add(ITEMS_ENQUEUED, s.enqueued_total)
     if s.processed_total is not None and s.failed_total is not None:
         add(ITEMS_PROCESSED, max(s.processed_total - s.failed_total, 0), "success")
@@ -226,9 +270,3 @@ def series_of(snapshot: QueueSnapshot) -> list[Series]:
     if snapshot.polls_hit_total or snapshot.polls_empty_total:
         add(POLLS, snapshot.polls_hit_total, "hit")
         add(POLLS, snapshot.polls_empty_total, "empty")
-    for condition in SEVERITY:
-        add(CONDITION, 1.0 if condition in h.conditions else 0.0, str(condition))
-    add(IDLE_RATIO, h.idle_ratio)
-    add(RATE_LIMITED_RATIO, h.rate_limited_ratio)
-    add(WORKERS_RECOMMENDED, h.workers_recommended)
-    return out

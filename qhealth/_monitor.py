@@ -17,10 +17,10 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ._classifier import Classifier, Health
+from ._classifier import WARMING_UP, Classifier, Health
 from ._config import ClassifierConfig
 from ._log import ThrottledLog
 from ._probe import Clock, Probe, ThreadLocalProbes
@@ -49,6 +49,19 @@ class QueueSnapshot:
     waits: tuple[float, ...] = ()
     """Queue waits observed since the previous tick (bounded per tick)."""
     interval_s: float = DEFAULT_INTERVAL_S
+    source_up: bool = True
+    """False when the latest read of the queue's source failed (broker down, key
+    gone, wrong password). ``sample`` and ``health`` are then the last good ones,
+    kept for reference only: exporters withdraw them instead of serving them as
+    current (``shared/spec/metrics.md``)."""
+    sampled_at: float | None = None
+    """Unix time of ``sample``; None while the queue has never been read."""
+
+    @property
+    def sampled(self) -> bool:
+        """Whether ``sample`` is a real reading (not the placeholder of a queue
+        whose source has failed since it was first watched)."""
+        return self.sampled_at is not None
 
 
 class Listener:
@@ -57,6 +70,12 @@ class Listener:
 
     def on_tick(self, snapshot: QueueSnapshot) -> None:
         """Called once per queue per tick, from the monitor's ticker."""
+
+    def on_source_down(self, snapshot: QueueSnapshot) -> None:
+        """A read of the queue's source failed at this tick. ``snapshot`` has
+        ``source_up=False`` and the last good sample (if any): show the queue as
+        stale. Called at every tick while the source stays down; ``on_tick``
+        resumes when a read succeeds."""
 
     def on_unwatch(self, queue: str) -> None:
         """The queue is no longer watched: drop what you keep for it."""
@@ -104,6 +123,8 @@ class Monitor:
     ``interval`` is the sampling period in seconds; ``config`` the classifier
     settings (its ``window_s`` is the sliding window). ``clock`` must be
     monotonic; tests pass a fake one and drive :meth:`tick` themselves.
+    ``wall_clock`` (Unix time) stamps each sample for
+    ``qhealth_last_sample_timestamp_seconds``.
     """
 
     def __init__(
@@ -112,12 +133,14 @@ class Monitor:
         interval: float = DEFAULT_INTERVAL_S,
         config: ClassifierConfig | None = None,
         clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
     ) -> None:
         if not interval > 0 or not math.isfinite(interval):
             raise ValueError(f"monitor interval must be a positive number of seconds, got {interval!r}")
         self.interval = float(interval)
         self.config = config or ClassifierConfig()
         self._clock = clock
+        self._wall_clock = wall_clock
         self._t0 = clock()
         self._queues: dict[str, Watched] = {}
         self._listeners: list[Listener] = []
@@ -259,10 +282,14 @@ class Monitor:
             snapshot = self._tick_one(watched, now)
             if snapshot is None:
                 continue
-            results[watched.name] = snapshot
+            if snapshot.source_up:
+                results[watched.name] = snapshot
             for listener in self._listeners:
                 try:
-                    listener.on_tick(snapshot)
+                    if snapshot.source_up:
+                        listener.on_tick(snapshot)
+                    else:
+                        listener.on_source_down(snapshot)
                 except Exception:
                     self._log.exception(
                         f"listener:{type(listener).__name__}",
@@ -271,7 +298,32 @@ class Monitor:
                     )
         return results
 
+    def _down(self, watched: Watched, now: float) -> QueueSnapshot:
+        """The snapshot of a queue whose source failed at this tick: the last
+        good one marked stale, or a placeholder when there never was one."""
+        last = watched.latest
+        if last is not None:
+            down = replace(last, source_up=False, durations=(), waits=())
+        else:
+            t = now - self._t0
+            down = QueueSnapshot(
+                queue=watched.name,
+                sample=Sample(t=t, depth=0),
+                health=Health(t=t, state=WARMING_UP),
+                capacity=watched.capacity,
+                polls_hit_total=0,
+                polls_empty_total=0,
+                interval_s=self.interval,
+                source_up=False,
+            )
+        watched.latest = down
+        return down
+
     def _tick_one(self, watched: Watched, now: float) -> QueueSnapshot | None:
+        t = now - self._t0
+        last = watched.classifier.window.latest
+        if last is not None and t <= last.t:
+            return None  # two ticks at the same instant (a fake clock that did not move)
         source = watched.source
         try:
             reading: object = source.read() if source is not None else self._read_probes(watched, now)
@@ -279,9 +331,9 @@ class Monitor:
             self._log.exception(
                 f"source:{watched.name}", "qhealth: source of queue %r failed; sample skipped", watched.name
             )
-            return None
+            return self._down(watched, now)
         if reading is None:
-            return None
+            return self._down(watched, now)
         if not isinstance(reading, Reading):
             self._log.warning(
                 f"source-value:{watched.name}",
@@ -289,11 +341,7 @@ class Monitor:
                 watched.name,
                 type(reading).__name__,
             )
-            return None
-        t = now - self._t0
-        last = watched.classifier.window.latest
-        if last is not None and t <= last.t:
-            return None  # two ticks at the same instant (a fake clock that did not move)
+            return self._down(watched, now)
         busy, workers = reading.busy, reading.workers
         sample = Sample(
             t=t,
@@ -318,6 +366,7 @@ class Monitor:
             durations=reading.durations,
             waits=reading.waits,
             interval_s=self.interval,
+            sampled_at=self._wall_clock(),
         )
         watched.latest = snapshot
         return snapshot

@@ -393,7 +393,7 @@ def serve(
 
 # -- multiprocess mode ------------------------------------------------------------------
 
-_GaugeMode = Literal["livesum", "livemax"]
+_GaugeMode = Literal["livesum", "livemax", "livemin"]
 
 #: How each gauge merges across live processes (see the module docstring).
 _GAUGE_MODES: dict[MetricSpec, _GaugeMode] = {
@@ -402,6 +402,10 @@ _GAUGE_MODES: dict[MetricSpec, _GaugeMode] = {
     c.WORKERS: "livesum",
     c.WORKERS_BUSY: "livesum",
     c.QUEUE_OLDEST_AGE: "livemax",
+    # Any live process whose source is down makes the queue down; the stalest
+    # live process says how old the pooled values are.
+    c.SOURCE_UP: "livemin",
+    c.LAST_SAMPLE_TIMESTAMP: "livemin",
     c.CONDITION: "livemax",
     c.IDLE_RATIO: "livemax",
     c.RATE_LIMITED_RATIO: "livemax",
@@ -488,6 +492,12 @@ class MultiProcessExporter(Listener):
         remove = getattr(self._monitor, "remove_listener", None)
         if callable(remove):
             remove(self)
+
+    def on_source_down(self, snapshot: QueueSnapshot) -> None:
+        """``qhealth_source_up`` 0 and every condition 0. The other gauges keep
+        their last values: prometheus-client cannot remove a series from the
+        multiprocess files, so alert on ``qhealth_source_up`` as the rules do."""
+        self.on_tick(snapshot)
 
     def on_tick(self, snapshot: QueueSnapshot) -> None:
         queue = snapshot.queue

@@ -105,6 +105,10 @@ class StatusPage(Listener):
             self._last[queue] = snapshot
             history.append(_point(previous, snapshot))
 
+    def on_source_down(self, snapshot: QueueSnapshot) -> None:
+        """Nothing to add to the history: the card shows the queue as stale
+        (``render`` reads the source's snapshot, which says the source is down)."""
+
     def poll(self) -> None:
         """Take the source's latest snapshots into the history (for a source
         that has no listeners): each new sample once, an unchanged one not again."""
@@ -135,7 +139,8 @@ class StatusPage(Listener):
             histories = {q: list(h) for q, h in self._history.items()}
         ordered = sorted(snapshots.values(), key=_sort_key)
         shown, hidden = ordered[:MAX_QUEUES], len(ordered) - MAX_QUEUES
-        cards = "\n".join(_card(s, histories.get(s.queue, [])) for s in shown)
+        now = self._clock()
+        cards = "\n".join(_card(s, histories.get(s.queue, []), now) for s in shown)
         if not shown:
             cards = '<p class="empty">No queue sampled yet: the first tick comes within one interval.</p>'
         if hidden > 0:
@@ -178,7 +183,8 @@ def _point(previous: QueueSnapshot | None, snapshot: QueueSnapshot) -> _Point:
 
 
 def _sort_key(snapshot: QueueSnapshot) -> tuple[int, str]:
-    rank = _SEVERITY_RANK.get(snapshot.health.state, len(SEVERITY))
+    # A queue whose source is down first: nothing else about it can be trusted.
+    rank = -1 if not snapshot.source_up else _SEVERITY_RANK.get(snapshot.health.state, len(SEVERITY))
     return rank, snapshot.queue
 
 
@@ -269,9 +275,32 @@ def _strip(states: Sequence[str], *, width: int = 220, height: int = 10) -> str:
     )
 
 
-def _card(snapshot: QueueSnapshot, history: Sequence[_Point]) -> str:
+STALE = "stale"
+_STALE_COLOR = "#6b7280"
+
+
+def _stale_note(snapshot: QueueSnapshot, now: float) -> str:
+    if snapshot.sampled_at is None:
+        return "<li><b>stale</b>: the source of this queue has failed at every read so far</li>"
+    age = max(0.0, now - snapshot.sampled_at)
+    return (
+        f"<li><b>stale</b>: the last read of this queue's source failed; its last sample is "
+        f"{_num(round(age))} s old, and nothing is judged until the source answers again</li>"
+    )
+
+
+def _card(snapshot: QueueSnapshot, history: Sequence[_Point], now: float | None = None) -> str:
     sample, health = snapshot.sample, snapshot.health
     name = html.escape(snapshot.queue)
+    if not snapshot.source_up:
+        stale_badge = f'<span class="badge" style="background:{_STALE_COLOR}">{STALE}</span>'
+        stale = _stale_note(snapshot, time.time() if now is None else now)
+        return (
+            f'<section class="card" data-queue="{name}" data-state="{STALE}">'
+            f"<h2>{name} {stale_badge}</h2>"
+            f'<ul class="findings">{stale}</ul>'
+            "</section>"
+        )
     findings = "".join(
         f'<li><b style="color:{_color(str(f.condition))}">{html.escape(str(f.condition))}</b>: '
         f'{html.escape(f.reason)}<br><span class="fix">fix: {html.escape(f.hint)}</span></li>'

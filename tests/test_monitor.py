@@ -94,6 +94,53 @@ def test_a_failing_depth_source_skips_the_sample_and_logs_once(caplog: pytest.Lo
     assert len(failures) == 1, "logged once per interval, not once per tick"
 
 
+def test_a_failed_read_marks_the_queue_down_and_keeps_its_last_sample_as_stale() -> None:
+    clock = FakeClock()
+    monitor = Monitor(clock=clock, wall_clock=lambda: 1_700_000_000.0 + clock.t)
+    depth: dict[str, object] = {"value": 3}
+
+    def read() -> int:
+        if isinstance(depth["value"], Exception):
+            raise depth["value"]
+        return int(depth["value"])  # type: ignore[call-overload]
+
+    monitor.watch("emails", depth=read, workers=2)
+    heard = Recorder()
+    down: list[QueueSnapshot] = []
+    heard.on_source_down = down.append  # type: ignore[method-assign]
+    monitor.add_listener(heard)
+    clock.advance(1)
+    good = monitor.tick()["emails"]
+    assert good.source_up and good.sampled_at == 1_700_000_000.0 + clock.t
+
+    depth["value"] = ConnectionError("broker down")
+    clock.advance(1)
+    assert monitor.tick() == {}, "a failed read is no sample"
+    stale = monitor.snapshot("emails")
+    assert stale is not None and not stale.source_up
+    assert stale.sample == good.sample and stale.sampled_at == good.sampled_at
+    assert [s.source_up for s in down] == [False] and len(heard.snapshots) == 1
+
+    depth["value"] = 5
+    clock.advance(1)
+    back = monitor.tick()["emails"]
+    assert back.source_up and back.sample.depth == 5 and back.sampled_at == 1_700_000_000.0 + clock.t
+
+
+def test_a_queue_whose_source_never_answered_is_down_without_a_sample() -> None:
+    clock = FakeClock()
+    monitor = Monitor(clock=clock)
+
+    def broken() -> int:
+        raise ConnectionError("refused")
+
+    monitor.watch("q", depth=broken)
+    clock.advance(1)
+    monitor.tick()
+    snapshot = monitor.snapshot("q")
+    assert snapshot is not None and not snapshot.source_up and not snapshot.sampled
+
+
 @pytest.mark.parametrize("bad", [-1, 2.5, "3", True])
 def test_a_depth_that_is_not_a_count_is_refused(bad: object) -> None:
     clock = FakeClock()

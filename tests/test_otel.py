@@ -132,7 +132,7 @@ def test_unknown_fields_are_not_observed() -> None:
     instrument(_Sidecar(), provider)
     got = Collected(reader)
     provider.shutdown()
-    assert set(got.metrics) == {"qhealth.queue.depth", "qhealth.condition"}
+    assert set(got.metrics) == {"qhealth.queue.depth", "qhealth.condition", "qhealth.source.up"}
 
 
 def test_an_unwatched_queue_is_no_longer_observed() -> None:

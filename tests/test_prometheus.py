@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -53,7 +54,7 @@ def registry() -> CollectorRegistry:
 
 def test_the_contract_module_matches_the_spec_file() -> None:
     rows = {r.prometheus: r for r in spec_rows()}
-    assert len(rows) == 17, "the spec lists 17 metrics"
+    assert len(rows) == 19, "the spec lists 19 metrics"
     ours = {m.prometheus: m for m in c.METRICS}
     assert set(ours) == set(rows)
     for name, row in rows.items():
@@ -176,7 +177,59 @@ class _Sidecar:
 
 def test_unknown_fields_give_absent_series_never_a_fake_zero(registry: CollectorRegistry) -> None:
     register(_Sidecar(), registry)
-    assert {k[0] for k in scrape(registry)} == {"qhealth_queue_depth", "qhealth_condition"}
+    assert {k[0] for k in scrape(registry)} == {
+        "qhealth_queue_depth",
+        "qhealth_condition",
+        "qhealth_source_up",  # always present for a watched queue
+    }
+
+
+def test_a_sampled_queue_is_up_with_the_time_of_its_sample(registry: CollectorRegistry) -> None:
+    monitor, clock = fake_monitor()
+    monitor.watch("q", workers=1)
+    clock.now = 1.0
+    monitor.tick()
+    register(monitor, registry)
+    got = scrape(registry)
+    assert got[("qhealth_source_up", labels(queue="q"))] == 1
+    stamp = got[("qhealth_last_sample_timestamp_seconds", labels(queue="q"))]
+    assert abs(stamp - time.time()) < 60, "Unix time of the sample"
+
+
+def test_while_a_source_is_down_its_gauges_are_withdrawn_and_its_conditions_read_zero(
+    registry: CollectorRegistry,
+) -> None:
+    monitor, clock = fake_monitor(window_s=4.0)
+    failing = {"now": False}
+
+    def depth() -> int:
+        if failing["now"]:
+            raise ConnectionError("redis is down")
+        return 9
+
+    monitor.watch("q", depth=depth, workers=2, capacity=10)  # items wait, nothing processed: stalled
+    for t in range(1, 12):
+        clock.now = float(t)
+        monitor.tick()
+    register(monitor, registry)
+    before = scrape(registry)
+    assert before[("qhealth_condition", labels(queue="q", condition="stalled"))] == 1
+    failing["now"] = True
+    clock.now = 12.0
+    monitor.tick()
+    after = scrape(registry)
+    names = {name for name, _ in after}
+    assert after[("qhealth_source_up", labels(queue="q"))] == 0
+    assert (
+        after[("qhealth_last_sample_timestamp_seconds", labels(queue="q"))]
+        == (before[("qhealth_last_sample_timestamp_seconds", labels(queue="q"))])
+    )
+    for gone in ("qhealth_queue_depth", "qhealth_queue_capacity", "qhealth_workers", "qhealth_workers_busy"):
+        assert gone not in names, f"{gone} served from a stale sample"
+    assert {v for (name, _), v in after.items() if name == "qhealth_condition"} == {0.0}
+    assert after[("qhealth_items_processed_total", labels(queue="q", outcome="success"))] == 0, (
+        "counters keep their last value"
+    )
 
 
 def test_histograms_accumulate_the_observations_drained_at_each_tick(registry: CollectorRegistry) -> None:

@@ -48,16 +48,17 @@ class TraceSource:
 def replaying_monitor(names: dict[str, str]) -> tuple[qhealth.Monitor, FakeClock, int]:
     """A monitor watching example traces (1 s sampling) under new queue names,
     ``{queue: trace file stem}``. Returns it with its clock and the number of
-    ticks that plays every trace to its end (tick it with :func:`play`)."""
+    ticks that plays the shortest trace to its end (tick it with :func:`play`):
+    a trace that has ended has no reading, and its queue would show as stale."""
     clock = FakeClock()
     monitor = qhealth.Monitor(interval=1.0, clock=clock)
-    longest = 0
+    shortest = 0
     for queue, stem in names.items():
         trace = qhealth.read_trace(TRACES / f"{stem}.jsonl")
         assert trace.header.interval_s == 1.0, stem
         monitor.watch_source(queue, TraceSource(trace), capacity=trace.header.capacity)
-        longest = max(longest, len(trace.samples))
-    return monitor, clock, longest
+        shortest = min(shortest, len(trace.samples)) if shortest else len(trace.samples)
+    return monitor, clock, shortest
 
 
 def play(monitor: qhealth.Monitor, clock: FakeClock, ticks: int) -> None:

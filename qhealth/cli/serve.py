@@ -210,6 +210,7 @@ class Replay:
             polls_hit_total=0,
             polls_empty_total=0,
             interval_s=header.interval_s,
+            sampled_at=time.time(),
         )
         if self._on_change is not None and (
             previous is None or previous.state != health.state or previous.conditions != health.conditions
