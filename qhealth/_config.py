@@ -68,15 +68,28 @@ class ClassifierConfig:
     """Fewer calls than this in the window are too few to judge a share on."""
 
     # -- boom-bust -------------------------------------------------------------
-    boom_bust_backlog_on: float = 0.25
-    """Share of samples showing idle workers next to a backlog that could
-    occupy every one of them (workers asleep in step while work piles up)."""
-    boom_bust_backlog_off: float = 0.12
-    boom_bust_on: float = 0.10
-    """When idle time is known, it must confirm: this share of worker-time was
-    spent idle while items waited (idle accrued over intervals that had a
-    backlog at both ends; true whatever the sampling phase)."""
-    boom_bust_off: float = 0.05
+    boom_bust_idle_capacity_on: float = 0.10
+    """How much: share of the pool's workers idle while items waited for them
+    (mean of min(depth, idle workers) / workers over the samples). A blocking
+    pool shows about 0; in-step pollers leave each cycle's pile-up next to
+    sleeping workers, at any sampling phase."""
+    boom_bust_idle_capacity_off: float = 0.05
+    boom_bust_idle_wait_on: float = 0.09
+    """How long, in seconds: an item's wait next to an idle worker, by
+    Little's law. Consumers that back off for a moment, or many pollers out of
+    step, keep it a fraction of this; a pool that sleeps in step keeps each
+    cycle's arrivals waiting for much longer."""
+    boom_bust_idle_wait_off: float = 0.05
+    boom_bust_busy_excess_on: float = 0.20
+    """In step with the samples: share of workers busy at the sampling instants
+    minus the share busy over time (from idle time). Sampling at a multiple of
+    the poll period catches pollers at the same phase every time; a pool whose
+    work follows no clock shows about 0."""
+    boom_bust_busy_excess_off: float = 0.10
+    boom_bust_waiting_idle_on: float = 0.20
+    """With the busy excess: share of samples with items waiting next to an
+    idle worker, which a blocking pool never shows."""
+    boom_bust_waiting_idle_off: float = 0.10
 
     # -- idle --------------------------------------------------------------------
     idle_on: float = 0.90
@@ -110,6 +123,8 @@ class ClassifierConfig:
             "overflow_inflow_off",
             "rate_limited_min_calls",
             "min_workers",
+            "boom_bust_idle_wait_on",
+            "boom_bust_idle_wait_off",
         }
         for f in fields(self):
             value = getattr(self, f.name)
