@@ -10,6 +10,7 @@ numbers behind it and a fix, plus what could not be judged and why.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -176,7 +177,11 @@ def _rate_limited(ev: Evaluation) -> Finding:
 def _boom_bust(ev: Evaluation) -> Finding:
     details = []
     capacity_share, wait = ev.measure("idle_capacity_share"), ev.measure("idle_wait_s")
-    if capacity_share is not None and wait is not None and capacity_share >= ev.cfg.boom_bust_idle_capacity_off:
+    if (
+        capacity_share is not None
+        and wait is not None
+        and capacity_share >= ev.cfg.boom_bust_idle_capacity_off
+    ):
         details.append(
             f"{_pct(capacity_share)} of the workers sat idle while items waited for them, "
             f"each item about {_fmt(wait)} s"
@@ -371,7 +376,7 @@ def _verdict(ev: Evaluation, previous: frozenset[Condition], capacity: int | Non
 
 
 def _median_interval(samples: Sequence[Sample]) -> float | None:
-    gaps = sorted(b.t - a.t for a, b in zip(samples, samples[1:], strict=False))
+    gaps = sorted(b.t - a.t for a, b in itertools.pairwise(samples))
     return gaps[len(gaps) // 2] if gaps else None
 
 

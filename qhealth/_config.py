@@ -2,7 +2,10 @@
 
 All thresholds are relative to the pool itself (its capacity, its workers, its
 own throughput and calls), never absolute depths or rates: the same defaults
-judge a 10-slot queue and a 10,000-slot one.
+judge a 10-slot queue and a 10,000-slot one. The one exception is the time an
+item waits next to an idle worker, which is seconds by nature: a moment is
+healthy, seconds cycle after cycle are boom-bust. Which measure each setting
+applies to is written in ``qhealth/_measures.py``.
 
 Each condition turns on when its measure over the whole window crosses the
 ``*_on`` threshold, and turns off only when the measure over the most recent
@@ -34,9 +37,6 @@ class ClassifierConfig:
     clear_fraction: float = 0.5
     """An active condition is re-judged on this most recent part of the window
     (against its ``*_off`` threshold) so that it clears within one window."""
-    dwell_fraction: float = 0.25
-    """A condition stays on (or off) at least this share of the window after it
-    changed, so that a measure hovering at a threshold cannot make it flicker."""
 
     # -- stalled ---------------------------------------------------------------
     stalled_waiting_share: float = 0.9

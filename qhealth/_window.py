@@ -52,9 +52,7 @@ class Window:
     sample into the record kept for it (default: the sample alone).
     """
 
-    def __init__(
-        self, span_s: float, max_samples: int, row: Callable[[Sample], Row] | None = None
-    ) -> None:
+    def __init__(self, span_s: float, max_samples: int, row: Callable[[Sample], Row] | None = None) -> None:
         if not span_s > 0 or not math.isfinite(span_s):
             raise ValueError(f"window span must be a positive number of seconds, got {span_s!r}")
         if max_samples < 2:

@@ -308,7 +308,7 @@ def test_a_depth_only_source_is_judged_on_depth_and_says_what_it_cannot_judge() 
     health = classify(samples, 1.0)[-1]
     assert health.conditions == {OVER}
     # Idle is judged (no: the queue is not empty); the others need what is unknown.
-    assert set(health.not_judged) == {STALL, RATE, BOOM}
+    assert set(health.not_judged) == {STALL, RATE, BOOM, IDLE}
     assert "null" in health.not_judged[RATE]
     assert health.idle_ratio is None and health.rate_limited_ratio is None
 
