@@ -198,7 +198,9 @@ def test_boom_bust_alert_fires_and_every_dashboard_query_returns_data(
         alert = _firing(prometheus, name)
 
     # The annotations show the numbers behind the verdict.
-    assert re.search(r"in \d+(\.\d+)?% of the last 20s", alert["annotations"]["description"]), alert
+    description = alert["annotations"]["description"]
+    assert re.search(r"\d+(\.\d+)?% of the workers sat idle .* over the last 20s", description), alert
+    assert re.search(r"each item about \d+(\.\d+)? s", description), alert
     assert alert["labels"]["severity"] == "warning"
 
     # The in-process classifier, exported by the same pool, says the same (give it a few
