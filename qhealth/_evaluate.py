@@ -21,7 +21,6 @@ from ._measures import (
     Agg,
     All,
     Any_,
-    AtMostOne,
     Both,
     Check,
     Const,
@@ -50,6 +49,7 @@ from ._measures import (
     Seconds,
     Series,
     Setting,
+    Share,
     Times,
     Total,
     Unknown,
@@ -249,9 +249,9 @@ class Evaluation:
             case Product(a=a, b=b):
                 x, y = self.agg(a), self.agg(b)
                 return None if x is None or y is None else x * y
-            case AtMostOne(a=a):
+            case Share(a=a):
                 x = self.agg(a)
-                return None if x is None else min(x, 1.0)
+                return None if x is None else min(max(x, 0.0), 1.0)
             case FirstKnown(a=a, b=b):
                 x = self.agg(a)
                 return x if x is not None else self.agg(b)

@@ -223,8 +223,9 @@ class Product:
 
 
 @dataclass(frozen=True, slots=True)
-class AtMostOne:
-    """Clamp to 1 (a share that rounding or counter jitter pushed above 1)."""
+class Share:
+    """Clamped to [0, 1]: a share that counter jitter, or fields known at
+    different samples, pushed out of range."""
 
     a: Agg
 
@@ -270,7 +271,7 @@ Agg: TypeAlias = (
     | Ratio
     | Diff
     | Product
-    | AtMostOne
+    | Share
     | FirstKnown
     | Gated
     | Number
@@ -470,11 +471,11 @@ def _worker_seconds(part: Part) -> Agg:
 
 
 def _counted_idle_ratio(part: Part) -> Agg:
-    return AtMostOne(Ratio(Increase("idle_s", part), _worker_seconds(part)))
+    return Share(Ratio(Increase("idle_s", part), _worker_seconds(part)))
 
 
 def _sampled_busy_ratio(part: Part) -> Agg:
-    return Ratio(Total(BUSY, part), Total(WORKERS, part))
+    return Share(Ratio(Total(BUSY, part), Total(WORKERS, part)))
 
 
 def _arrivals(part: Part) -> Agg:
@@ -556,7 +557,7 @@ MEASURES: tuple[Measure, ...] = (
     Measure(
         "rate_limited_ratio",
         "Downstream calls answered 429 / downstream calls.",
-        lambda p: AtMostOne(Ratio(Increase("rate_limited", p), Increase("attempts", p))),
+        lambda p: Share(Ratio(Increase("rate_limited", p), Increase("attempts", p))),
         recent=True,
     ),
     Measure(
@@ -567,7 +568,7 @@ MEASURES: tuple[Measure, ...] = (
         "0 whatever its traffic; workers that sleep between polls leave the pile-up of every cycle "
         "next to idle workers, at whatever phase of the cycle the samples land. Relative to the pool, "
         "so the same threshold holds for 3 and for 50 workers.",
-        lambda p: Ratio(Total(IDLE_NEXT_TO_WORK, p), Total(WORKERS, p)),
+        lambda p: Share(Ratio(Total(IDLE_NEXT_TO_WORK, p), Total(WORKERS, p))),
         recent=True,
     ),
     Measure(

@@ -220,6 +220,9 @@ class _Feeder(Listener):
     def on_tick(self, snapshot: QueueSnapshot) -> None:
         self._collector._on_tick(snapshot)
 
+    def on_source_down(self, snapshot: QueueSnapshot) -> None:
+        self._collector._on_tick(snapshot)  # no observations: the histograms stay as they were
+
     def on_unwatch(self, queue: str) -> None:
         self._collector._forget(queue)
 

@@ -23,7 +23,6 @@ from .._measures import (
     Agg,
     All,
     Any_,
-    AtMostOne,
     Both,
     Check,
     Const,
@@ -52,6 +51,7 @@ from .._measures import (
     Seconds,
     Series,
     Setting,
+    Share,
     Times,
     Total,
     Unknown,
@@ -220,8 +220,8 @@ class Compiler:
                 return self._arith(self.agg(a), "-", self.agg(b))
             case Product(a=a, b=b):
                 return self._arith(self.agg(a), "*", self.agg(b))
-            case AtMostOne(a=a):
-                return _Q(f"clamp_max({self.agg(a).text}, 1)")
+            case Share(a=a):
+                return _Q(f"clamp({self.agg(a).text}, 0, 1)")
             case FirstKnown(a=a, b=b):
                 return _Q(f"({self.agg(a).text} or on (queue) {self.agg(b).text})")
             case Gated(a=a, gate=gate):
