@@ -80,6 +80,15 @@ def test_a_stream_whose_consumer_stops_is_classified_stalled(redis_url: str, cli
     assert health is not None and health.state == "stalled", health
 
 
+def registered_workers(source: RQSource) -> int:
+    """Workers of the queue, 0 while RQ does not know it yet (no worker has registered)."""
+    try:
+        reading = source.read()
+    except LookupError:
+        return 0
+    return reading.workers or 0 if reading is not None else 0
+
+
 @pytest.mark.slow
 def test_rq_source_reads_workers_and_counts_from_a_real_worker(
     procs: Callable[..., Proc], redis_url: str, client: redis.Redis
@@ -87,7 +96,7 @@ def test_rq_source_reads_workers_and_counts_from_a_real_worker(
     name = unique("rq-side")
     worker = procs([PYTHON, "-m", "rq.cli", "worker", "--url", redis_url, "--quiet", name])
     source = RQSource(client, name)
-    wait_until(lambda: (source.read().workers or 0) == 1, 20, lambda: f"the worker\n{worker.output()}")
+    wait_until(lambda: registered_workers(source) == 1, 20, lambda: f"the worker\n{worker.output()}")
     queue = rq.Queue(name, connection=redis.Redis.from_url(redis_url))
     for i in range(5):
         queue.enqueue(jobs.ok, i)
@@ -106,7 +115,7 @@ def test_rq_source_sees_a_stopped_worker_as_stalled(
     name = unique("rq-side-stall")
     worker = procs([PYTHON, "-m", "rq.cli", "worker", "--url", redis_url, "--quiet", name])
     source = RQSource(client, name)
-    wait_until(lambda: (source.read().workers or 0) == 1, 20, lambda: f"the worker\n{worker.output()}")
+    wait_until(lambda: registered_workers(source) == 1, 20, lambda: f"the worker\n{worker.output()}")
     queue = rq.Queue(name, connection=redis.Redis.from_url(redis_url))
     queue.enqueue(jobs.ok, 1)
     wait_until(lambda: source.read().processed_total == 1, 20, "the first job")

@@ -16,9 +16,10 @@ name (``arq:queue`` unless the settings name another), with ``max_jobs``
 workers: the jobs one arq worker runs at once.
 
 The depth is read on the monitor's tick from arq's sorted set: jobs due now
-that no worker holds (a Lua script over the due jobs, so O(depth) in Redis),
-over a synchronous Redis connection of the monitor's own; a Sentinel set-up
-(a list of hosts) has no depth. A job counts from ``on_job_start`` to
+that no worker holds, and the oldest one's age, at a cost bounded whatever the
+queue's length (see :mod:`qhealth.sidecar.arq_queue`), over a synchronous Redis
+connection of the monitor's own; a Sentinel set-up (a list of hosts) has no
+depth. A job counts from ``on_job_start`` to
 ``on_job_end``: a failure when the job raised, was cancelled or timed out, or
 asked for a retry (``Retry``: the run ended and the job goes back to the
 queue); a 429 when the exception says so (the shared detector). Jobs arq
@@ -99,8 +100,25 @@ def _wrapped_function(function: Any) -> Any:
     return _wrap(function)
 
 
-def _depth_source(settings: Any, queue: str) -> Callable[[], int] | None:
-    from ..sidecar.arq_queue import DUE_AND_HELD, due_jobs
+class _QueueReads:
+    """Depth and oldest age of an arq queue, from one read per tick (the
+    sidecar's bounded walk of the due jobs, see :mod:`qhealth.sidecar.arq_queue`)."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self._oldest: float | None = None
+
+    def depth(self) -> int | None:
+        reading = self._source.read()
+        self._oldest = reading.oldest_age_s if reading is not None else None
+        return reading.depth if reading is not None else None
+
+    def oldest_age(self) -> float | None:
+        return self._oldest  # the monitor asks right after depth(), on the same tick
+
+
+def _queue_reads(settings: Any, queue: str) -> _QueueReads | None:
+    from ..sidecar.arq_queue import ArqSource
 
     redis_settings = _get(settings, "redis_settings")
     host = getattr(redis_settings, "host", "localhost")
@@ -118,12 +136,7 @@ def _depth_source(settings: Any, queue: str) -> Callable[[], int] | None:
         socket_timeout=5,
         socket_connect_timeout=5,
     )
-    script = client.register_script(DUE_AND_HELD)
-
-    def depth() -> int:
-        return due_jobs(script, queue)[0]
-
-    return depth
+    return _QueueReads(ArqSource(client, queue))
 
 
 class ArqInstrumentation:
@@ -139,8 +152,12 @@ class ArqInstrumentation:
 
     def on_startup(self, ctx: dict[str, Any]) -> None:
         monitor = self._monitor or default_monitor()
+        reads = _queue_reads(self._settings, self.queue)
         probe = monitor.watch(
-            self.queue, depth=_depth_source(self._settings, self.queue), counts_enqueued=False
+            self.queue,
+            depth=reads.depth if reads is not None else None,
+            oldest_age=reads.oldest_age if reads is not None else None,
+            counts_enqueued=False,
         )
         for _ in range(self.workers):
             probe.worker_started()

@@ -1,0 +1,161 @@
+"""Reading many queues of one Redis in two pipelined round trips, whatever their number.
+
+A watch over 10,000 queues cannot afford a round trip per queue per tick, and a
+watch over one deep queue cannot afford a command that walks it. So every queue
+kind is a :class:`QueueReader` that reads in phases:
+
+1. :meth:`~QueueReader.plan` queues the commands it needs on the first
+   :class:`Round`, shared by every queue of the watch;
+2. :meth:`~QueueReader.plan_more` reads the first answers and queues what
+   depends on them (RQ's worker hashes, a stream's first undelivered entry) on
+   the second round;
+3. :meth:`~QueueReader.reading` builds the queue's :class:`~qhealth.Reading`.
+
+:class:`RedisBatch` sends each round as one pipeline: two round trips per tick
+for all queues. A command asked for twice in a round (RQ workers that serve
+many queues, Celery's ``unacked`` hash) is sent once. Readers only queue
+commands that cost O(1) or O(log n) in the queue's length, or that are bounded
+by a constant: none walks a queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .._source import Reading
+
+
+class CannotTell(Exception):
+    """What a queue holds cannot be had cheaply right now; the message says why.
+
+    A reader raises it rather than walk a queue: the queue then has no reading
+    (its sample is skipped and it shows as not read), and the reason is shown.
+    """
+
+
+class Round:
+    """One pipelined round trip: commands queued by any number of readers,
+    deduplicated, sent together, answered by index."""
+
+    def __init__(self) -> None:
+        self._calls: list[tuple[str, tuple[Any, ...]]] = []
+        self._index: dict[tuple[str, tuple[Any, ...]], int] = {}
+        self._results: list[Any] = []
+
+    def call(self, method: str, *args: Any) -> int:
+        """Queue ``client.<method>(*args)`` (a redis-py command method) and
+        return the handle of its answer. The same call twice is sent once."""
+        key = (method, args)
+        index = self._index.get(key)
+        if index is None:
+            index = self._index[key] = len(self._calls)
+            self._calls.append(key)
+        return index
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def send(self, client: Any) -> None:
+        """Send every queued command in one pipeline (no round trip when empty).
+        An error answer stays in its place; a broken connection raises."""
+        if not self._calls:
+            return
+        with client.pipeline(transaction=False) as pipe:
+            for method, args in self._calls:
+                getattr(pipe, method)(*args)
+            self._results = list(pipe.execute(raise_on_error=False))
+
+    def get(self, handle: int) -> Any:
+        """The answer of a queued command; a command Redis refused raises its error."""
+        value = self._results[handle]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+
+class QueueReader:
+    """One queue, read in at most two shared rounds (see the module docstring).
+
+    Subclasses set :attr:`name` and :attr:`unknown`, and override the phases
+    they need.
+    """
+
+    name: str = ""
+    """The queue as the user named it (the label of its metrics)."""
+
+    def plan(self, first: Round) -> None:
+        """Queue the first round's commands."""
+
+    def plan_more(self, first: Round, second: Round) -> None:
+        """Read the first round's answers; queue the second round's commands."""
+
+    def reading(self, first: Round, second: Round) -> Reading | None:
+        """The queue's reading from both rounds' answers (None: it cannot tell now)."""
+        raise NotImplementedError
+
+    @property
+    def unknown(self) -> dict[str, str]:
+        """The sample fields this queue can never know, and why."""
+        return {}
+
+
+class RedisBatch:
+    """Readers of one Redis client, read together: two round trips in all."""
+
+    def __init__(self, client: Any, readers: Sequence[QueueReader]) -> None:
+        self.client = client
+        self.readers = list(readers)
+        self.round_trips = 0
+        """Round trips of the latest :meth:`read` (for the benchmark and tests)."""
+
+    def read(self) -> list[Reading | Exception | None]:
+        """Each reader's reading, in order; a reader whose queue cannot be read
+        gets its exception instead. A broken connection raises."""
+        first, second = Round(), Round()
+        failed: dict[int, Exception] = {}
+        for i, reader in enumerate(self.readers):
+            try:
+                reader.plan(first)
+            except Exception as exc:
+                failed[i] = exc
+        first.send(self.client)
+        for i, reader in enumerate(self.readers):
+            if i not in failed:
+                try:
+                    reader.plan_more(first, second)
+                except Exception as exc:
+                    failed[i] = exc
+        second.send(self.client)
+        self.round_trips = (len(first) > 0) + (len(second) > 0)
+        results: list[Reading | Exception | None] = []
+        for i, reader in enumerate(self.readers):
+            if i in failed:
+                results.append(failed[i])
+                continue
+            try:
+                results.append(reader.reading(first, second))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+
+class RedisQueueSource(QueueReader):
+    """A reader that is also a :class:`~qhealth.Source` of its own: a batch of one."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.problem: str | None = None
+        """Why the latest read gave no reading (:class:`CannotTell`), else None."""
+
+    def read(self) -> Reading | None:
+        (result,) = RedisBatch(self._client, [self]).read()
+        self.problem = str(result) if isinstance(result, CannotTell) else None
+        if isinstance(result, CannotTell):
+            return None
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def close(self) -> None:
+        self._client.close()
