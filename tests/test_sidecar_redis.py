@@ -136,3 +136,53 @@ def test_rq_source_sees_a_stopped_worker_as_stalled(
     snapshot = monitor.snapshot(name)
     # The stopped worker's pending BLPOP may already have taken one job server-side.
     assert snapshot is not None and snapshot.sample.depth in (2, 3)
+
+
+def output_bytes(client: redis.Redis) -> int:
+    return int(client.info("stats")["total_net_output_bytes"])
+
+
+def test_a_stream_whose_lag_redis_cannot_tell_is_not_read_entry_by_entry(client: redis.Redis) -> None:
+    """After an XDEL past the group's position Redis has no lag: the depth is unknown,
+    the reason is given, and the read fetches at most one entry, not the backlog."""
+    stream, group = unique("stream-xdel"), "g"
+    ids = [client.xadd(stream, {"blob": "x" * 20_000}) for _ in range(200)]
+    client.xgroup_create(stream, group, id="0")
+    client.xreadgroup(group, "c1", {stream: ">"}, count=3)
+    client.xdel(stream, ids[100])
+    source = RedisStreamSource(client, stream, group)
+    before = output_bytes(client)
+    assert source.read() is None
+    assert output_bytes(client) - before < 100_000  # the old read fetched all 196 entries: 4 MB
+    assert source.problem is not None
+    assert "cannot tell" in source.problem and repr(stream) in source.problem
+
+
+def test_a_group_created_at_an_arbitrary_id_has_no_depth(client: redis.Redis) -> None:
+    stream = unique("stream-mid")
+    ids = [client.xadd(stream, {"n": i}) for i in range(10)]
+    client.xdel(stream, ids[7])
+    client.xgroup_create(stream, "mid", id=ids[4])
+    source = RedisStreamSource(client, stream, "mid")
+    assert source.read() is None and source.problem is not None
+
+
+def test_a_group_before_the_first_entry_has_every_entry_undelivered(client: redis.Redis) -> None:
+    """Redis has no lag after deletions, but a group that has read nothing still
+    has the whole stream undelivered: that is exact and cheap (XLEN)."""
+    stream = unique("stream-start")
+    ids = [client.xadd(stream, {"n": i}) for i in range(10)]
+    client.xgroup_create(stream, "fresh", id="0")
+    client.xdel(stream, ids[5])
+    reading = RedisStreamSource(client, stream, "fresh").read()
+    assert reading is not None and reading.depth == 9
+    assert reading.oldest_age_s is not None and 0 <= reading.oldest_age_s < 60
+
+
+def test_a_group_at_the_last_id_has_nothing_undelivered_despite_deletions(client: redis.Redis) -> None:
+    stream = unique("stream-done")
+    ids = [client.xadd(stream, {"n": i}) for i in range(10)]
+    client.xgroup_create(stream, "done", id="$")
+    client.xdel(stream, ids[3])
+    reading = RedisStreamSource(client, stream, "done").read()
+    assert reading is not None and (reading.depth, reading.oldest_age_s) == (0, None)
