@@ -43,7 +43,7 @@ from .._log import ThrottledLog
 from .._redact import redact_url, scrub
 from .._source import Reading
 from ..integrations._common import require
-from ._rounds import RedisQueueSource, Round
+from ._rounds import QueueReader, RedisQueueSource, Round
 
 KOMBU_PRIORITY_SEP = "\x06\x16"
 KOMBU_PRIORITY_STEPS = (3, 6, 9)
@@ -350,7 +350,7 @@ class TaskEvents:
         self._thread.join(timeout=5)
 
 
-class CelerySource:
+class CelerySource(QueueReader):
     """Depth from the broker; busy and processed from task events when enabled."""
 
     def __init__(self, url: str, queue: str, *, events: bool = False, redis_client: Any = None) -> None:
