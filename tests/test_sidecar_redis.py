@@ -186,3 +186,29 @@ def test_a_group_at_the_last_id_has_nothing_undelivered_despite_deletions(client
     client.xdel(stream, ids[3])
     reading = RedisStreamSource(client, stream, "done").read()
     assert reading is not None and (reading.depth, reading.oldest_age_s) == (0, None)
+
+
+@pytest.mark.slow
+def test_rq_source_counts_every_job_of_a_burst_worker_that_exited(
+    procs: Callable[..., Proc], redis_url: str, client: redis.Redis
+) -> None:
+    """A stopping worker leaves RQ's worker set at once, but its hash keeps its
+    final counts for 60 s: the source reads it once more, so the jobs run since
+    the previous read are counted."""
+    name = unique("rq-burst")
+    queue = rq.Queue(name, connection=redis.Redis.from_url(redis_url))
+    queue.enqueue(jobs.hang, 1.0)  # keeps the worker busy while the source first sees it
+    for i in range(18):
+        queue.enqueue(jobs.ok, i)
+    for _ in range(2):
+        queue.enqueue(jobs.fail)
+    source = RQSource(client, name)
+    worker = procs([PYTHON, "-m", "rq.cli", "worker", "--url", redis_url, "--burst", "--quiet", name])
+    wait_until(lambda: registered_workers(source) == 1, 20, lambda: f"the worker\n{worker.output()}")
+    seen_alive = source.read()
+    assert seen_alive is not None and (seen_alive.processed_total or 0) < 21
+    assert worker.popen.wait(60) == 0, worker.output()
+    reading = source.read()
+    assert reading is not None
+    assert (reading.processed_total, reading.failed_total, reading.workers) == (21, 2, 0)
+    assert source.read() == reading  # folded into the retired total: it stays

@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+import rq
 
+from tests import integration_jobs as jobs
 from tests.integration_brokers import (
     PYTHON,
     Proc,
@@ -187,3 +189,16 @@ def test_a_broker_that_dies_mid_watch_gives_one_line_then_the_watch_resumes(
     assert f"at redis://:***@127.0.0.1:{server.port}/0: " in line and "refused" in line.lower()
     assert f"reading redis-list queue {key!r} again, after " in output
     assert sidecar.stop() == 0
+
+
+def test_a_misspelled_rq_queue_exits_2_naming_the_queues_rq_knows(redis_url: str) -> None:
+    name = unique("emails")
+    rq.Queue(name, connection=redis.Redis.from_url(redis_url)).enqueue(jobs.ok, 1)
+    typo = name.replace("emails", "emials")
+    result = watch("--kind", "rq", "--queue", typo, "--url", redis_url, "--duration", "1")
+    assert result.returncode == 2
+    assert (
+        f"RQ knows no queue {typo!r}: no job was ever enqueued to it and no worker serves it" in result.stderr
+    )
+    assert repr(name) in result.stderr  # the closest name RQ knows
+    assert len(result.stderr.strip().splitlines()) == 1
