@@ -48,9 +48,15 @@ def check_arguments(kind: str, url: str, *, group: str | None, events: bool) -> 
 
 
 class Sidecar:
-    """Queues of ``kind`` at ``url`` read together; nothing connects before the first read."""
+    """Queues of ``kind`` at ``url`` read together; nothing connects before the first read.
 
-    def __init__(self, kind: str, url: str, *, group: str | None = None, events: bool = False) -> None:
+    ``client`` is a redis-py client to use instead of one made from ``url``
+    (strings decoded); ``url`` then only names the broker in messages.
+    """
+
+    def __init__(
+        self, kind: str, url: str, *, group: str | None = None, events: bool = False, client: Any = None
+    ) -> None:
         check_arguments(kind, url, group=group, events=events)
         self.kind = kind
         self.url = url
@@ -62,7 +68,7 @@ class Sidecar:
         if scheme_of(url) in REDIS_SCHEMES:
             from ._redis import connect
 
-            self.client = connect(url)
+            self.client = client if client is not None else connect(url)
             self.group = SourceGroup(url, redis_reads(self.client), close=self._close)
         else:
             self.group = SourceGroup(url, one_by_one, close=self._close)
