@@ -12,8 +12,8 @@ kind is a :class:`QueueReader` that reads in phases:
 3. :meth:`~QueueReader.reading` builds the queue's :class:`~qhealth.Reading`.
 
 :class:`RedisBatch` sends each round as one pipeline: two round trips per tick
-for all queues. A command asked for twice in a round (RQ workers that serve
-many queues, Celery's ``unacked`` hash) is sent once. Readers only queue
+for all queues. A command that many queues share (the hash of an RQ worker
+that serves many queues) is sent once per round. Readers only queue
 commands that cost O(1) or O(log n) in the queue's length, or that are bounded
 by a constant: none walks a queue.
 """
@@ -45,12 +45,17 @@ class Round:
 
     def call(self, method: str, *args: Any) -> int:
         """Queue ``client.<method>(*args)`` (a redis-py command method) and
-        return the handle of its answer. The same call twice is sent once."""
+        return the handle of its answer."""
+        self._calls.append((method, args))
+        return len(self._calls) - 1
+
+    def call_once(self, method: str, *args: Any) -> int:
+        """:meth:`call`, but a call already queued in this round (by another
+        queue: a worker that serves many, a broker-wide hash) is sent once."""
         key = (method, args)
         index = self._index.get(key)
         if index is None:
-            index = self._index[key] = len(self._calls)
-            self._calls.append(key)
+            index = self._index[key] = self.call(method, *args)
         return index
 
     def __len__(self) -> int:

@@ -20,9 +20,11 @@ hash once more, so the jobs it ran since the previous tick are counted.
 
 A queue name RQ has never seen (no job ever enqueued to it, no worker serving
 it: a typo) is an error naming the queues RQ does know, not depth 0 forever.
-Per tick and queue: ``LLEN``, ``SMEMBERS`` of the queue's workers, ``ZCOUNT``,
-``LINDEX 0``, ``SISMEMBER``, then one ``HMGET`` per worker (shared by every
-queue it serves) and one ``HGET`` for the head job: nothing walks the queue.
+Per tick and queue: ``LLEN``, ``SMEMBERS`` of the queue's workers and ``LINDEX 0``,
+then ``HGET`` of the head job's time, ``ZCOUNT`` of the running jobs (when
+workers serve it), ``SISMEMBER`` of the registry (when it has neither jobs nor
+workers) and one ``HMGET`` per worker (shared by every queue it serves):
+nothing walks the queue.
 Arrivals, downstream calls, 429s and idle time are not in RQ's keys.
 """
 
@@ -75,32 +77,36 @@ class RQSource(RedisQueueSource):
         self._totals = WorkerTotals(("ok", "failed"))
         self._seen: set[str] = set()
         self._now = 0.0
-        self._first: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+        self._first: tuple[int, int, int] = (0, 0, 0)
         self._hashes: dict[str, int] = {}
         self._registered: set[str] = set()
         self._head: int | None = None
+        self._busy: int | None = None
+        self._known: int | None = None
         self._unknown_message: str | None = None
         self.shared_workers = False
         """Whether, at the last read, a worker of this queue also served others."""
 
     def plan(self, first: Round) -> None:
-        self._now = time.time()
         self._first = (
             first.call("llen", self._queue_key),
             first.call("smembers", self._workers_key),
-            first.call("zcount", self._wip_key, f"({self._now}", "+inf"),
             first.call("lindex", self._queue_key, 0),
-            first.call("sismember", f"{self._prefix}:queues", self._queue_key),
         )
 
     def plan_more(self, first: Round, second: Round) -> None:
-        depth, members, _, head, known = (first.get(h) for h in self._first)
+        depth, members, head = (first.get(h) for h in self._first)
         self._registered = {str(k) for k in members}
-        if not self._registered and not int(known) and not int(depth):
-            raise LookupError(self._unknown_queue_message())
+        if not self._registered and not int(depth):
+            self._known = second.call("sismember", f"{self._prefix}:queues", self._queue_key)
+        else:
+            self._known = None
+        self._now = time.time()
+        # Started jobs whose heartbeat has not expired: only a live worker holds one.
+        self._busy = second.call("zcount", self._wip_key, f"({self._now}", "+inf") if members else None
         # Workers that left since the previous tick: their hash holds their final counts.
         keys = sorted(self._registered | self._seen)
-        self._hashes = {key: second.call("hmget", key, *_WORKER_FIELDS) for key in keys}
+        self._hashes = {key: second.call_once("hmget", key, *_WORKER_FIELDS) for key in keys}
         self._head = second.call("hget", self._job_prefix + str(head), "enqueued_at") if head else None
 
     def _unknown_queue_message(self) -> str:
@@ -120,7 +126,10 @@ class RQSource(RedisQueueSource):
         return self._unknown_message
 
     def reading(self, first: Round, second: Round) -> Reading:
-        depth, _, busy, _, _ = (first.get(h) for h in self._first)
+        if self._known is not None and not int(second.get(self._known)):
+            raise LookupError(self._unknown_queue_message())
+        depth = first.get(self._first[0])
+        busy = second.get(self._busy) if self._busy is not None else 0
         live: dict[str, dict[str, int]] = {}
         counted: dict[str, dict[str, int]] = {}
         shared = False
