@@ -191,7 +191,8 @@ def bench_monitor(port: int, count: int, ticks: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--queues", type=int, default=10_000)
     parser.add_argument("--ticks", type=int, default=7)
     args = parser.parse_args()
