@@ -61,9 +61,13 @@ def rq_queues(client: Any, pattern: str, prefix: str = "rq") -> list[str]:
 
 def celery_queues(client: Any, pattern: str) -> list[str]:
     names: set[str] = set()
-    for table in _keys(client, "_kombu.binding.*", "set"):
-        for member in client.smembers(table):
-            names.add(_text(member).split(KOMBU_PRIORITY_SEP)[-1])
+    tables = _keys(client, "_kombu.binding.*", "set")
+    for start in range(0, len(tables), SCAN_COUNT):
+        with client.pipeline(transaction=False) as pipe:
+            for table in tables[start : start + SCAN_COUNT]:
+                pipe.smembers(table)
+            for members in pipe.execute():
+                names.update(_text(m).split(KOMBU_PRIORITY_SEP)[-1] for m in members)
     return _matching(names, pattern)
 
 

@@ -125,8 +125,8 @@ class ArqSource(RedisQueueSource):
 
     def plan(self, first: Round) -> None:
         self._now = time.time()
-        self._due = first.call("evalsha", *_script_args(self.queue, int(self._now * 1000)))
-        self._health = first.call("get", self._health_key)
+        self._due = first.call("EVALSHA", *_script_args(self.queue, int(self._now * 1000)))
+        self._health = first.call("GET", self._health_key)
 
     def _due_jobs(self, first: Round) -> DueJobs:
         try:

@@ -117,7 +117,7 @@ class Unacked:
         if self._planned is first:
             return
         self._planned = first
-        self._handles = (first.call("hlen", self._key), first.call("hrandfield", self._key, self._limit))
+        self._handles = (first.call("HLEN", self._key), first.call("HRANDFIELD", self._key, self._limit))
 
     def plan_more(self, first: Round, second: Round) -> None:
         if self._finished is first:
@@ -136,7 +136,7 @@ class Unacked:
             )
         self._by_tag = {t: self._by_tag[t] for t in tags if t in self._by_tag}
         new = [t for t in tags if t not in self._by_tag]
-        self._new = (new, second.call("hmget", self._key, *new)) if new else None
+        self._new = (new, second.call("HMGET", self._key, *new)) if new else None
 
     def learn(self, second: Round) -> None:
         """Record the routing key and task id of the messages fetched in ``second``."""
@@ -178,7 +178,7 @@ class RedisCeleryQueue(RedisQueueSource):
         self._lengths: list[int] = []
 
     def plan(self, first: Round) -> None:
-        self._lengths = [first.call("llen", key) for key in self.keys]
+        self._lengths = [first.call("LLEN", key) for key in self.keys]
         self.unacked.plan(first)
 
     def plan_more(self, first: Round, second: Round) -> None:

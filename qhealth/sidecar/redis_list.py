@@ -36,7 +36,7 @@ class RedisListSource(RedisQueueSource):
         self._length = 0
 
     def plan(self, first: Round) -> None:
-        self._length = first.call("llen", self.key)
+        self._length = first.call("LLEN", self.key)
 
     def reading(self, first: Round, second: Round) -> Reading:
         return Reading(depth=int(first.get(self._length)))

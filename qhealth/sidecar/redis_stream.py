@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 from .._source import Reading
-from ._rounds import CannotTell, RedisQueueSource, Round
+from ._rounds import CannotTell, RedisQueueSource, Round, as_dict
 
 #: Consumers kept for display (their count and busy ones are counted in full).
 SHOWN_CONSUMERS = 8
@@ -80,31 +80,31 @@ class RedisStreamSource(RedisQueueSource):
 
     def plan(self, first: Round) -> None:
         self._handles = (
-            first.call("xinfo_groups", self.stream),
-            first.call("xinfo_stream", self.stream),
-            first.call("xinfo_consumers", self.stream, self.group),
+            first.call("XINFO", "GROUPS", self.stream),
+            first.call("XINFO", "STREAM", self.stream),
+            first.call("XINFO", "CONSUMERS", self.stream, self.group),
         )
 
     def plan_more(self, first: Round, second: Round) -> None:
         groups, info, _ = self._handles
         try:
-            found = [g for g in first.get(groups) if g.get("name") == self.group]
+            found = [g for g in map(as_dict, first.get(groups)) if g.get("name") == self.group]
         except Exception as exc:
             if "no such key" in str(exc).lower():
                 raise LookupError(f"there is no stream {self.stream!r}") from None
             raise
         if not found:
             raise LookupError(f"stream {self.stream!r} has no consumer group {self.group!r}")
-        self._group = dict(found[0])
-        self._info = dict(first.get(info))
+        self._group = found[0]
+        self._info = as_dict(first.get(info))
         last = str(self._group.get("last-delivered-id") or "0-0")
         self._next = None
         if last != self._info.get("last-generated-id"):
-            self._next = second.call("xrange", self.stream, f"({last}", "+", 1)
+            self._next = second.call("XRANGE", self.stream, f"({last}", "+", "COUNT", 1)
 
     def reading(self, first: Round, second: Round) -> Reading:
         group, info = self._group, self._info
-        consumers = first.get(self._handles[2])
+        consumers = [as_dict(c) for c in first.get(self._handles[2])]
         self.consumers = [
             (str(c["name"]), int(c["pending"]), int(c["idle"])) for c in consumers[:SHOWN_CONSUMERS]
         ]

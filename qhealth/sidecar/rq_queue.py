@@ -89,25 +89,25 @@ class RQSource(RedisQueueSource):
 
     def plan(self, first: Round) -> None:
         self._first = (
-            first.call("llen", self._queue_key),
-            first.call("smembers", self._workers_key),
-            first.call("lindex", self._queue_key, 0),
+            first.call("LLEN", self._queue_key),
+            first.call("SMEMBERS", self._workers_key),
+            first.call("LINDEX", self._queue_key, 0),
         )
 
     def plan_more(self, first: Round, second: Round) -> None:
         depth, members, head = (first.get(h) for h in self._first)
         self._registered = {str(k) for k in members}
         if not self._registered and not int(depth):
-            self._known = second.call("sismember", f"{self._prefix}:queues", self._queue_key)
+            self._known = second.call("SISMEMBER", f"{self._prefix}:queues", self._queue_key)
         else:
             self._known = None
         self._now = time.time()
         # Started jobs whose heartbeat has not expired: only a live worker holds one.
-        self._busy = second.call("zcount", self._wip_key, f"({self._now}", "+inf") if members else None
+        self._busy = second.call("ZCOUNT", self._wip_key, f"({self._now}", "+inf") if members else None
         # Workers that left since the previous tick: their hash holds their final counts.
         keys = sorted(self._registered | self._seen)
-        self._hashes = {key: second.call_once("hmget", key, *_WORKER_FIELDS) for key in keys}
-        self._head = second.call("hget", self._job_prefix + str(head), "enqueued_at") if head else None
+        self._hashes = {key: second.call_once("HMGET", key, *_WORKER_FIELDS) for key in keys}
+        self._head = second.call("HGET", self._job_prefix + str(head), "enqueued_at") if head else None
 
     def _unknown_queue_message(self) -> str:
         """Why the queue is unknown, naming the closest queues RQ knows (read once:
