@@ -199,7 +199,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="qhealth-bench-sidecar-") as directory:
         proc, port = start_redis(directory)
         try:
+            try:
+                import hiredis  # noqa: F401
+
+                parser_used = "hiredis (C)"
+            except ImportError:
+                parser_used = "redis-py's own (pure Python; `pip install hiredis` reads faster)"
             print(f"{args.queues} queues per kind, {args.ticks} ticks each (medians)")
+            print(f"reply parser: {parser_used}")
             print(f"{'kind':<13} {'queues':>7} {'find ms':>8} {'read ms':>8} {'max ms':>8} "
                   f"{'trips':>6} {'redis cpu ms':>13}")  # fmt: skip
             results = {}

@@ -1,10 +1,14 @@
 """The sidecar: watch a queue from outside, with no change to the pool's code.
 
 :func:`open_source` builds a :class:`~qhealth.Source` for one queue of one
-kind of broker; ``Monitor.watch_source`` samples it; ``qhealth watch`` is the
-command line around both. Each source reads what the framework's own keys
+kind of broker; :class:`Sidecar` reads many queues of one broker together (two
+pipelined round trips per tick on Redis, whatever their number) and finds them
+by pattern; ``Monitor.watch_source`` samples them; ``qhealth watch`` is the
+command line around it all. Each source reads what the framework's own keys
 reveal and reports every other field as unknown (its ``unknown`` property says
-why), so the classifier judges only what can be known.
+why), so the classifier judges only what can be known. No read walks a queue:
+each costs Redis O(1) or O(log n) commands, or work bounded by a constant,
+whatever the queue's length (see each module).
 
 =================  ===============================================================
 kind               queue is
