@@ -5,7 +5,8 @@ depth              entries not yet delivered to the group: its ``lag``
 workers            the group's consumers (Redis keeps a consumer until it is
                    deleted with ``XGROUP DELCONSUMER``, so one that died counts)
 busy               consumers holding delivered, unacknowledged entries
-enqueued           entries ever added to the stream (``entries-added``)
+enqueued           entries ever added to the stream (entries read by the group
+                   plus its lag, else the stream's ``entries-added``)
 processed          entries delivered to the group and acknowledged
                    (``entries-read`` minus pending)
 oldest age         from the id of the first undelivered entry (an id is the
@@ -19,7 +20,10 @@ undelivered, and a group before the stream's first entry has all of it
 undelivered. Otherwise the only way to know is to walk the undelivered
 entries, which costs as much as the stream is long: the depth is then reported
 unknown (no reading, with the reason) until the group moves past the
-deletions. Every command here costs O(1), O(log n) or O(consumers).
+deletions. Per tick: ``XINFO GROUPS`` and ``XINFO CONSUMERS`` (O(groups),
+O(consumers)), then ``XRANGE ... COUNT 1`` for the first undelivered entry
+and, only where the group's counters do not tell, ``XINFO STREAM``: each
+O(1), O(log n) or O(consumers).
 
 The consumers' idle times (milliseconds since each last read or acknowledged)
 are kept in :attr:`RedisStreamSource.consumers` for display.
@@ -73,38 +77,39 @@ class RedisStreamSource(RedisQueueSource):
         self.group = group
         self.consumers: list[tuple[str, int, int]] = []
         """(name, pending, idle ms) of the first consumers at the last read."""
-        self._handles: tuple[int, int, int] = (0, 0, 0)
+        self._handles: tuple[int, int] = (0, 0)
         self._next: int | None = None
+        self._info: int | None = None
         self._group: dict[str, Any] = {}
-        self._info: dict[str, Any] = {}
 
     def plan(self, first: Round) -> None:
         self._handles = (
             first.call("XINFO", "GROUPS", self.stream),
-            first.call("XINFO", "STREAM", self.stream),
             first.call("XINFO", "CONSUMERS", self.stream, self.group),
         )
 
     def plan_more(self, first: Round, second: Round) -> None:
-        groups, info, _ = self._handles
         try:
-            found = [g for g in map(as_dict, first.get(groups)) if g.get("name") == self.group]
+            found = [g for g in map(as_dict, first.get(self._handles[0])) if g.get("name") == self.group]
         except Exception as exc:
             if "no such key" in str(exc).lower():
                 raise LookupError(f"there is no stream {self.stream!r}") from None
             raise
         if not found:
             raise LookupError(f"stream {self.stream!r} has no consumer group {self.group!r}")
-        self._group = found[0]
-        self._info = as_dict(first.get(info))
-        last = str(self._group.get("last-delivered-id") or "0-0")
-        self._next = None
-        if last != self._info.get("last-generated-id"):
-            self._next = second.call("XRANGE", self.stream, f"({last}", "+", "COUNT", 1)
+        self._group = group = found[0]
+        lag, read = group.get("lag"), group.get("entries-read")
+        # The stream's own counters are needed only where the group's do not tell:
+        # entries added = entries read + lag.
+        self._info = second.call("XINFO", "STREAM", self.stream) if lag is None or read is None else None
+        last = str(group.get("last-delivered-id") or "0-0")
+        undelivered = lag is None or int(lag) > 0
+        self._next = second.call("XRANGE", self.stream, f"({last}", "+", "COUNT", 1) if undelivered else None
 
     def reading(self, first: Round, second: Round) -> Reading:
-        group, info = self._group, self._info
-        consumers = [as_dict(c) for c in first.get(self._handles[2])]
+        group = self._group
+        info = as_dict(second.get(self._info)) if self._info is not None else {}
+        consumers = [as_dict(c) for c in first.get(self._handles[1])]
         self.consumers = [
             (str(c["name"]), int(c["pending"]), int(c["idle"])) for c in consumers[:SHOWN_CONSUMERS]
         ]
@@ -122,7 +127,10 @@ class RedisStreamSource(RedisQueueSource):
             oldest_age = max(0.0, time.time() - parse_id(undelivered[0][0])[0] / 1000)
         pending = int(group.get("pending") or 0)
         read_total = group.get("entries-read")
-        added = info.get("entries-added")
+        if read_total is not None and lag is not None:
+            added: Any = int(read_total) + int(lag)
+        else:
+            added = info.get("entries-added")
         return Reading(
             depth=depth,
             workers=len(consumers),
