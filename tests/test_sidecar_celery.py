@@ -193,3 +193,26 @@ def test_depth_on_redis_counts_prefetched_messages_and_every_priority_list_of_a_
     assert plain is not None and plain.depth == 7  # without events, the running task (acks_late) counts
     wait_until(lambda: seen() == (0, 0), 30, lambda: f"drained\n{worker.output()}")
     assert list_lengths(redis_url, queue) == 0
+
+
+def test_the_oldest_age_comes_from_stamped_messages_on_every_priority_list(
+    redis_url: str, producer: Callable[[str], Any], sources: Callable[..., CelerySource]
+) -> None:
+    from qhealth.integrations.celery import stamp_published
+
+    queue = unique("celery-oldest")
+    app = producer(redis_url)
+    source = sources(redis_url, queue)
+    app.send_task("t.ok", queue=queue, priority=9)  # before the stamp: no time to read
+    reading = source.read()
+    assert reading is not None and reading.oldest_age_s is None
+    assert "stamp_published" in source.unknown["oldest_age_s"]
+    stamp_published(app)
+    app.send_task("t.ok", queue=queue, priority=5)  # the oldest stamped one, on the 6 list
+    time.sleep(1.0)
+    app.send_task("t.ok", queue=queue, priority=0)
+    fresh = sources(redis_url, queue)  # the first source looks again only a minute later
+    reading = fresh.read()
+    assert reading is not None and reading.depth == 3
+    assert reading.oldest_age_s is not None and 1.0 <= reading.oldest_age_s < 30
+    assert "oldest_age_s" not in fresh.unknown

@@ -17,8 +17,13 @@ Depth counts every message of the queue that no task has started on:
   ready for delivery (not those delivered and unacknowledged: RabbitMQ shows
   those only through its management API).
 
-Celery's messages carry no time they were sent (protocol 2 headers have none),
-so the oldest message's age is unknown.
+Celery's messages carry no time they were sent (protocol 2 headers have none).
+Producers that call :func:`qhealth.integrations.celery.stamp_published` add one
+(header :data:`PUBLISHED_HEADER`): on Redis the oldest waiting message's age is
+then read from the tail of each non-empty list (kombu pushes at the head and
+pops at the tail) and from the prefetched messages, at most four messages per
+queue per tick. A queue whose messages carry no stamp is looked at again only
+every :data:`RECHECK_READS` reads, and its oldest age stays unknown.
 
 With ``events=True`` the source also consumes Celery's event stream (workers
 started with ``-E``, or ``worker_send_task_events = True``) in a background
@@ -36,6 +41,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -50,6 +56,10 @@ KOMBU_PRIORITY_STEPS = (3, 6, 9)
 #: Unacknowledged messages tracked per tick; beyond this many, they are not counted.
 MAX_UNACKED = 10_000
 UNACKED_KEY = "unacked"
+#: Unix time a message was published, in its headers (set by stamp_published in the producers).
+PUBLISHED_HEADER = "qhealth-published-at"
+#: Reads between two looks at the messages of a queue whose messages carry no stamp.
+RECHECK_READS = 60
 #: Tasks remembered as started and not yet ended; beyond this the oldest are
 #: forgotten (a task whose end event was lost must not grow memory forever).
 MAX_RUNNING = 100_000
@@ -60,8 +70,11 @@ UNKNOWN_ALWAYS = {
     "attempts_total": "downstream calls happen inside the tasks",
     "rate_limited_total": "task events carry the exception as text, not its HTTP status",
     "idle_s_total": "Celery keeps no idle time",
-    "oldest_age_s": "Celery's messages carry no time they were sent",
 }
+NOT_STAMPED = (
+    "Celery's messages carry no time they were sent: call "
+    "qhealth.integrations.celery.stamp_published(app) in the producers (Redis brokers only)"
+)
 UNKNOWN_WITHOUT_EVENTS = {
     "busy": "start the watch with --events and the workers with -E to know it",
     "processed_total": "start the watch with --events and the workers with -E to know it",
@@ -69,6 +82,18 @@ UNKNOWN_WITHOUT_EVENTS = {
 }
 
 log = logging.getLogger("qhealth.watch")
+
+
+def published_at(raw: Any) -> float | None:
+    """The publishing time a producer stamped on a kombu message (JSON), if any."""
+    try:
+        message = json.loads(raw)
+        if isinstance(message, list):  # an unacked entry: [message, exchange, routing key]
+            message = message[0]
+        value = (message.get("headers") or {}).get(PUBLISHED_HEADER)
+        return float(value) if value is not None else None
+    except (ValueError, TypeError, AttributeError, IndexError):
+        return None
 
 
 class RedisDepth:
@@ -103,7 +128,7 @@ class Unacked:
     def __init__(self, key: str = UNACKED_KEY, limit: int = MAX_UNACKED) -> None:
         self._key = key
         self._limit = limit
-        self._by_tag: dict[str, tuple[str, str]] = {}
+        self._by_tag: dict[str, tuple[str, str, float | None]] = {}
         self._planned: Round | None = None
         self._finished: Round | None = None
         self._handles: tuple[int, int] = (0, 0)
@@ -152,11 +177,18 @@ class Unacked:
                 task_id = str((message.get("headers") or {}).get("id") or "")
             except (ValueError, TypeError, AttributeError):
                 message, routing_key, task_id = None, "", ""
-            self._by_tag[tag] = (str(routing_key), task_id)
+            self._by_tag[tag] = (str(routing_key), task_id, published_at(raw))
 
-    def waiting(self, queue: str, running: frozenset[str] = frozenset()) -> int:
-        """Messages of ``queue`` held unacknowledged whose task has not been seen started."""
-        return sum(1 for key, task in self._by_tag.values() if key == queue and task not in running)
+    def waiting(self, queue: str, running: frozenset[str] = frozenset()) -> tuple[int, float | None]:
+        """Messages of ``queue`` held unacknowledged whose task has not been seen
+        started, and the earliest publishing time stamped on them."""
+        count, earliest = 0, None
+        for key, task, published in self._by_tag.values():
+            if key == queue and task not in running:
+                count += 1
+                if published is not None and (earliest is None or published < earliest):
+                    earliest = published
+        return count, earliest
 
 
 class RedisCeleryQueue(RedisQueueSource):
@@ -176,6 +208,10 @@ class RedisCeleryQueue(RedisQueueSource):
         self.unacked = unacked or Unacked()
         self.events = events
         self._lengths: list[int] = []
+        self._tails: list[int] = []
+        self.stamped: bool | None = None
+        """Whether the queue's messages carry a publishing time (None: not seen yet)."""
+        self._reads_since_look = 0
 
     def plan(self, first: Round) -> None:
         self._lengths = [first.call("LLEN", key) for key in self.keys]
@@ -183,28 +219,59 @@ class RedisCeleryQueue(RedisQueueSource):
 
     def plan_more(self, first: Round, second: Round) -> None:
         self.unacked.plan_more(first, second)
+        self._tails = []
+        if self.stamped is False and self._reads_since_look < RECHECK_READS:
+            self._reads_since_look += 1
+            return
+        for key, handle in zip(self.keys, self._lengths, strict=True):
+            if int(first.get(handle)):
+                self._tails.append(second.call("LINDEX", key, -1))  # the oldest: kombu pops the tail
 
-    def depth(self, first: Round, second: Round) -> int:
-        self.unacked.learn(second)
-        listed = sum(int(first.get(h)) for h in self._lengths)
-        running = self.events.running() if self.events is not None else frozenset()
-        return listed + self.unacked.waiting(self.queue, running)
+    def _earliest_listed(self, second: Round) -> float | None:
+        seen = False
+        earliest: float | None = None
+        for handle in self._tails:
+            raw = second.get(handle)
+            if raw is None:
+                continue  # popped between the two rounds
+            seen = True
+            published = published_at(raw)
+            if published is not None and (earliest is None or published < earliest):
+                earliest = published
+        if seen:
+            self.stamped = earliest is not None
+            self._reads_since_look = 0
+        return earliest
 
     def reading(self, first: Round, second: Round) -> Reading:
-        return reading_of(self.depth(first, second), self.events)
+        self.unacked.learn(second)
+        now = time.time()
+        listed = sum(int(first.get(h)) for h in self._lengths)
+        running = self.events.running() if self.events is not None else frozenset()
+        held, held_earliest = self.unacked.waiting(self.queue, running)
+        stamps = [t for t in (self._earliest_listed(second), held_earliest) if t is not None]
+        if held_earliest is not None:
+            self.stamped = True
+        oldest = max(0.0, now - min(stamps)) if stamps else None
+        return reading_of(listed + held, self.events, oldest)
 
     @property
     def unknown(self) -> dict[str, str]:
-        return unknown_of(self.events)
+        unknown = unknown_of(self.events)
+        if not self.stamped:
+            unknown["oldest_age_s"] = NOT_STAMPED
+        return unknown
 
 
-def reading_of(depth: int, events: TaskEvents | None) -> Reading:
+def reading_of(depth: int, events: TaskEvents | None, oldest_age_s: float | None = None) -> Reading:
     """A Celery queue's reading: its depth, and the event counts once known."""
     counts = events.counts() if events is not None else None
     if counts is None:
-        return Reading(depth=depth)
+        return Reading(depth=depth, oldest_age_s=oldest_age_s)
     processed, failed, busy = counts
-    return Reading(depth=depth, busy=busy, processed_total=processed, failed_total=failed)
+    return Reading(
+        depth=depth, busy=busy, processed_total=processed, failed_total=failed, oldest_age_s=oldest_age_s
+    )
 
 
 def unknown_of(events: TaskEvents | None) -> dict[str, str]:
@@ -385,7 +452,11 @@ class CelerySource(QueueReader):
 
     @property
     def unknown(self) -> dict[str, str]:
-        return unknown_of(self.events)
+        if self.redis is not None:
+            return self.redis.unknown
+        unknown = unknown_of(self.events)
+        unknown["oldest_age_s"] = "RabbitMQ shows no message without delivering it"
+        return unknown
 
     def close(self) -> None:
         if self.events is not None:
