@@ -4,8 +4,9 @@ Each source reads its queue over and over for a second while another process
 PINGs the same Redis. Three views of the same fact, from the client to the
 server:
 
-* the PINGs stay under 5 ms (the 99th percentile: on a shared machine a rare
-  PING waits for a CPU, not for Redis);
+* the PINGs stay under 5 ms (the 99th percentile). On a shared machine a PING
+  can also wait for a CPU, not for Redis: when the same probe without any read
+  already waits that long, the bound is twice what it waits then;
 * Redis's slow log holds no command of 5 ms or more;
 * Redis's own count of time per command (``INFO commandstats``) gives no command
   of the reads a mean over 1 ms.
@@ -37,6 +38,10 @@ pytestmark = pytest.mark.slow
 MILLION = 1_000_000
 SLOW_MS = 5.0
 HELD = 3  # arq jobs a worker holds at the head of the queue
+#: Between two reads: 100 reads a second, far more often than a watch reads, while
+#: leaving the CPU to Redis and the PING probe (a tight loop would compete with them
+#: on a small machine, and delay PINGs that Redis answered at once).
+PACE_S = 0.01
 
 FILL = """
 local kind, key, from, to, now = ARGV[1], KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -91,8 +96,8 @@ def sources(client: redis.Redis) -> dict[str, Callable[[], Any]]:
 
 
 def read_while_pinged(server: RedisServer, source: Any, seconds: float = 1.0) -> tuple[list[float], int]:
-    """Read ``source`` in a loop for ``seconds`` while another process PINGs;
-    return the PING latencies (ms) and the number of reads."""
+    """Read ``source`` every :data:`PACE_S` for ``seconds`` while another process
+    PINGs; return the PING latencies (ms) and the number of reads."""
     server.command("SLOWLOG", "RESET")
     server.command("CONFIG", "RESETSTAT")
     probe = PingProbe(server.port, seconds + 0.6)
@@ -101,6 +106,7 @@ def read_while_pinged(server: RedisServer, source: Any, seconds: float = 1.0) ->
     while time.monotonic() < deadline:
         source.read()
         reads += 1
+        time.sleep(PACE_S)
     return probe.result(), reads
 
 
@@ -126,15 +132,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def ping_bound_ms(server: RedisServer) -> float:
+    """5 ms, or twice the 99th percentile of PINGs while nothing reads, if the
+    machine alone delays them more than that."""
+    probe = PingProbe(server.port, 1.0)
+    return max(SLOW_MS, 2 * percentile(probe.result(), 0.99))
+
+
 @pytest.mark.parametrize("kind", ["arq", "redis-list", "rq", "celery", "redis-stream"])
 def test_reading_a_million_item_queue_never_makes_redis_wait(big: RedisServer, kind: str) -> None:
     client = redis.Redis(port=big.port, decode_responses=True)
     source = sources(client)[kind]()
+    bound = ping_bound_ms(big)
     latencies, reads = read_while_pinged(big, source)
     assert reads > 10, f"only {reads} reads in a second: each read is slow"
     assert len(latencies) > 50
     p99 = percentile(latencies, 0.99)
-    assert p99 < SLOW_MS, f"PINGs waited {p99:.1f} ms (99th percentile) while {kind} was read"
+    assert p99 < bound, (
+        f"PINGs waited {p99:.1f} ms (99th percentile, bound {bound:.1f}) while {kind} was read"
+    )
     assert slow_commands(big) == [], "Redis logged a command of 5 ms or more"
     costly = {name: us for name, us in mean_us_per_command(big).items() if us >= 1000}
     assert costly == {}, f"commands that cost Redis 1 ms or more each: {costly}"
