@@ -330,15 +330,13 @@ def judge(
     # Judge only once the window reaches back (almost) its whole span.
     if interval is None or window.covered_s < window.span_s - 0.5 * interval:
         return Health(t=latest.t, state=WARMING_UP)
-    if not rows or len(rows[0].values) == 0:
-        rows = [SeriesComputer(cfg, capacity).row(s) for s in window.samples]
-    ev = Evaluation(
-        rows,
-        cfg,
-        interval_s=interval,
-        span_s=window.span_s,
-        recent_s=cfg.clear_fraction * window.span_s,
-    )
+    if window.keeps_sums:
+        ev = Evaluation(window, cfg)
+    else:
+        if not rows or len(rows[0].values) == 0:
+            rows = [SeriesComputer(cfg, capacity).row(s) for s in window.samples]
+        recent = cfg.clear_fraction * window.span_s
+        ev = Evaluation.of_rows(rows, cfg, interval_s=interval, span_s=window.span_s, recent_s=recent)
     return _verdict(ev, previous, capacity)
 
 
@@ -394,7 +392,13 @@ class Classifier:
         span = self.config.span_for(interval_s)
         self._computer = SeriesComputer(self.config, capacity)
         # Room for the span at the nominal interval, plus slack for jittery ticks.
-        self.window = Window(span, max_samples=math.ceil(span / interval_s) * 2 + 2, row=self._computer.row)
+        self.window = Window(
+            span,
+            max_samples=math.ceil(span / interval_s) * 2 + 2,
+            row=self._computer.row,
+            interval_s=interval_s,
+            recent_s=self.config.clear_fraction * span,
+        )
         self._previous: frozenset[Condition] = frozenset()
 
     def update(self, sample: Sample) -> Health:
