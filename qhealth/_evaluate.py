@@ -147,14 +147,108 @@ class Row:
     values: tuple[Value, ...]
 
 
+SeriesFunction = Callable[[Value, Value, Value], tuple[Value, ...]]
+
+
 class SeriesComputer:
-    """Computes every sample series of the definition for one queue."""
+    """Computes every sample series of the definition for one queue.
+
+    The series depend on the sample's depth, workers and busy workers (and the
+    queue's capacity) only; they are compiled once into one generated function
+    of those three values, which the window calls for every sample that comes
+    and goes: a few hundred nanoseconds, not a walk over the definition.
+    """
 
     def __init__(self, cfg: ClassifierConfig, capacity: int | None) -> None:
-        self._fns = tuple(_compile(s.expr, cfg, capacity) for s in SERIES)
+        self.values: SeriesFunction = _generate(cfg, capacity)
 
     def row(self, sample: Sample) -> Row:
-        return Row(sample, tuple(fn(sample) for fn in self._fns))
+        return Row(sample, self.values(_num(sample.depth), _num(sample.workers), _num(sample.busy)))
+
+
+def _generate(
+    cfg: ClassifierConfig, capacity: int | None
+) -> Callable[[Value, Value, Value], tuple[Value, ...]]:
+    """Python source for all the sample series at once, compiled (decided once, run per sample)."""
+    known = {"depth": "depth", "workers": "workers", "busy": "busy"}
+    fields_of: dict[str, frozenset[str]] = {}
+
+    def needs(expr: SampleExpr) -> frozenset[str]:
+        match expr:
+            case Field(name="capacity"):
+                return frozenset()
+            case Field(name=name):
+                return frozenset({name})
+            case Const() | Setting():
+                return frozenset()
+            case Otherwise():
+                return frozenset()  # decides by itself what it needs
+            case Minus(a=a, b=b) | Times(a=a, b=b) | Lesser(a=a, b=b) | Is(a=a, b=b):
+                return needs(a) | needs(b)
+            case Both(a=a, b=b) | Either(a=a, b=b):
+                return needs(a) | needs(b)
+        raise TypeError(f"not a sample expression: {expr!r}")  # pragma: no cover
+
+    def has_capacity(expr: SampleExpr) -> bool:
+        match expr:
+            case Field(name="capacity"):
+                return True
+            case Field() | Const() | Setting():
+                return False
+            case Otherwise(a=a, b=b):
+                return has_capacity(a) or has_capacity(b)
+            case Minus(a=a, b=b) | Times(a=a, b=b) | Lesser(a=a, b=b) | Is(a=a, b=b):
+                return has_capacity(a) or has_capacity(b)
+            case Both(a=a, b=b) | Either(a=a, b=b):
+                return has_capacity(a) or has_capacity(b)
+        raise TypeError(f"not a sample expression: {expr!r}")  # pragma: no cover
+
+    def pure(expr: SampleExpr) -> str:
+        """The expression, its inputs known."""
+        match expr:
+            case Field(name="capacity"):
+                return repr(float(capacity)) if capacity is not None else "None"
+            case Field(name=name):
+                return known[name]
+            case Const(value=value):
+                return repr(float(value))
+            case Setting(name=name):
+                return repr(float(getattr(cfg, name)))
+            case Minus(a=a, b=b):
+                return f"({pure(a)} - {pure(b)})"
+            case Times(a=a, b=b) | Both(a=a, b=b):
+                return f"({pure(a)} * {pure(b)})"
+            case Lesser(a=a, b=b):
+                return f"min({pure(a)}, {pure(b)})"
+            case Is(a=a, op=op, b=b):
+                return f"(1.0 if {pure(a)} {op} {pure(b)} else 0.0)"
+            case Either(a=a, b=b):
+                return f"min({pure(a)} + {pure(b)}, 1.0)"
+            case Otherwise(a=a, b=b):
+                return guarded(a) + " if " + known_test(a) + " else " + guarded(b)
+        raise TypeError(f"not a sample expression: {expr!r}")  # pragma: no cover
+
+    def known_test(expr: SampleExpr) -> str:
+        if has_capacity(expr) and capacity is None:
+            return "False"
+        names = sorted(needs(expr))
+        return " and ".join(f"{n} is not None" for n in names) or "True"
+
+    def guarded(expr: SampleExpr) -> str:
+        if isinstance(expr, Otherwise):
+            return f"({pure(expr)})"
+        test = known_test(expr)
+        if test == "False":
+            return "None"
+        return f"({pure(expr)} if {test} else None)" if test != "True" else f"({pure(expr)})"
+
+    for series in SERIES:
+        fields_of[series.name] = needs(series.expr)
+    body = ",\n        ".join(guarded(series.expr) for series in SERIES)
+    source = f"def series(depth, workers, busy):\n    return (\n        {body},\n    )\n"
+    namespace: dict[str, object] = {}
+    exec(compile(source, "<qhealth sample series>", "exec"), namespace)
+    return namespace["series"]  # type: ignore[return-value]
 
 
 INDEX: dict[str, int] = {s.name: i for i, s in enumerate(SERIES)}
@@ -173,7 +267,24 @@ class Primitives(Protocol):
     """
 
     @property
-    def rows(self) -> Sequence[Row]: ...
+    def rows(self) -> Sequence[Row]:
+        """Every sample with its series (may be built when asked: for reasons and tests)."""
+        ...
+
+    @property
+    def latest(self) -> Sample | None: ...
+
+    @property
+    def oldest_t(self) -> float:
+        """Time of the oldest sample held."""
+        ...
+
+    @property
+    def oldest_depth(self) -> int: ...
+
+    def extent(self, gauge: str) -> tuple[float, float] | None:
+        """(lowest, highest) of a gauge (``depth``, ``busy``, ``workers``) over the window."""
+        ...
 
     def mean(self, index: int, part: Part) -> Value: ...
 
@@ -184,6 +295,8 @@ class Primitives(Protocol):
     def seconds(self, part: Part) -> Value: ...
 
     def earliest(self, index: int, part: Part) -> Value: ...
+
+    def latest_value(self, index: int) -> Value: ...
 
     def max_of_first(self, index: int, fraction: int) -> Value: ...
 
@@ -210,6 +323,22 @@ class ScanPrimitives:
     @property
     def rows(self) -> Sequence[Row]:
         return self._rows
+
+    @property
+    def latest(self) -> Sample:
+        return self._rows[-1].sample
+
+    @property
+    def oldest_t(self) -> float:
+        return self._rows[0].sample.t
+
+    @property
+    def oldest_depth(self) -> int:
+        return self._rows[0].sample.depth
+
+    def extent(self, gauge: str) -> tuple[float, float] | None:
+        known = [v for r in self._rows if (v := getattr(r.sample, gauge)) is not None]
+        return (min(known), max(known)) if known else None
 
     def _known(self, index: int, start: int, stop: int | None = None) -> list[float]:
         rows = self._rows
@@ -249,6 +378,9 @@ class ScanPrimitives:
 
     def earliest(self, index: int, part: Part) -> Value:
         return self._rows[self._counter_start[part]].values[index]
+
+    def latest_value(self, index: int) -> Value:
+        return self._rows[-1].values[index]
 
     def max_of_first(self, index: int, fraction: int) -> Value:
         first_end, _ = thirds(self._rows, self.interval_s, self.span_s, fraction)
@@ -318,7 +450,7 @@ class Program:
                 return lambda ev: ev.primitives.seconds(part)
             case Latest(series=series):
                 index = INDEX[series.name]
-                return lambda ev: ev.rows[-1].values[index]
+                return lambda ev: ev.primitives.latest_value(index)
             case Earliest(series=series, part=part):
                 index = INDEX[series.name]
                 return lambda ev: ev.primitives.earliest(index, part)
@@ -452,7 +584,10 @@ class Evaluation:
 
     def __init__(self, primitives: Primitives, cfg: ClassifierConfig) -> None:
         self.primitives = primitives
-        self.rows = primitives.rows
+        latest = primitives.latest
+        if latest is None:
+            raise ValueError("cannot evaluate an empty window")
+        self.latest: Sample = latest
         self.cfg = cfg
         self._program = program_for(cfg)
         self._memo: dict[tuple[str, Part], Value] = {}
@@ -463,6 +598,11 @@ class Evaluation:
     ) -> Evaluation:
         """An evaluation recomputed from the rows (the reference for the running one)."""
         return cls(ScanPrimitives(rows, interval_s=interval_s, span_s=span_s, recent_s=recent_s), cfg)
+
+    @property
+    def rows(self) -> Sequence[Row]:
+        """Every sample of the window with its series (built when asked)."""
+        return self.primitives.rows
 
     def measure(self, name: str, part: Part = Part.WHOLE) -> Value:
         if name not in MEASURE:
