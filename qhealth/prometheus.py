@@ -6,99 +6,8 @@ counters are read from the monitor's latest snapshot of each queue when
 Prometheus scrapes, and the two latency histograms are fed once per tick with
 the observations the monitor drained from the probes.
 
-Single process (the usual case)::
-
-    import qhealth, qhealth.prometheus
-
-    monitor = qhealth.Monitor().start()
-    server = qhealth.prometheus.serve(monitor)          # http://127.0.0.1:9808/metrics
-
-or, with your own registry or an existing ``/metrics`` endpoint::
-
-    qhealth.prometheus.register(monitor, registry)      # default: prometheus_client.REGISTRY
-
-Public API
-    :class:`QHealthCollector`
-        A prometheus-client collector over a monitor (or any snapshot source).
-        Each scrape builds every family from one consistent set of per-queue
-        snapshots: a counter, a gauge and a histogram of a queue always come
-        from the same tick.
-    :func:`register`
-        Make a collector and register it (default registry unless given).
-    :func:`serve`
-        One call: register the monitor (if given) and serve ``/metrics`` from a
-        background thread; returns the :class:`~qhealth._http.HttpServer`
-        (``.url``, ``.address``, ``.add_route()``, ``.close()``). Binds
-        127.0.0.1 unless ``listen`` says otherwise.
-    :func:`metrics_route`
-        The ``/metrics`` handler for a registry, to mount on a server of yours.
-    :class:`MultiProcessExporter`, :func:`multiprocess_registry`, :func:`mark_process_dead`
-        prometheus-client's multiprocess mode (gunicorn, Celery prefork).
-
-Multiprocess mode
-    With several worker processes per host, each process has its own monitor,
-    and any one process may answer a scrape. prometheus-client handles this
-    with one file per process in ``PROMETHEUS_MULTIPROC_DIR``; qhealth writes
-    its values there at each tick, and the scrape side merges the files:
-
-    * set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory *before* the
-      server starts (and before anything imports prometheus_client); wipe it at
-      each deployment;
-    * in each worker process, after the fork: ``monitor = qhealth.Monitor();
-      ...watch...; MultiProcessExporter(monitor); monitor.start()`` (threads do
-      not survive a fork, so start the monitor in the child: gunicorn's
-      ``post_fork`` hook, Celery's ``worker_process_init`` signal);
-    * serve ``multiprocess_registry()``: from a route of the application, from
-      ``qhealth.prometheus.serve(registry=multiprocess_registry())`` in the
-      parent process, or from ``qhealth serve --multiprocess-dir DIR`` as a
-      sidecar;
-    * when a worker process exits, call ``mark_process_dead(pid)`` (gunicorn's
-      ``child_exit`` hook; Celery: ``worker_process_shutdown``), so that its
-      gauges leave the sums.
-
-    gunicorn (``gunicorn -c gunicorn.conf.py app:app``; no monitor may run in
-    the master, so nothing qhealth at import time with ``preload_app``)::
-
-        # gunicorn.conf.py
-        import qhealth
-        from qhealth.prometheus import MultiProcessExporter, mark_process_dead
-
-        def post_fork(server, worker):
-            MultiProcessExporter(qhealth.default_monitor())  # starts this worker's monitor
-
-        def child_exit(server, worker):
-            mark_process_dead(worker.pid)
-
-        # in the app, the /metrics view answers with
-        #   prometheus_client.generate_latest(qhealth.prometheus.multiprocess_registry())
-
-    Celery prefork::
-
-        from celery.signals import worker_init, worker_process_init, worker_process_shutdown
-
-        @worker_init.connect              # the parent: serve the merged files
-        def _serve(**_):
-            qhealth.prometheus.serve(registry=qhealth.prometheus.multiprocess_registry())
-
-        @worker_process_init.connect      # each child, after the fork
-        def _export(**_):
-            MultiProcessExporter(qhealth.default_monitor())
-
-        @worker_process_shutdown.connect
-        def _gone(pid=None, **_):
-            mark_process_dead(pid or os.getpid())
-
-    Across live processes the gauges ``qhealth_queue_depth``,
-    ``qhealth_queue_capacity``, ``qhealth_workers``, ``qhealth_workers_busy``
-    and ``qhealth_workers_recommended`` are summed (each process reports its
-    own share; pass ``shared_depth=True`` when every process reports the same
-    broker-wide depth, which is then the maximum instead); counters and
-    histograms are summed over all processes, dead ones included, so they
-    never go backwards; ``qhealth_condition`` is 1 when any live process sees
-    the condition, and the ratios and the oldest age are the maximum. The
-    Prometheus rules in ``alerts/`` judge the pooled counters and gauges, so
-    they see the whole pool. A series, once written in a process, stays until
-    that process is marked dead (the files cannot forget a label set).
+How to run it (one process, your own registry, multiprocess mode with gunicorn
+or Celery prefork, the server's limits) is in ``docs/export.md``.
 """
 
 from __future__ import annotations
@@ -108,7 +17,7 @@ import gzip
 import math
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -123,7 +32,6 @@ from prometheus_client.metrics_core import (
 from prometheus_client.samples import Sample
 
 from . import _contract as c
-from . import status_page
 from ._contract import DEFAULT_BUCKETS, MetricSpec, SnapshotSource
 from ._http import Handler, HttpServer, Request, Response
 from ._log import ThrottledLog
@@ -367,27 +275,27 @@ def serve(
     listen: str = DEFAULT_LISTEN,
     registry: CollectorRegistry | None = None,
     buckets: Sequence[float] = DEFAULT_BUCKETS,
+    routes: Mapping[str, Handler] | None = None,
 ) -> HttpServer:
     """Serve ``/metrics`` from a background thread and return the server.
 
-    ``source`` (a monitor), when given, is registered in ``registry`` first,
-    and its status page (:mod:`qhealth.status_page`) is served at ``/``.
+    ``source`` (a monitor), when given, is registered in ``registry`` first.
     ``registry`` defaults to prometheus-client's default registry, so metrics
-    you defined there are served too. ``listen`` is ``HOST:PORT`` (port 0 for
-    any free port; ``0.0.0.0:PORT`` to accept connections from other hosts).
+    you defined there are served too. ``routes`` are more pages to serve
+    beside ``/metrics`` (path -> handler), e.g. the status page:
+    ``routes={"/": qhealth.status_page.StatusPage(monitor).route}``. ``listen``
+    is ``HOST:PORT`` (port 0 for any free port; ``0.0.0.0:PORT`` to accept
+    connections from other hosts).
     """
-    server = HttpServer(listen)
+    server = HttpServer(listen, routes=routes)
     collector = register(source, registry, buckets=buckets) if source is not None else None
     server.add_route("/metrics", metrics_route(REGISTRY if registry is None else registry))
-    page = status_page.mount(server, source) if source is not None else None  # `/`: conditions at a glance
     try:
         return server.start()
     except OSError:
         if collector is not None:
             (REGISTRY if registry is None else registry).unregister(collector)
             collector.close()
-        if page is not None:
-            page.close()
         raise
 
 

@@ -28,10 +28,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ._classifier import HEALTHY, SEVERITY, WARMING_UP
+from ._colors import STATE_COLORS
 from ._contract import SnapshotSource
 from ._http import HttpServer, Request, Response
 from ._monitor import Listener, QueueSnapshot
-from .report import STATE_COLORS
 
 #: Ticks of history drawn per queue.
 HISTORY = 180

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from qhealth import prometheus
 from qhealth._http import HttpServer
-from qhealth.status_page import COLORS
+from qhealth.status_page import COLORS, StatusPage
 
 from .test_status_page_support import count_color, play, read_png, replaying_monitor, run_chromium
 
@@ -35,7 +35,10 @@ LEGEND_PX = 150
 
 def _serve(queues: dict[str, str]) -> HttpServer:
     monitor, clock, ticks = replaying_monitor(queues)
-    server = prometheus.serve(monitor, listen="127.0.0.1:0", registry=CollectorRegistry())
+    page = StatusPage(monitor)
+    server = prometheus.serve(
+        monitor, listen="127.0.0.1:0", registry=CollectorRegistry(), routes={"/": page.route}
+    )
     play(monitor, clock, ticks)
     return server
 

@@ -19,13 +19,13 @@ import threading
 from typing import Any, TextIO
 
 from .._classifier import SEVERITY, WARMING_UP, Health
-from .._exports import add_export_arguments, start_exports
 from .._monitor import Listener, Monitor, QueueSnapshot
 from .._sample import TraceHeader
 from .._source import Source
 from .._text import finding_lines
 from .._trace import TraceWriter
 from . import UsageError
+from ._exports import add_export_arguments, start_exports
 from .classify import config_from_args
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
