@@ -52,4 +52,3 @@ def test_the_prometheus_exporter_loads_neither_the_status_page_nor_the_report() 
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
-
