@@ -50,6 +50,7 @@ import math
 import os
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -233,6 +234,22 @@ def _env_interval_s() -> float:
     return value
 
 
+def http_metrics_url(endpoint: str) -> str:
+    """The URL an HTTP exporter posts to for ``endpoint``, read as the standard
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` is: the signal's path ``v1/metrics`` is
+    appended to the base URL (``http://collector:4318`` ->
+    ``http://collector:4318/v1/metrics``; ``https://gw/otlp`` ->
+    ``https://gw/otlp/v1/metrics``). A URL that already ends in ``/v1/metrics``
+    is taken as it is, so the full URL works too."""
+    url = urllib.parse.urlsplit(endpoint.strip())
+    if not url.scheme or not url.netloc:
+        raise ValueError(f"OTLP endpoint must be a URL such as http://collector:4318, got {endpoint!r}")
+    path = url.path.rstrip("/")
+    if not path.endswith("/v1/metrics"):
+        path += "/v1/metrics"
+    return urllib.parse.urlunsplit((url.scheme, url.netloc, path, url.query, url.fragment))
+
+
 class _ThrottleFilter(logging.Filter):
     """Lets each distinct warning of a logger through at most once per
     interval (the exporters log every retry of every export)."""
@@ -389,8 +406,10 @@ def setup_otlp(
     """Export over OTLP as configured by the ``OTEL_EXPORTER_OTLP_*`` variables.
 
     Arguments override the variables: ``protocol`` (``"grpc"`` or
-    ``"http/protobuf"``), ``endpoint`` (gRPC: ``http://host:4317``; HTTP: the
-    full ``.../v1/metrics`` URL), ``interval_s`` (export period). With
+    ``"http/protobuf"``), ``endpoint`` (read as ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    is: gRPC ``http://host:4317``; HTTP the collector's base URL, to which
+    ``/v1/metrics`` is appended unless it already ends so), ``interval_s``
+    (export period). With
     ``source``, its instruments are created on the new provider;
     ``timeout_s`` bounds each export request, retries included (default: the
     exporters' ``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s). ``set_global`` also makes
@@ -418,7 +437,7 @@ def setup_otlp(
             raise ValueError(f"export {what} must be a positive number of seconds, got {value!r}")
     options: dict[str, Any] = {}
     if endpoint:
-        options["endpoint"] = endpoint
+        options["endpoint"] = endpoint if chosen == "grpc" else http_metrics_url(endpoint)
     if timeout_s is not None:
         options["timeout"] = timeout_s
     resource = Resource.create({"service.name": _env("OTEL_SERVICE_NAME") or "qhealth"})

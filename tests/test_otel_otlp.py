@@ -11,7 +11,8 @@ from typing import Literal
 import pytest
 
 import qhealth
-from qhealth.otel import OtlpExport, setup_otlp
+from qhealth.cli._exports import start_exports
+from qhealth.otel import OtlpExport, http_metrics_url, setup_otlp
 
 from .test_export_support import spec_rows
 from .test_otel_support import OtlpReceiver, prometheus_name
@@ -189,3 +190,49 @@ def test_shutting_down_twice_is_harmless(caplog: pytest.LogCaptureFixture) -> No
     caplog.clear()
     export.shutdown(timeout_s=1)
     assert not caplog.records, [r.getMessage() for r in caplog.records]
+
+
+# -- the endpoint given on the command line ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "posted_to"),
+    [
+        ("http://collector:4318", "http://collector:4318/v1/metrics"),
+        ("http://collector:4318/", "http://collector:4318/v1/metrics"),
+        ("https://gateway/otlp", "https://gateway/otlp/v1/metrics"),
+        ("http://collector:4318/v1/metrics", "http://collector:4318/v1/metrics"),
+    ],
+)
+def test_an_http_endpoint_is_a_base_url_as_in_the_standard_variable(given: str, posted_to: str) -> None:
+    assert http_metrics_url(given) == posted_to
+
+
+def test_an_endpoint_that_is_no_url_is_refused_with_its_value() -> None:
+    with pytest.raises(ValueError, match="collector:4318"):
+        http_metrics_url("collector:4318")
+
+
+@pytest.mark.parametrize("how", ["flag", "variable"])
+def test_the_endpoint_flag_posts_where_the_standard_variable_does(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--otlp-endpoint http://host:port`` and ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    with the same value both reach the receiver's ``/v1/metrics`` (it answers
+    404 anywhere else and keeps nothing)."""
+    for name in ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SDK_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+    monitor, probe = busy_monitor()
+    with OtlpReceiver("http") as receiver:
+        base = f"http://127.0.0.1:{receiver.port}"
+        if how == "variable":
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", base)
+        exports = start_exports(monitor, otlp=True, otlp_endpoint=base if how == "flag" else None)
+        try:
+            _exported(monitor, probe)
+            receiver.wait_for({"qhealth.queue.depth"})
+            assert exports.running == [("exporting", f"over OTLP (http/protobuf) to {base}/v1/metrics")]
+        finally:
+            exports.close()

@@ -23,7 +23,12 @@ def add_export_arguments(parser: argparse.ArgumentParser, serve_help: str) -> No
         action="store_true",
         help="export over OTLP, configured by the OTEL_EXPORTER_OTLP_* variables",
     )
-    parser.add_argument("--otlp-endpoint", metavar="URL", help="OTLP endpoint (implies --otlp)")
+    parser.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="the collector's URL, read as OTEL_EXPORTER_OTLP_ENDPOINT is (http/protobuf: "
+        "http://host:4318, to which /v1/metrics is appended; grpc: http://host:4317); implies --otlp",
+    )
     parser.add_argument(
         "--otlp-protocol", choices=("grpc", "http/protobuf"), help="OTLP protocol (implies --otlp)"
     )
