@@ -24,14 +24,12 @@ from typing import TYPE_CHECKING, Literal
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.samples import Sample
 
 from . import _contract as c
+from . import _exposition as ex
 from ._contract import DEFAULT_BUCKETS, MetricSpec, SnapshotSource
 from ._http import Handler, HttpServer, Request, Response
 from ._log import ThrottledLog
@@ -45,6 +43,7 @@ __all__ = [
     "DEFAULT_LISTEN",
     "MultiProcessExporter",
     "QHealthCollector",
+    "encode",
     "mark_process_dead",
     "metrics_route",
     "multiprocess_registry",
@@ -117,6 +116,14 @@ class _Record:
     waits: _Histogram | None
     durations: _Histogram | None
 
+    def same(self, other: _Record) -> bool:
+        """Whether ``other`` holds the very same values (the same tick)."""
+        return (
+            self.snapshot is other.snapshot
+            and self.waits is other.waits
+            and self.durations is other.durations
+        )
+
 
 class _Feeder(Listener):
     """The collector's ear on the monitor: keeps each queue's latest snapshot
@@ -126,6 +133,11 @@ class _Feeder(Listener):
         self._collector = collector
 
     def on_tick(self, snapshot: QueueSnapshot) -> None:
+        self._collector._on_tick(snapshot)
+
+    def on_source_down(self, snapshot: QueueSnapshot) -> None:
+        # The record moves to the stale snapshot (gauges withdrawn, conditions
+        # 0); it carries no observations, so the histograms stay as they were.
         self._collector._on_tick(snapshot)
 
     def on_unwatch(self, queue: str) -> None:
@@ -146,8 +158,12 @@ class QHealthCollector:
         self._source = source
         self._bounds = _check_buckets(buckets)
         self._les = tuple(_le(b) for b in (*self._bounds, math.inf))
+        self._empty = _Histogram.empty(self._bounds)
+        self._buckets = {spec: ex.Buckets.of(spec, self._les) for spec in (c.ITEM_WAIT, c.ITEM_DURATION)}
         self._lock = threading.Lock()
         self._records: dict[str, _Record] = {}
+        self._encoded: dict[str, tuple[_Record, tuple[str, ...]]] = {}
+        """Per queue, the record last written out and its lines, one string per family."""
         self._feeder: _Feeder | None = None
         add_listener = getattr(source, "add_listener", None)
         if callable(add_listener):
@@ -171,7 +187,7 @@ class QHealthCollector:
     def _on_tick(self, snapshot: QueueSnapshot) -> None:
         with self._lock:
             old = self._records.get(snapshot.queue)
-        empty = _Histogram.empty(self._bounds)
+        empty = self._empty
         waits = (old.waits if old and old.waits else empty).add(self._bounds, snapshot.waits)
         durations = (old.durations if old and old.durations else empty).add(self._bounds, snapshot.durations)
         with self._lock:
@@ -195,7 +211,7 @@ class QHealthCollector:
                 # No tick seen yet (collector made after the monitor ran): the
                 # source's snapshot, and histograms with no observations yet;
                 # a source that hands over no ticks has no histograms at all.
-                empty = _Histogram.empty(self._bounds) if self._feeder is not None else None
+                empty = self._empty if self._feeder is not None else None
                 record = _Record(snapshot, empty, empty)
             current[queue] = record
         return current
@@ -206,8 +222,12 @@ class QHealthCollector:
             yield _family(spec)
 
     def collect(self) -> Iterator[Metric]:
+        current = self._current()
+        if ex.ENCODING.get():
+            yield from self._collect_encoded(current)
+            return
         families = {spec: _family(spec) for spec in c.METRICS}
-        for queue, record in sorted(self._current().items()):
+        for queue, record in sorted(current.items()):
             for spec, labels, value in c.series_of(record.snapshot):
                 families[spec].add_metric([queue, *labels], value)  # type: ignore[attr-defined]
             for spec, hist in ((c.ITEM_WAIT, record.waits), (c.ITEM_DURATION, record.durations)):
@@ -216,15 +236,34 @@ class QHealthCollector:
         # A family with no series (no queue yet, or a source without histograms) is left out.
         yield from (family for family in families.values() if family.samples)
 
+    def _collect_encoded(self, current: dict[str, _Record]) -> Iterator[Metric]:
+        """The families as text (see :mod:`qhealth._exposition`): each queue's
+        lines are written once per tick, by the first scrape that sees it."""
+        cache = self._encoded
+        fresh: dict[str, tuple[_Record, tuple[str, ...]]] = {}
+        for queue, record in sorted(current.items()):
+            cached = cache.get(queue)
+            if cached is None or not cached[0].same(record):
+                cached = (record, self._lines(queue, record))
+            fresh[queue] = cached
+        self._encoded = fresh  # queues gone from the source leave the cache here
+        texts = [lines for _, lines in fresh.values()]
+        for i, spec in enumerate(c.METRICS):
+            text = "".join([lines[i] for lines in texts])
+            if text:  # a family with no series is left out, as above
+                yield ex.Encoded(spec, text)
 
-def _family(spec: MetricSpec) -> Metric:
-    labels = ["queue", *spec.labels]
-    unit = spec.prometheus_unit
-    if spec.kind is c.Kind.COUNTER:
-        return CounterMetricFamily(spec.prometheus, spec.help, labels=labels, unit=unit)
-    if spec.kind is c.Kind.HISTOGRAM:
-        return HistogramMetricFamily(spec.prometheus, spec.help, labels=labels, unit=unit)
-    return GaugeMetricFamily(spec.prometheus, spec.help, labels=labels, unit=unit)
+    def _lines(self, queue: str, record: _Record) -> tuple[str, ...]:
+        escaped = ex.label_value(queue)
+        per: list[list[str]] = [[] for _ in c.METRICS]
+        ex.series_lines(escaped, c.series_of(record.snapshot), per)
+        for spec, hist in ((c.ITEM_WAIT, record.waits), (c.ITEM_DURATION, record.durations)):
+            if hist is not None:
+                per[ex.POSITION[spec]].append(self._buckets[spec].lines(escaped, hist.counts, hist.total))
+        return tuple(["".join(lines) for lines in per])
+
+
+_family = ex.family
 
 
 def register(
@@ -248,6 +287,18 @@ def register(
 # -- HTTP ------------------------------------------------------------------------------
 
 
+def encode(registry: Collector | None = None, accept: str = "") -> tuple[bytes, str]:
+    """The body and content type of a scrape of ``registry`` (default:
+    prometheus-client's) for a scraper that sends ``accept`` (its ``Accept``
+    header: Prometheus text or OpenMetrics). Byte for byte what
+    prometheus-client's own encoder writes, with qhealth's families written
+    from lines prepared once per tick (see :mod:`qhealth._exposition`): use it
+    in a ``/metrics`` view of your own."""
+    target: Collector = REGISTRY if registry is None else registry
+    _, content_type = choose_encoder(accept)
+    return ex.encode(target, content_type.startswith("application/openmetrics-text")), content_type
+
+
 def metrics_route(registry: Collector | None = None) -> Handler:
     """A route handler serving ``registry`` in the format the scraper asks for
     (Prometheus text or OpenMetrics), gzipped when accepted. ``?name[]=...``
@@ -256,10 +307,14 @@ def metrics_route(registry: Collector | None = None) -> Handler:
     target: Collector = REGISTRY if registry is None else registry
 
     def handler(request: Request) -> Response:
-        encoder, content_type = choose_encoder(request.header("accept"))
+        accept = request.header("accept")
         names = request.query.get("name[]")
         restricted = getattr(target, "restricted_registry", None)
-        body = encoder(restricted(names) if names and callable(restricted) else target)
+        if names and callable(restricted):
+            encoder, content_type = choose_encoder(accept)
+            body = encoder(restricted(names))
+        else:
+            body, content_type = encode(target, accept)
         headers: tuple[tuple[str, str], ...] = ()
         if gzip_accepted(request.header("accept-encoding")):
             body = gzip.compress(body, compresslevel=1)

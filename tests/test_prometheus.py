@@ -232,6 +232,34 @@ def test_while_a_source_is_down_its_gauges_are_withdrawn_and_its_conditions_read
     )
 
 
+def test_a_collector_that_saw_the_queue_up_reports_it_down_when_its_source_fails(
+    registry: CollectorRegistry,
+) -> None:
+    """Registered before the ticks (the usual order), the collector follows
+    the monitor's down notice instead of serving its last good tick."""
+    monitor, clock = fake_monitor()
+    state = {"up": True}
+
+    class Flaky:
+        unknown: Mapping[str, str] = {}
+
+        def read(self) -> qhealth.Reading:
+            if not state["up"]:
+                raise ConnectionError("down")
+            return qhealth.Reading(depth=4, workers=1)
+
+    monitor.watch_source("flaky", Flaky())
+    register(monitor, registry)
+    clock.now = 1.0
+    monitor.tick()
+    state["up"] = False
+    clock.now = 2.0
+    monitor.tick()
+    got = scrape(registry)
+    assert got[("qhealth_source_up", labels(queue="flaky"))] == 0
+    assert ("qhealth_queue_depth", labels(queue="flaky")) not in got
+
+
 def test_histograms_accumulate_the_observations_drained_at_each_tick(registry: CollectorRegistry) -> None:
     monitor, clock = fake_monitor()
     probe = monitor.watch("lat", workers=1)
