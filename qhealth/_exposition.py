@@ -147,33 +147,52 @@ def _template(spec: MetricSpec, values: tuple[str, ...]) -> tuple[str, str, int]
     return found
 
 
+def go_float(value: float) -> str:
+    """``floatToGoString(value)``, the common cases without its function
+    call: whole numbers below a million (depths, workers, most totals) and
+    what ``repr`` already writes as Go does (the rest goes to it)."""
+    if 0 < value < 1_000_000 and value.is_integer():
+        return f"{int(value)}.0"
+    text = repr(value)
+    # inf and nan are spelt otherwise; Go writes 1e+06 and up with an exponent.
+    if "n" in text or (value > 0 and text.find(".") > 6):
+        return floatToGoString(value)
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class Buckets:
-    """The lines of one histogram family for one queue, as one format string
+    """The lines of one histogram family for one queue, as format strings
     made once per collector: a whole histogram is a single ``str.format``."""
 
-    spec: MetricSpec
     template: str
-    """Placeholders: 0 the escaped queue, 1.. the cumulative counts (the last,
-    +Inf, is also ``_count``), then the sum."""
+    """Placeholders: 0 the escaped queue, 1.. the cumulative counts as
+    strings (the last, +Inf, is also ``_count``), then the sum."""
+    small: str
+    """The same with ``.0`` after each count: for counts below a million,
+    which Go writes as whole floats, passed as ints."""
 
     @classmethod
     def of(cls, spec: MetricSpec, les: tuple[str, ...]) -> Buckets:
-        name = spec.prometheus
-        # "le" sorts before "queue": the bound comes first.
-        lines = [f'{name}_bucket{{{{le="{le}",queue="{{0}}"}}}} {{{i}}}\n' for i, le in enumerate(les, 1)]
-        lines.append(f'{name}_count{{{{queue="{{0}}"}}}} {{{len(les)}}}\n')
-        lines.append(f'{name}_sum{{{{queue="{{0}}"}}}} {{{len(les) + 1}}}\n')
-        return cls(spec, "".join(lines))
+        def template(whole: str) -> str:
+            name = spec.prometheus
+            # "le" sorts before "queue": the bound comes first.
+            lines = [
+                f'{name}_bucket{{{{le="{le}",queue="{{0}}"}}}} {{{i}}}{whole}\n'
+                for i, le in enumerate(les, 1)
+            ]
+            lines.append(f'{name}_count{{{{queue="{{0}}"}}}} {{{len(les)}}}{whole}\n')
+            lines.append(f'{name}_sum{{{{queue="{{0}}"}}}} {{{len(les) + 1}}}\n')
+            return "".join(lines)
+
+        return cls(template(""), template(".0"))
 
     def lines(self, queue: str, counts: tuple[int, ...], total: float) -> str:
         """Cumulative bucket lines, then ``_count`` and ``_sum``."""
         running = list(itertools.accumulate(counts))
-        if running[-1] < 1_000_000:  # every count written as Go writes a small whole float
-            values = [f"{n}.0" for n in running]
-        else:
-            values = [floatToGoString(float(n)) for n in running]
-        return self.template.format(queue, *values, floatToGoString(total))
+        if running[-1] < 1_000_000:
+            return self.small.format(queue, *running, go_float(total))
+        return self.template.format(queue, *[floatToGoString(float(n)) for n in running], go_float(total))
 
 
 def series_lines(queue: str, series: Iterable[c.Series], into: list[list[str]]) -> None:
@@ -181,8 +200,5 @@ def series_lines(queue: str, series: Iterable[c.Series], into: list[list[str]]) 
     to its family's list in ``into`` (indexed by :data:`POSITION`)."""
     templates = _templates
     for spec, values, value in series:
-        found = templates.get((id(spec), values)) or _template(spec, values)
-        head, tail, at = found
-        # Whole numbers (depths, workers, most totals) skip repr's detour.
-        text = f"{int(value)}.0" if 0 < value < 1_000_000 and value.is_integer() else floatToGoString(value)
-        into[at].append(f"{head}{queue}{tail}{text}\n")
+        head, tail, at = templates.get((id(spec), values)) or _template(spec, values)
+        into[at].append(f"{head}{queue}{tail}{go_float(value)}\n")

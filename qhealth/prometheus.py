@@ -244,7 +244,7 @@ class QHealthCollector:
         for queue, record in sorted(current.items()):
             cached = cache.get(queue)
             if cached is None or not cached[0].same(record):
-                cached = (record, self._lines(queue, record))
+                cached = (record, self._lines(queue, record, cached))
             fresh[queue] = cached
         self._encoded = fresh  # queues gone from the source leave the cache here
         texts = [lines for _, lines in fresh.values()]
@@ -253,13 +253,21 @@ class QHealthCollector:
             if text:  # a family with no series is left out, as above
                 yield ex.Encoded(spec, text)
 
-    def _lines(self, queue: str, record: _Record) -> tuple[str, ...]:
+    def _lines(
+        self, queue: str, record: _Record, before: tuple[_Record, tuple[str, ...]] | None
+    ) -> tuple[str, ...]:
         escaped = ex.label_value(queue)
         per: list[list[str]] = [[] for _ in c.METRICS]
         ex.series_lines(escaped, c.series_of(record.snapshot), per)
-        for spec, hist in ((c.ITEM_WAIT, record.waits), (c.ITEM_DURATION, record.durations)):
-            if hist is not None:
-                per[ex.POSITION[spec]].append(self._buckets[spec].lines(escaped, hist.counts, hist.total))
+        for spec, hist, old in (
+            (c.ITEM_WAIT, record.waits, before and before[0].waits),
+            (c.ITEM_DURATION, record.durations, before and before[0].durations),
+        ):
+            at = ex.POSITION[spec]
+            if hist is not None and before is not None and hist is old:
+                per[at].append(before[1][at])  # no observation since: the same lines
+            elif hist is not None:
+                per[at].append(self._buckets[spec].lines(escaped, hist.counts, hist.total))
         return tuple(["".join(lines) for lines in per])
 
 

@@ -183,9 +183,13 @@ def test_each_tick_shows_in_the_next_scrape_and_repeated_scrapes_agree() -> None
     probe = monitor.watch("q00")
     probe.enqueued(1000)
     monitor.tick(8.0)
-    after = encode(registry)[0]
+    after = encode(registry)[0]  # no observation in that tick: the histogram lines are kept
     assert after != first
     assert after == generate_latest(registry)
+    probe.observe_duration(3.0)
+    monitor.tick(9.0)
+    assert encode(registry)[0] == generate_latest(registry)
+    assert 'qhealth_item_duration_seconds_bucket{le="5.0",queue="q00"} 8.0' in encode(registry)[0].decode()
 
 
 def test_an_unwatched_queue_leaves_the_scrape_and_the_prepared_lines() -> None:
