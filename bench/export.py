@@ -19,6 +19,10 @@ own time (wall minus the time the kernel kept it waiting for a CPU: steady
 when other programs load the machine, while GIL waits and blocking still
 count) and of the process's CPU time.
 
+Part 4: the metrics server crowded by 100 clients that trickle their
+request and 20 scrapers, against prometheus-client's own server and the
+standard library's ThreadingHTTPServer (what qhealth used before).
+
     python3 bench/export.py [--quick]
 
     python3 bench/export.py --parts scrape      # part 1 only
@@ -30,7 +34,9 @@ first scrape after a tick with 100 queues (the wall time on an idle machine).
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
+import socket
 import statistics
 import sys
 import threading
@@ -145,6 +151,130 @@ def scrape_table(sizes: tuple[int, ...], repeat: int) -> dict[int, float]:
     return medians
 
 
+def _trickle(address: tuple[str, int], stop: threading.Event, every_s: float) -> None:
+    """A client that sends its request one byte at a time (slowloris)."""
+    try:
+        with socket.create_connection(address, timeout=30) as s:
+            for byte in b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100_000:
+                if stop.wait(every_s):
+                    return
+                s.sendall(bytes([byte]))
+    except OSError:
+        pass  # cut by the server
+
+
+def _crowded(address: tuple[str, int], slow: int, scrapers: int, each: int) -> tuple[int, list[float], float]:
+    """``slow`` trickling clients, then ``scrapers`` threads scraping ``each``
+    times: (failed scrapes, scrape times in s, time for the slow clients to connect)."""
+    stop = threading.Event()
+    t0 = time.perf_counter()
+    slow_threads = [threading.Thread(target=_trickle, args=(address, stop, 0.2)) for _ in range(slow)]
+    for t in slow_threads:
+        t.start()
+    time.sleep(0.5)
+    connect_s = time.perf_counter() - t0
+    times: list[float] = []
+    failed = [0]
+    lock = threading.Lock()
+
+    def scraper() -> None:
+        for _ in range(each):
+            start = time.perf_counter()
+            try:
+                connection = http.client.HTTPConnection(*address, timeout=10)
+                connection.request("GET", "/metrics")
+                response = connection.getresponse()
+                ok = response.status == 200 and len(response.read()) > 0
+                connection.close()
+            except OSError:
+                ok = False
+            with lock:
+                times.append(time.perf_counter() - start)
+                failed[0] += not ok
+
+    threads = [threading.Thread(target=scraper) for _ in range(scrapers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    for t in slow_threads:
+        t.join()
+    return failed[0], times, connect_s
+
+
+def server_table(rounds: int) -> None:
+    """qhealth's server against prometheus-client's own (wsgiref, a thread per
+    connection, backlog 5) and the standard library's ThreadingHTTPServer
+    (qhealth's server before: 8 shared slots), same registry, same crowd."""
+    import http.server
+
+    from prometheus_client import start_wsgi_server
+
+    print("\nPart 4: 100 clients trickling their request (a byte per 0.2 s)")
+    print("        + 20 scrapers x 10 scrapes of 100 queues")
+    print(f"{'server':<34}  {'failed':>6}  {'p50 ms':>8}  {'p99 ms':>8}  {'max ms':>8}")
+    clock = [0.0]
+    monitor, _ = _busy_monitor(100, clock)
+    registry = CollectorRegistry()
+    register(monitor, registry)
+
+    def ours() -> tuple[tuple[str, int], Callable[[], None]]:
+        server = serve(listen="127.0.0.1:0", registry=registry)
+        return server.address, server.close
+
+    def prometheus_client_server() -> tuple[tuple[str, int], Callable[[], None]]:
+        httpd, _ = start_wsgi_server(0, addr="127.0.0.1", registry=registry)
+        return ("127.0.0.1", httpd.server_address[1]), lambda: (httpd.shutdown(), httpd.server_close())
+
+    def threading_http_server() -> tuple[tuple[str, int], Callable[[], None]]:
+        slots = threading.BoundedSemaphore(8)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            timeout = 10.0
+
+            def do_GET(self) -> None:
+                if not slots.acquire(blocking=False):
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                try:
+                    body = generate_latest(registry)
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                finally:
+                    slots.release()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd.daemon_threads = True
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        return ("127.0.0.1", httpd.server_address[1]), lambda: (httpd.shutdown(), httpd.server_close())
+
+    for name, start in (
+        ("qhealth (asyncio, lanes)", ours),
+        ("prometheus-client start_wsgi_server", prometheus_client_server),
+        ("ThreadingHTTPServer, 8 shared slots", threading_http_server),
+    ):
+        failed, times = 0, []
+        for _ in range(rounds):
+            address, close = start()
+            try:
+                f, t, _ = _crowded(address, slow=100, scrapers=20, each=10)
+            finally:
+                close()
+            failed += f
+            times += t
+        q = statistics.quantiles(times, n=100)
+        print(
+            f"{name:<34}  {failed:>6}  {q[49] * 1000:>8.1f}  {q[98] * 1000:>8.1f}  {max(times) * 1000:>8.1f}"
+        )
+
+
 def _feed(probes: list[qhealth.Probe], stop: threading.Event) -> None:
     """Traffic for the OTel runs, per queue: 50 items a second, the first 16
     of each second timed (wait and duration), as the asyncio integration times
@@ -249,7 +379,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument(
-        "--parts", default="scrape,otel,failure", help="which parts to run (default: all three)"
+        "--parts", default="scrape,otel,failure,server", help="which parts to run (default: all four)"
     )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -261,6 +391,8 @@ def main() -> None:
         otel_cpu_table(seconds=3.0 if args.quick else 20.0)
     if "failure" in parts:
         failure_table(rounds=2 if args.quick else 12)
+    if "server" in parts:
+        server_table(rounds=1 if args.quick else 3)
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
     if medians:
         print(f"scrape ms for 100 queues: {medians[100]:.1f}")
