@@ -6,10 +6,11 @@ all its series and both histograms: prometheus-client's own collect + encode
 (the baseline, measured in the same run) against qhealth's prepared lines,
 the first scrape after a tick and a repeated one, and a whole HTTP GET.
 
-Part 2: CPU per minute of OpenTelemetry export at a 1 s interval, over OTLP
-to a real receiver in another process (gRPC and HTTP/protobuf), for 1, 10 and
-100 queues: the process's CPU time with export minus the same program's
-without, both measured here.
+Part 2: the CPU share of OpenTelemetry export at a 1 s interval, over OTLP
+to a real receiver in another process (gRPC and HTTP/protobuf), for 1 and 100
+queues: the process's CPU time with export minus the same program's without,
+per wall second, for the SDK's instruments (how it was done before) and for
+qhealth's own points (``setup_otlp`` now), alternated in one run.
 
 Part 3: an instrumented asyncio pool (no-op items, 10 workers) runs while its
 collector is switched between live, dead, slow and failing, alternated
@@ -27,7 +28,8 @@ standard library's ThreadingHTTPServer (what qhealth used before).
 
     python3 bench/export.py --parts scrape      # part 1 only
 
-The last line is ``scrape ms for 100 queues: X.X``: the median CPU time of the
+It ends with ``otel export cpu share for 100 queues: X.XXX`` (HTTP/protobuf)
+and, last, ``scrape ms for 100 queues: X.X``: the median CPU time of the
 first scrape after a tick with 100 queues (the wall time on an idle machine).
 """
 
@@ -293,19 +295,39 @@ def _feed(probes: list[qhealth.Probe], stop: threading.Event) -> None:
         step += 1
 
 
-def _cpu_of_run(queues: int, seconds: float, protocol: str | None, endpoint: str) -> float:
+def _cpu_of_run(queues: int, seconds: float, mode: str, protocol: str, endpoint: str) -> float:
     """CPU seconds this process spent while a monitor ticked every second for
-    ``seconds`` with traffic on ``queues`` queues, exporting over OTLP when
-    ``protocol`` is given."""
-    from qhealth.otel import setup_otlp
+    ``seconds`` with traffic on ``queues`` queues: without export (``none``),
+    exporting through the SDK's instruments (``sdk``: ``qhealth.otel.instrument``
+    on a MeterProvider with the SDK's periodic reader and OTLP exporter, how
+    setup_otlp worked before) or through qhealth's own points (``qhealth``:
+    ``setup_otlp``)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    from qhealth.otel import instrument, setup_otlp
 
     monitor = qhealth.Monitor(interval=1.0)
     probes = [monitor.watch(f"q{i:03d}", workers=4) for i in range(queues)]
     stop = threading.Event()
     feeder = threading.Thread(target=_feed, args=(probes, stop))
-    export = None
-    if protocol is not None:
+    shutdown: Callable[[], object] = lambda: None  # noqa: E731
+    failures: Callable[[], int] = lambda: 0  # noqa: E731
+    if mode == "qhealth":
         export = setup_otlp(monitor, protocol=protocol, endpoint=endpoint, interval_s=1.0, timeout_s=5.0)
+        shutdown, failures = export.shutdown, lambda: export.failures
+    elif mode == "sdk":
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        else:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
+                OTLPMetricExporter,
+            )
+        url = endpoint if protocol == "grpc" else endpoint + "/v1/metrics"
+        reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=url, timeout=5), 1000)
+        provider = MeterProvider(metric_readers=[reader])
+        instrument(monitor, provider)
+        shutdown = provider.shutdown
     monitor.start()
     feeder.start()
     c0 = time.process_time()
@@ -314,29 +336,43 @@ def _cpu_of_run(queues: int, seconds: float, protocol: str | None, endpoint: str
     stop.set()
     feeder.join()
     monitor.stop()
-    if export is not None:
-        assert export.failures == 0, "exports failed: the figure would not be the cost of exporting"
-        export.shutdown()
+    assert failures() == 0, "exports failed: the figure would not be the cost of exporting"
+    shutdown()
     return cpu
 
 
-def otel_cpu_table(seconds: float) -> None:
-    print(f"\nPart 2: OpenTelemetry export at 1 s interval, CPU per minute ({seconds:g} s per run)")
-    print(f"{'queues':>6}  {'protocol':<13}  {'CPU s/min with':>14}  {'without':>8}  {'export costs':>12}")
+def otel_cpu_table(seconds: float, rounds: int) -> float:
+    """CPU share of export (CPU s per wall s, with minus without), medians of
+    ``rounds`` runs of each mode, the modes alternated; returns qhealth's
+    share at 100 queues over HTTP/protobuf."""
+    print("\nPart 2: OpenTelemetry export at a 1 s interval to a real OTLP receiver (another process),")
+    print(f"        CPU s per wall s of this process, medians of {rounds} alternated runs of {seconds:g} s")
+    print(
+        f"{'queues':>6}  {'protocol':<13}  {'no export':>9}  {'SDK instruments':>15}  {'qhealth points':>14}"
+    )
+    share = 0.0
     for protocol_name, receiver_protocol in (("grpc", "grpc"), ("http/protobuf", "http")):
         receiver = SwitchableReceiver(receiver_protocol)  # type: ignore[arg-type]
         receiver.switch("live")
+        endpoint = receiver.endpoint.removesuffix("/v1/metrics")
         try:
-            for queues in (1, 10, 100):
-                without = _cpu_of_run(queues, seconds, None, receiver.endpoint)
-                with_export = _cpu_of_run(queues, seconds, protocol_name, receiver.endpoint)
-                per_min = 60.0 / seconds
-                print(
-                    f"{queues:>6}  {protocol_name:<13}  {with_export * per_min:>14.2f}  "
-                    f"{without * per_min:>8.2f}  {(with_export - without) * per_min:>10.2f} s"
-                )
+            for queues in (1, 100):
+                runs: dict[str, list[float]] = {"none": [], "sdk": [], "qhealth": []}
+                for r in range(rounds):
+                    order = ["none", "sdk", "qhealth"]
+                    for mode in order if r % 2 == 0 else order[::-1]:
+                        runs[mode].append(
+                            _cpu_of_run(queues, seconds, mode, protocol_name, endpoint) / seconds
+                        )
+                base = statistics.median(runs["none"])
+                sdk = statistics.median(runs["sdk"]) - base
+                ours = statistics.median(runs["qhealth"]) - base
+                print(f"{queues:>6}  {protocol_name:<13}  {base:>9.3f}  {sdk:>+15.3f}  {ours:>+14.3f}")
+                if queues == 100 and protocol_name == "http/protobuf":
+                    share = ours
         finally:
             receiver.close()
+    return share
 
 
 def failure_table(rounds: int) -> None:
@@ -387,13 +423,16 @@ def main() -> None:
     medians: dict[int, float] = {}
     if "scrape" in parts:
         medians = scrape_table((1, 100, 10_000), repeat=5 if args.quick else 30)
+    share = None
     if "otel" in parts:
-        otel_cpu_table(seconds=3.0 if args.quick else 20.0)
+        share = otel_cpu_table(seconds=3.0 if args.quick else 20.0, rounds=1 if args.quick else 3)
     if "failure" in parts:
         failure_table(rounds=2 if args.quick else 12)
     if "server" in parts:
         server_table(rounds=1 if args.quick else 3)
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+    if share is not None:
+        print(f"otel export cpu share for 100 queues: {share:.3f}")
     if medians:
         print(f"scrape ms for 100 queues: {medians[100]:.1f}")
 

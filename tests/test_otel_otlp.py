@@ -12,7 +12,7 @@ import pytest
 
 import qhealth
 from qhealth.cli._exports import start_exports
-from qhealth.otel import OtlpExport, http_metrics_url, setup_otlp
+from qhealth.otel import Messaging, OtlpExport, http_metrics_url, setup_otlp
 
 from .test_export_support import spec_rows
 from .test_otel_support import OtlpReceiver, prometheus_name
@@ -236,3 +236,50 @@ def test_the_endpoint_flag_posts_where_the_standard_variable_does(
             assert exports.running == [("exporting", f"over OTLP (http/protobuf) to {base}/v1/metrics")]
         finally:
             exports.close()
+
+
+def test_messaging_conventions_arrive_beside_qhealths_names_only_when_asked(
+    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _env_for(receiver, monkeypatch)
+    monitor, probe = busy_monitor()
+    export = setup_otlp(monitor, messaging=Messaging("rabbitmq", consumer_group="mailers"))
+    try:
+        _exported(monitor, probe)
+        seen = receiver.wait_for(
+            {"messaging.process.duration", "messaging.client.consumed.messages", "qhealth.item.duration"}
+        )
+    finally:
+        export.shutdown()
+    consumed = seen["messaging.client.consumed.messages"]
+    assert (consumed.kind, consumed.monotonic, consumed.unit) == ("sum", True, "{message}")
+    assert consumed.attributes == {
+        "messaging.system": "rabbitmq",
+        "messaging.destination.name": "emails",
+        "messaging.consumer.group.name": "mailers",
+        "messaging.operation.name": "process",
+    }
+    assert seen["messaging.process.duration"].kind == "histogram"
+
+
+def test_without_asking_no_messaging_convention_is_exported(
+    exported: tuple[OtlpReceiver, qhealth.Monitor, OtlpExport],
+) -> None:
+    receiver, _, _ = exported
+    assert not [p for p in receiver.points() if p.metric.startswith("messaging.")]
+
+
+def test_the_messaging_conventions_can_be_turned_on_from_the_environment(
+    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that ``qhealth watch --otlp`` and ``qhealth demo --otlp`` can emit them too."""
+    _env_for(receiver, monkeypatch)
+    monkeypatch.setenv("QHEALTH_OTEL_MESSAGING_SYSTEM", "redis")
+    monitor, probe = busy_monitor()
+    export = setup_otlp(monitor)
+    try:
+        _exported(monitor, probe)
+        seen = receiver.wait_for({"messaging.client.consumed.messages"})
+    finally:
+        export.shutdown()
+    assert seen["messaging.client.consumed.messages"].attributes["messaging.system"] == "redis"
