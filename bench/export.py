@@ -414,6 +414,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    parser.add_argument("--otel-seconds", type=float, default=20.0, help="length of one OTel run")
+    parser.add_argument("--otel-rounds", type=int, default=3, help="alternated OTel runs per mode")
     parser.add_argument(
         "--parts", default="scrape,otel,failure,server", help="which parts to run (default: all four)"
     )
@@ -425,7 +427,9 @@ def main() -> None:
         medians = scrape_table((1, 100, 10_000), repeat=5 if args.quick else 30)
     share = None
     if "otel" in parts:
-        share = otel_cpu_table(seconds=3.0 if args.quick else 20.0, rounds=1 if args.quick else 3)
+        share = otel_cpu_table(
+            seconds=3.0 if args.quick else args.otel_seconds, rounds=1 if args.quick else args.otel_rounds
+        )
     if "failure" in parts:
         failure_table(rounds=2 if args.quick else 12)
     if "server" in parts:
