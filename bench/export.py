@@ -53,7 +53,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 import qhealth
 from qhealth.prometheus import encode, register, serve
-from tests.test_otel_support import (
+from tests.otel_support import (
     MODES,
     SwitchableReceiver,
     paired_ratios,

@@ -21,8 +21,8 @@ from qhealth.cli.serve import DEFAULT_LISTEN, Replay
 from qhealth.prometheus import register
 from tests.services import free_port
 
-from .test_export_support import FakeClock, labels, scrape
-from .test_prometheus_multiprocess import Worker
+from .export_support import FakeClock, labels, scrape
+from .multiprocess_support import Worker
 
 
 def _trace(shared_traces: Path, name: str) -> qhealth.Trace:

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from qhealth._http import BACKLOG, HttpServer, Request, Response
 from qhealth.prometheus import metrics_route, register
 
-from .test_prometheus import busy_monitor
+from .export_support import busy_monitor
 
 
 @pytest.fixture

@@ -14,9 +14,8 @@ import qhealth
 from qhealth.cli._exports import start_exports
 from qhealth.otel import Messaging, OtlpExport, http_metrics_url, setup_otlp
 
-from .test_export_support import spec_rows
-from .test_otel_support import OtlpReceiver, prometheus_name
-from .test_prometheus import busy_monitor
+from .export_support import busy_monitor, spec_rows
+from .otel_support import OtlpReceiver, prometheus_name
 
 Protocol = Literal["grpc", "http"]
 PROTOCOLS: list[Protocol] = ["grpc", "http"]

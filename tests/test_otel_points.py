@@ -15,8 +15,7 @@ from qhealth._contract import DEFAULT_BUCKETS
 from qhealth._otel_points import Messaging, Producer
 from qhealth.otel import instrument
 
-from .test_export_support import fake_monitor
-from .test_prometheus import busy_monitor
+from .export_support import busy_monitor, fake_monitor
 
 
 def _flatten(metrics: list[Any]) -> dict[tuple[str, frozenset[tuple[str, str]]], tuple[Any, ...]]:

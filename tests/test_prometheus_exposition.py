@@ -13,7 +13,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 import qhealth
 from qhealth.prometheus import encode, metrics_route, register
 
-from .test_export_support import fake_monitor
+from .export_support import fake_monitor
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0"
 

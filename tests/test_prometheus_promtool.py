@@ -12,9 +12,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from qhealth.prometheus import encode, register
 
-from .test_export_support import spec_rows
-from .test_prometheus import busy_monitor
-from .test_prometheus_multiprocess import Worker
+from .export_support import busy_monitor, spec_rows
+from .multiprocess_support import Worker
 
 
 def promtool_check(text: bytes) -> subprocess.CompletedProcess[str]:

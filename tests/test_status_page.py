@@ -18,7 +18,7 @@ from qhealth import prometheus
 from qhealth.status_page import COLORS, HISTORY, MAX_QUEUES, StatusPage
 
 from .conftest import TRACES
-from .test_status_page_support import play, replaying_monitor
+from .status_page_support import play, replaying_monitor
 
 QUEUES = {
     "cache-warm": "boom-bust-poisson",

@@ -23,7 +23,7 @@ from qhealth import prometheus
 from qhealth._http import HttpServer, Request, Response
 from qhealth.status_page import COLORS, StatusPage
 
-from .test_status_page_support import count_color, play, read_png, replaying_monitor, run_chromium
+from .status_page_support import count_color, play, read_png, replaying_monitor, run_chromium
 
 pytestmark = pytest.mark.slow
 
