@@ -201,4 +201,8 @@ def series_lines(queue: str, series: Iterable[c.Series], into: list[list[str]]) 
     templates = _templates
     for spec, values, value in series:
         head, tail, at = templates.get((id(spec), values)) or _template(spec, values)
-        into[at].append(f"{head}{queue}{tail}{go_float(value)}\n")
+        # go_float, inlined: this loop runs for every series of every queue.
+        if 0 < value < 1_000_000 and value.is_integer():
+            into[at].append(f"{head}{queue}{tail}{int(value)}.0\n")
+        else:
+            into[at].append(f"{head}{queue}{tail}{go_float(value)}\n")
