@@ -102,8 +102,10 @@ def scrape_table(sizes: tuple[int, ...], repeat: int) -> dict[int, float]:
     """Per size: the baseline (prometheus-client collecting and encoding every
     sample, as every scrape did before), the first scrape after a tick (every
     queue's lines written anew: what a scrape every 15 s of a monitor ticking
-    every second costs), a repeated scrape with no tick between, and a whole
-    HTTP GET of /metrics as Prometheus asks for it (OpenMetrics, gzip)."""
+    every second costs), a repeated scrape with no tick between (what every
+    scrape costs with ``prepare_at_tick=True``, whose ticks then pay the
+    previous column), and a whole HTTP GET of /metrics as Prometheus asks for
+    it (OpenMetrics, gzip)."""
     print("Part 1: one scrape, median CPU ms of the scraping thread (the wall time on an idle machine)")
     print(
         f"{'queues':>6}  {'series':>9}  {'bytes':>11}  {'baseline ms':>11}  {'after a tick ms':>15}  "

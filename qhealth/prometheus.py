@@ -149,13 +149,24 @@ class QHealthCollector:
 
     ``source`` is a :class:`~qhealth.Monitor` (or any object with
     ``snapshots()``; with ``add_listener`` too, histograms are fed from its
-    ticks). ``buckets`` are the histogram upper bounds in seconds. Register it
+    ticks). ``buckets`` are the histogram upper bounds in seconds.
+    ``prepare_at_tick`` writes each queue's scrape text on the monitor's tick
+    instead of at the first scrape after it: scrapes then only copy text, at
+    the cost of writing it at every tick, scraped or not (worth it when
+    scrapes come as often as ticks, or scrape latency matters more than CPU). Register it
     with :func:`register` or ``registry.register(collector)``; :meth:`close`
     detaches it from the source.
     """
 
-    def __init__(self, source: SnapshotSource, *, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
+    def __init__(
+        self,
+        source: SnapshotSource,
+        *,
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+        prepare_at_tick: bool = False,
+    ) -> None:
         self._source = source
+        self._prepare = prepare_at_tick
         self._bounds = _check_buckets(buckets)
         self._les = tuple(_le(b) for b in (*self._bounds, math.inf))
         self._empty = _Histogram.empty(self._bounds)
@@ -190,8 +201,12 @@ class QHealthCollector:
         empty = self._empty
         waits = (old.waits if old and old.waits else empty).add(self._bounds, snapshot.waits)
         durations = (old.durations if old and old.durations else empty).add(self._bounds, snapshot.durations)
+        record = _Record(snapshot, waits, durations)
         with self._lock:
-            self._records[snapshot.queue] = _Record(snapshot, waits, durations)
+            self._records[snapshot.queue] = record
+        if self._prepare:
+            before = self._encoded.get(snapshot.queue)
+            self._encoded[snapshot.queue] = (record, self._lines(snapshot.queue, record, before))
 
     def _forget(self, queue: str) -> None:
         with self._lock:
@@ -279,11 +294,13 @@ def register(
     registry: CollectorRegistry | None = None,
     *,
     buckets: Sequence[float] = DEFAULT_BUCKETS,
+    prepare_at_tick: bool = False,
 ) -> QHealthCollector:
     """Export ``source`` (a monitor) through ``registry`` (default:
-    ``prometheus_client.REGISTRY``). Registering a second collector in the
-    same registry raises ``ValueError`` (duplicated series)."""
-    collector = QHealthCollector(source, buckets=buckets)
+    ``prometheus_client.REGISTRY``); see :class:`QHealthCollector` for the
+    options. Registering a second collector in the same registry raises
+    ``ValueError`` (duplicated series)."""
+    collector = QHealthCollector(source, buckets=buckets, prepare_at_tick=prepare_at_tick)
     try:
         (REGISTRY if registry is None else registry).register(collector)
     except ValueError:

@@ -227,3 +227,18 @@ def test_a_restricted_scrape_still_names_only_the_families_asked_for() -> None:
     assert {line.split("{")[0] for line in body.splitlines() if not line.startswith("#")} == {
         "qhealth_workers"
     }
+
+
+def test_lines_prepared_at_tick_time_give_the_same_bytes() -> None:
+    monitor, clock = fake_monitor()
+    probes = [monitor.watch(name, workers=2) for name in ("a", *HOSTILE_NAMES)]
+    registry = CollectorRegistry()
+    collector = register(monitor, registry, prepare_at_tick=True)
+    for t in range(1, 4):
+        for probe in probes:
+            probe.enqueued(t)
+            probe.observe_duration(0.01 * t)
+        clock.now = float(t)
+        monitor.tick()
+        assert collector._encoded, "written on the tick, before any scrape"
+        _both(registry)
