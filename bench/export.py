@@ -377,6 +377,92 @@ def otel_cpu_table(seconds: float, rounds: int) -> float:
     return share
 
 
+def otel_cycle_table(cycles: int) -> None:
+    """Where one export's CPU goes, in one thread with no network (steadier
+    than part 2 on a loaded machine): per cycle of 100 queues, the tick's own
+    histogram work, collecting the points, and the OTLP exporter's protobuf
+    encoding of them; the SDK's instruments against qhealth's points."""
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        InMemoryMetricReader,
+        MetricsData,
+        ResourceMetrics,
+        ScopeMetrics,
+    )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from qhealth._contract import DEFAULT_BUCKETS
+    from qhealth._otel_points import Producer
+    from qhealth.otel import instrument
+
+    print(f"\nPart 2b: one export cycle of 100 queues, CPU ms in one thread, medians of {cycles}")
+    print(f"{'path':<16}  {'tick extra':>10}  {'collect':>8}  {'encode':>8}  {'total':>8}  {'points':>6}")
+    resource = Resource.create({})
+    scope = InstrumentationScope("qhealth", "bench")
+    for path in ("SDK instruments", "qhealth points"):
+        clock = [0.0]
+
+        def now(clock: list[float] = clock) -> float:
+            return clock[0]
+
+        monitor = qhealth.Monitor(interval=1.0, clock=now)
+        probes = [monitor.watch(f"q{i:03d}", workers=4) for i in range(100)]
+        plain = qhealth.Monitor(interval=1.0, clock=now)  # the same traffic, no exporter
+        plain_probes = [plain.watch(f"q{i:03d}", workers=4) for i in range(100)]
+        reader = InMemoryMetricReader()
+        producer = None
+        if path == "SDK instruments":
+            instrument(monitor, MeterProvider(metric_readers=[reader]))
+        else:
+            producer = Producer(monitor, DEFAULT_BUCKETS)
+        rows: dict[str, list[float]] = {"tick": [], "collect": [], "encode": []}
+        points = 0
+        for cycle in range(cycles + 3):
+            for group in (probes, plain_probes):
+                for probe in group:
+                    probe.enqueued(50)
+                    for k in range(50):
+                        probe.started()
+                        probe.succeeded()
+                        if k < 16:
+                            probe.observe_duration(0.01 * (k % 7))
+                            probe.observe_wait(0.002 * (k % 5))
+                    probe.attempted(50)
+            clock[0] += 1.0
+            t0 = time.thread_time()
+            plain.tick()
+            t1 = time.thread_time()
+            monitor.tick()
+            t2 = time.thread_time()
+            if producer is not None:
+                data = MetricsData(
+                    [ResourceMetrics(resource, [ScopeMetrics(scope, producer.metrics(), "")], "")]
+                )
+            else:
+                data = reader.get_metrics_data()
+            t3 = time.thread_time()
+            request = encode_metrics(data)
+            request.SerializeToString()
+            t4 = time.thread_time()
+            if cycle >= 3:
+                rows["tick"].append(((t2 - t1) - (t1 - t0)) * 1000)
+                rows["collect"].append((t3 - t2) * 1000)
+                rows["encode"].append((t4 - t3) * 1000)
+                points = sum(
+                    len(getattr(m, m.WhichOneof("data")).data_points)
+                    for rm in request.resource_metrics
+                    for sm in rm.scope_metrics
+                    for m in sm.metrics
+                )
+        medians = {k: statistics.median(v) for k, v in rows.items()}
+        print(
+            f"{path:<16}  {medians['tick']:>10.2f}  {medians['collect']:>8.2f}  {medians['encode']:>8.2f}  "
+            f"{sum(medians.values()):>8.2f}  {points:>6}"
+        )
+
+
 def failure_table(rounds: int) -> None:
     print(
         f"\nPart 3: pool throughput while the collector is live / dead / slow / failing "
@@ -419,7 +505,7 @@ def main() -> None:
     parser.add_argument("--otel-seconds", type=float, default=20.0, help="length of one OTel run")
     parser.add_argument("--otel-rounds", type=int, default=3, help="alternated OTel runs per mode")
     parser.add_argument(
-        "--parts", default="scrape,otel,failure,server", help="which parts to run (default: all four)"
+        "--parts", default="scrape,otel,cycle,failure,server", help="which parts to run (default: all)"
     )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -432,6 +518,8 @@ def main() -> None:
         share = otel_cpu_table(
             seconds=3.0 if args.quick else args.otel_seconds, rounds=1 if args.quick else args.otel_rounds
         )
+    if "cycle" in parts:
+        otel_cycle_table(cycles=5 if args.quick else 30)
     if "failure" in parts:
         failure_table(rounds=2 if args.quick else 12)
     if "server" in parts:
