@@ -87,18 +87,15 @@ class Buckets:
         return sum(self.counts)
 
     def add(self, bounds: tuple[float, ...], values: Iterable[float]) -> Buckets:
-        counts: list[int] | None = None
-        total, low, high = self.total, self.low, self.high
-        for v in values:
-            if not (v >= 0 and math.isfinite(v)):  # a clock that went backwards, a NaN
-                continue
-            if counts is None:
-                counts = list(self.counts)
-            counts[bisect.bisect_left(bounds, v)] += 1
-            total += v
-            low = min(low, v)
-            high = max(high, v)
-        return self if counts is None else Buckets(tuple(counts), total, low, high)
+        # A clock that went backwards or a NaN is left out (NaN fails v >= 0).
+        good = [v for v in values if v >= 0 and v != math.inf]
+        if not good:
+            return self
+        counts = list(self.counts)
+        where = bisect.bisect_left
+        for v in good:
+            counts[where(bounds, v)] += 1
+        return Buckets(tuple(counts), self.total + sum(good), min(self.low, *good), max(self.high, *good))
 
 
 def _nanos(seconds: float | None) -> int:

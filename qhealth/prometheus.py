@@ -84,16 +84,15 @@ class _Histogram:
         return cls((0,) * (len(bounds) + 1))
 
     def add(self, bounds: tuple[float, ...], values: Iterable[float]) -> _Histogram:
-        counts: list[int] | None = None
-        total = self.total
-        for v in values:
-            if not (v >= 0 and math.isfinite(v)):  # a clock that went backwards, a NaN
-                continue
-            if counts is None:
-                counts = list(self.counts)
-            counts[bisect.bisect_left(bounds, v)] += 1
-            total += v
-        return self if counts is None else _Histogram(tuple(counts), total)
+        # A clock that went backwards or a NaN is left out (NaN fails v >= 0).
+        good = [v for v in values if v >= 0 and v != math.inf]
+        if not good:
+            return self
+        counts = list(self.counts)
+        where = bisect.bisect_left
+        for v in good:
+            counts[where(bounds, v)] += 1
+        return _Histogram(tuple(counts), self.total + sum(good))
 
     def append_to(self, family: Metric, queue: str, les: tuple[str, ...]) -> None:
         """Add this histogram's samples for ``queue`` to ``family`` (what
