@@ -296,7 +296,8 @@ def http_metrics_url(endpoint: str) -> str:
     is taken as it is, so the full URL works too."""
     url = urllib.parse.urlsplit(endpoint.strip())
     if not url.scheme or not url.netloc:
-        raise ValueError(f"OTLP endpoint must be a URL such as http://collector:4318, got {endpoint!r}")
+        shown = endpoint.strip().rpartition("@")[2]  # never echo credentials
+        raise ValueError(f"OTLP endpoint must be a URL such as http://collector:4318, got {shown!r}")
     path = url.path.rstrip("/")
     if not path.endswith("/v1/metrics"):
         path += "/v1/metrics"

@@ -207,9 +207,12 @@ def test_an_http_endpoint_is_a_base_url_as_in_the_standard_variable(given: str, 
     assert http_metrics_url(given) == posted_to
 
 
-def test_an_endpoint_that_is_no_url_is_refused_with_its_value() -> None:
+def test_an_endpoint_that_is_no_url_is_refused_with_its_value_but_no_credentials() -> None:
     with pytest.raises(ValueError, match="collector:4318"):
         http_metrics_url("collector:4318")
+    with pytest.raises(ValueError) as err:
+        http_metrics_url("user:s3cret@collector:4318")
+    assert "s3cret" not in str(err.value) and "collector:4318" in str(err.value)
 
 
 @pytest.mark.parametrize("how", ["flag", "variable"])
