@@ -162,37 +162,39 @@ def go_float(value: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Buckets:
-    """The lines of one histogram family for one queue, as format strings
-    made once per collector: a whole histogram is a single ``str.format``."""
+    """The line starts of one histogram family, made once per collector: a
+    bucket line is its start, the queue, and the count (measured: joining
+    these is 2-3x faster than one ``str.format`` of the whole histogram,
+    whose template CPython parses anew at every call)."""
 
-    template: str
-    """Placeholders: 0 the escaped queue, 1.. the cumulative counts as
-    strings (the last, +Inf, is also ``_count``), then the sum."""
-    small: str
-    """The same with ``.0`` after each count: for counts below a million,
-    which Go writes as whole floats, passed as ints."""
+    heads: tuple[str, ...]
+    """Per bucket, the line up to the queue's value (``le`` sorts before ``queue``)."""
+    count_head: str
+    sum_head: str
 
     @classmethod
     def of(cls, spec: MetricSpec, les: tuple[str, ...]) -> Buckets:
-        def template(whole: str) -> str:
-            name = spec.prometheus
-            # "le" sorts before "queue": the bound comes first.
-            lines = [
-                f'{name}_bucket{{{{le="{le}",queue="{{0}}"}}}} {{{i}}}{whole}\n'
-                for i, le in enumerate(les, 1)
-            ]
-            lines.append(f'{name}_count{{{{queue="{{0}}"}}}} {{{len(les)}}}{whole}\n')
-            lines.append(f'{name}_sum{{{{queue="{{0}}"}}}} {{{len(les) + 1}}}\n')
-            return "".join(lines)
-
-        return cls(template(""), template(".0"))
+        name = spec.prometheus
+        return cls(
+            tuple(f'{name}_bucket{{le="{le}",queue="' for le in les),
+            f'{name}_count{{queue="',
+            f'{name}_sum{{queue="',
+        )
 
     def lines(self, queue: str, counts: tuple[int, ...], total: float) -> str:
         """Cumulative bucket lines, then ``_count`` and ``_sum``."""
+        mid = queue + '"} '
         running = list(itertools.accumulate(counts))
-        if running[-1] < 1_000_000:
-            return self.small.format(queue, *running, go_float(total))
-        return self.template.format(queue, *[floatToGoString(float(n)) for n in running], go_float(total))
+        if running[-1] < 1_000_000:  # Go writes these as whole floats
+            out = [head + mid + str(n) + ".0\n" for head, n in zip(self.heads, running, strict=True)]
+            last = str(running[-1]) + ".0"
+        else:
+            texts = [floatToGoString(float(n)) for n in running]
+            out = [head + mid + text + "\n" for head, text in zip(self.heads, texts, strict=True)]
+            last = texts[-1]
+        out.append(self.count_head + mid + last + "\n")
+        out.append(self.sum_head + mid + go_float(total) + "\n")
+        return "".join(out)
 
 
 def series_lines(queue: str, series: Iterable[c.Series], into: list[list[str]]) -> None:
