@@ -27,6 +27,7 @@ standard library's ThreadingHTTPServer (what qhealth used before).
     python3 bench/export.py [--quick]
 
     python3 bench/export.py --parts scrape      # part 1 only
+    python3 bench/export.py --parts instructions   # part 1b: callgrind, needs valgrind
 
 It ends with ``otel export cpu share for 100 queues: X.XXX`` (HTTP/protobuf)
 and, last, ``scrape ms for 100 queues: X.X``: the median CPU time of the
@@ -38,8 +39,11 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import re
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -279,6 +283,62 @@ def server_table(rounds: int) -> None:
         )
 
 
+def _scrape_child(mode: str, scrapes: int) -> None:
+    """The callgrind child: 100 busy queues, then ``scrapes`` rounds of
+    traffic + tick + one scrape (``none``: no scrape; ``qhealth``: the
+    prepared lines; ``baseline``: prometheus-client's collect + encode)."""
+    clock = [0.0]
+    monitor, probes = _busy_monitor(100, clock, window_s=5.0)
+    registry = CollectorRegistry()
+    register(monitor, registry)
+    for _ in range(scrapes):
+        clock[0] += 1.0
+        _traffic(probes, int(clock[0]))
+        monitor.tick()
+        if mode == "qhealth":
+            encode(registry)
+        elif mode == "baseline":
+            generate_latest(registry)
+
+
+def _instructions(mode: str, scrapes: int) -> int:
+    result = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            os.path.realpath(sys.executable),
+            __file__,
+            "--child",
+            mode,
+            str(scrapes),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    match = re.search(r"Collected : (\d+)", result.stderr)
+    if match is None:
+        raise RuntimeError(f"no instruction count in valgrind's output: {result.stderr[-500:]}")
+    return int(match.group(1))
+
+
+def instructions_table() -> float:
+    """Instructions per scrape of 100 queues after a tick, counted by
+    callgrind (runs of 6 and 2 rounds, minus the same rounds without a
+    scrape): steady whatever else loads the machine. Returns the ratio."""
+    print("\nPart 1b: instructions per scrape of 100 queues after a tick")
+    print("         (callgrind; 6 - 2 rounds, less the same rounds without a scrape)")
+    rounds = {
+        mode: _instructions(mode, 6) - _instructions(mode, 2) for mode in ("none", "qhealth", "baseline")
+    }
+    per = {mode: (count - rounds["none"]) / 4 for mode, count in rounds.items() if mode != "none"}
+    print(f"{'baseline (prometheus-client)':<30}  {per['baseline'] / 1e6:>8.1f} M")
+    print(f"{'qhealth prepared lines':<30}  {per['qhealth'] / 1e6:>8.1f} M")
+    print(f"{'ratio':<30}  {per['baseline'] / per['qhealth']:>8.1f}x")
+    return per["baseline"] / per["qhealth"]
+
+
 def _feed(probes: list[qhealth.Probe], stop: threading.Event) -> None:
     """Traffic for the OTel runs, per queue: 50 items a second, the first 16
     of each second timed (wait and duration), as the asyncio integration times
@@ -498,6 +558,9 @@ def failure_table(rounds: int) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        _scrape_child(sys.argv[2], int(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -514,6 +577,10 @@ def main() -> None:
     if "scrape" in parts:
         medians = scrape_table((1, 100, 10_000), repeat=5 if args.quick else 30)
     share = None
+    if "instructions" in parts:
+        if shutil.which("valgrind") is None:
+            parser.error("the instructions part needs valgrind (apt-get install valgrind)")
+        instructions_table()
     if "otel" in parts:
         share = otel_cpu_table(
             seconds=3.0 if args.quick else args.otel_seconds, rounds=1 if args.quick else args.otel_rounds
