@@ -325,6 +325,11 @@ class HttpServer:
         """Connections open right now."""
         return len(self._connections)
 
+    @property
+    def waiting(self) -> dict[str, int]:
+        """Requests being answered or waiting, per lane (``metrics``, ``pages``)."""
+        return dict(self._waiting)
+
     # -- dispatch -------------------------------------------------------------
 
     def handle(self, request: Request) -> Response:

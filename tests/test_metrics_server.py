@@ -9,7 +9,7 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -77,6 +77,13 @@ class Trickler:
         self.socket.close()
 
 
+def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def tricklers() -> Iterator[list[Trickler]]:
     made: list[Trickler] = []
@@ -134,7 +141,7 @@ def test_a_trickling_client_is_cut_at_the_whole_request_deadline(
     finally:
         server.close()
     assert closed_after is not None, "still connected after 5 s"
-    assert 0.9 <= closed_after < 2.0
+    assert 0.9 <= closed_after < 3.0
 
 
 def test_at_the_connection_limit_the_oldest_unfinished_request_makes_room(
@@ -143,8 +150,7 @@ def test_at_the_connection_limit_the_oldest_unfinished_request_makes_room(
     server = _server(registry, max_connections=10)
     idle = [socket.create_connection(server.address, timeout=5) for _ in range(10)]
     try:
-        time.sleep(0.2)  # all accepted
-        assert server.connections == 10
+        eventually(lambda: server.connections == 10)
         status, _ = _get(server)
         assert status == 200
         assert server.dropped == 1
@@ -171,7 +177,7 @@ def test_a_status_page_that_hangs_never_delays_a_scrape(registry: CollectorRegis
     try:
         for t in hung:
             t.start()
-        time.sleep(0.3)
+        eventually(lambda: server.waiting["pages"] == 4)
         t0 = time.perf_counter()
         assert _get(server)[0] == 200
         assert time.perf_counter() - t0 < 1.0
