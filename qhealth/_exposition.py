@@ -60,12 +60,16 @@ def family(spec: MetricSpec) -> Metric:
     return GaugeMetricFamily(spec.prometheus, spec.help, labels=labels, unit=unit)
 
 
+_family_of = functools.cache(family)
+"""The empty family of each spec, made once (its name and unit are validated on making)."""
+
+
 class Encoded(Metric):
     """A family whose sample lines are already written (``text``); its
     ``samples`` list stays empty. Only :func:`encode` ever sees one."""
 
     def __init__(self, spec: MetricSpec, text: str) -> None:
-        template = family(spec)
+        template = _family_of(spec)
         super().__init__(template.name, template.documentation, template.type, template.unit)
         self.spec = spec
         self.text = text
