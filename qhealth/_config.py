@@ -85,6 +85,12 @@ class ClassifierConfig:
     is boom-bust however short each wait (down to ``boom_bust_idle_wait_off``):
     fast pollers under heavy load leave many items waiting a moment each."""
     boom_bust_crowded_off: float = 0.125
+    boom_bust_regular_on: float = 0.35
+    """How often: with either of the above, the share of samples with items
+    waiting next to an idle worker. In-step pollers leave work waiting for
+    most of each cycle; a moment's wait in a small pool shows in a sample or
+    two, and cannot carry a whole window."""
+    boom_bust_regular_off: float = 0.2
     boom_bust_busy_excess_on: float = 0.20
     """In step with the samples: share of workers busy at the sampling instants
     minus the share busy over time (from idle time). Sampling at a multiple of

@@ -649,12 +649,17 @@ def _boom_bust(part: Part, suffix: str) -> Pred:
     """
     return any_of(
         all_of(
-            at_least(M("idle_capacity_share", part), f"boom_bust_idle_capacity_{suffix}"),
-            at_least(M("idle_wait_s", part), f"boom_bust_idle_wait_{suffix}"),
-        ),
-        all_of(
-            at_least(M("idle_capacity_share", part), f"boom_bust_crowded_{suffix}"),
-            at_least(M("idle_wait_s", part), "boom_bust_idle_wait_off"),
+            any_of(
+                all_of(
+                    at_least(M("idle_capacity_share", part), f"boom_bust_idle_capacity_{suffix}"),
+                    at_least(M("idle_wait_s", part), f"boom_bust_idle_wait_{suffix}"),
+                ),
+                all_of(
+                    at_least(M("idle_capacity_share", part), f"boom_bust_crowded_{suffix}"),
+                    at_least(M("idle_wait_s", part), "boom_bust_idle_wait_off"),
+                ),
+            ),
+            at_least(M("waiting_idle_share", part), f"boom_bust_regular_{suffix}"),
         ),
         all_of(
             at_least(M("busy_excess", part), f"boom_bust_busy_excess_{suffix}"),
