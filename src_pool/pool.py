@@ -69,13 +69,13 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from qhealth import Monitor, Probe, default_monitor, is_rate_limited, retry_after
-from qhealth._log import ThrottledLog
 
 from .aimd import AIMD
 from .broker import Broker, BrokerClosed, Envelope, check_positive_int, check_timeout
 from .limiter import Limiter
 from .memory import MemoryBroker
 from .retry import Reject, RetryPolicy
+from .throttled_log import ThrottledLog
 
 logger = logging.getLogger("src_pool")
 

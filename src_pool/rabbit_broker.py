@@ -94,8 +94,6 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
-from qhealth._log import ThrottledLog
-
 from .backoff import Backoff
 from .broker import (
     MAX_PRIORITY,
@@ -112,8 +110,6 @@ from .rabbit_connect import (
     RabbitUnavailable,
     check_url,
     import_aio_pika,
-    redact_url,
-    scrub,
     transient_errors,
 )
 from .rabbit_message import (
@@ -129,6 +125,8 @@ from .rabbit_message import (
 )
 from .rabbit_publish import Message, batching_supported, publish_batch
 from .rabbit_topology import MAX_TIER, Topology, check_name, delay_ms, explain_declare_error, tier_of
+from .redact import redact_url, scrub
+from .throttled_log import ThrottledLog
 
 logger = logging.getLogger("src_pool.rabbitmq")
 
@@ -271,7 +269,7 @@ class RabbitBroker(Broker):
         self._clock = clock
         self._ids = 0
         self._id_prefix = os.urandom(6).hex() + "-"
-        self._log = ThrottledLog(interval_s=10.0, log=logger)
+        self._log = ThrottledLog(10.0, log=logger)
         self._transient: tuple[type[BaseException], ...] = ()
         self._precondition: tuple[type[BaseException], ...] = ()
         self._settle_errors: tuple[type[BaseException], ...] = ()

@@ -69,8 +69,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from qhealth._log import ThrottledLog
-
 from . import redis_scripts as lua
 from .backoff import Backoff
 from .broker import (
@@ -93,6 +91,7 @@ from .redis_connect import (
     scrub,
     transient_errors,
 )
+from .throttled_log import ThrottledLog
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -252,7 +251,7 @@ class RedisBroker(Broker):
         self._clock = clock
         self._ids = 0
         self._id_prefix = os.urandom(6).hex() + "-"
-        self._log = ThrottledLog(interval_s=10.0, log=logger)
+        self._log = ThrottledLog(10.0, log=logger)
         self._transient: tuple[type[BaseException], ...] = ()
 
         self._client: Redis | None = None

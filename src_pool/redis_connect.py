@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-from qhealth._redact import redact_url, scrub
-
 from .broker import BrokerError
+from .redact import redact_url, scrub
 
 __all__ = [
     "RedisUnavailable",
@@ -28,7 +27,7 @@ __all__ = [
     "redact_url",
     "scrub",
     "transient_errors",
-]  # redact_url and scrub: qhealth's one redaction, re-exported
+]
 
 SCHEMES = ("redis", "rediss", "unix")
 

@@ -24,7 +24,8 @@ import pytest
 
 from src_pool import BrokerClosed, BrokerError, Envelope, PayloadError, QueueFull
 from src_pool.rabbit_broker import RabbitBroker
-from src_pool.rabbit_connect import RabbitUnavailable, redact_url
+from src_pool.rabbit_connect import RabbitUnavailable
+from src_pool.redact import redact_url
 from tests.broker_helpers import drain
 from tests.integration_brokers import amqp_url, free_port, unique
 

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from src_pool import BrokerClosed, Envelope, PayloadError, QueueFull
+from src_pool.redact import redact_url
 from src_pool.redis_broker import RedisBroker
-from src_pool.redis_connect import RedisUnavailable, redact_url
+from src_pool.redis_connect import RedisUnavailable
 from tests.broker_helpers import drain
 from tests.redis_server import RedisServer, redis_factory, redis_server, unique_name
 
