@@ -15,16 +15,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-from .broker import BrokerError
-from .redact import redact_url, scrub
+from .broker import AuthenticationFailed, BrokerError
+from .redact import error_text, redact_url, scrub
 
 __all__ = [
     "RedisUnavailable",
     "abandon",
+    "auth_errors",
     "check_url",
     "connect",
     "import_redis",
     "redact_url",
+    "refused_login",
     "scrub",
     "transient_errors",
 ]
@@ -111,3 +113,27 @@ def transient_errors() -> tuple[type[BaseException], ...]:
     import redis.exceptions as rex
 
     return (rex.ConnectionError, rex.TimeoutError, ConnectionError, OSError)
+
+
+def auth_errors() -> tuple[type[BaseException], ...]:
+    """What a refused login raises (a ConnectionError to redis-py, but no
+    retry can cure it): a wrong password, or none where one is required."""
+    import redis.exceptions as rex
+
+    return (rex.AuthenticationError,)
+
+
+def refused_login(url: str, exc: BaseException) -> AuthenticationFailed:
+    """One clear line for a refused login, the password masked. Redis's own
+    words for a missing password ("HELLO must be called with the client
+    already authenticated...", "NOAUTH ...") say what to do only to those who
+    know the protocol."""
+    text = error_text(exc, url)
+    if "HELLO must be called" in text or "NOAUTH" in text or "Authentication required" in text:
+        return AuthenticationFailed(
+            f"redis at {redact_url(url)} requires a password and the URL gives none: "
+            "put it in the URL (redis://:PASSWORD@host:port/db, or redis://USER:PASSWORD@... with ACLs)"
+        )
+    return AuthenticationFailed(
+        f"redis at {redact_url(url)} refused the login ({text}): check the user and password in the URL"
+    )

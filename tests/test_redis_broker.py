@@ -231,7 +231,7 @@ async def test_close_gives_the_prefetched_items_back_to_the_head(make: Callable[
 # -- reliable delivery ------------------------------------------------------------
 
 
-async def test_the_items_of_a_dead_consumer_are_requeued_with_an_attempt_counted(
+async def test_the_items_of_a_dead_consumer_are_requeued_with_a_lost_delivery_counted(
     make: Callable[..., RedisBroker],
 ) -> None:
     """seed: at-most-once (an item popped by a worker that crashes is gone)."""
@@ -245,8 +245,8 @@ async def test_the_items_of_a_dead_consumer_are_requeued_with_an_attempt_counted
         async with asyncio.timeout(3):
             while len(back) < 3:
                 back += await survivor.fetch(3)
-        assert [(e.payload, e.attempts) for e in back] == [("a", 1), ("b", 1), ("c", 1)]
-        assert survivor.reaped_total == 3
+        assert [(e.payload, e.attempts, e.lost) for e in back] == [("a", 0, 1), ("b", 0, 1), ("c", 0, 1)]
+        assert survivor.stats.reaped_total == 3
 
 
 async def test_a_live_consumer_keeps_its_items_past_the_visibility_timeout(
@@ -269,7 +269,7 @@ async def test_an_item_whose_consumers_keep_dying_ends_in_the_dead_letter_queue(
     make: Callable[..., RedisBroker],
 ) -> None:
     """seed: a poison item re-pushed to the same queue loops for ever."""
-    settings = {"visibility_timeout": 0.2, "heartbeat_interval": 0.05, "max_attempts": 3}
+    settings = {"visibility_timeout": 0.2, "heartbeat_interval": 0.05, "max_lost_deliveries": 3}
     await make(**settings).put("crashes its worker")
     for _ in range(3):
         victim = make(**settings)
@@ -284,8 +284,8 @@ async def test_an_item_whose_consumers_keep_dying_ends_in_the_dead_letter_queue(
     [letter] = await last.dead_letters()
     assert letter.envelope is not None
     assert letter.envelope.payload == "crashes its worker"
-    assert letter.envelope.attempts == 3
-    assert "ConsumerLost" in letter.error
+    assert (letter.envelope.attempts, letter.envelope.lost) == (0, 3)
+    assert "ConsumerLost: its consumer died 3 time(s)" in letter.error
     assert (await last.counts()).waiting == 0
 
 
@@ -362,7 +362,7 @@ async def test_a_malformed_message_goes_to_the_dead_letter_queue_and_the_rest_fl
         assert letters[0].raw == raw
         assert letters[0].envelope is None
         assert "malformed message" in letters[0].error
-        assert broker.malformed_total == 1
+        assert broker.stats.malformed_total == 1
 
 
 # -- payloads -------------------------------------------------------------------
@@ -391,8 +391,8 @@ async def test_payloads_travel_as_json_not_pickle(
     async with make() as broker:
         await broker.put({"text": "héllo", "n": 1.5, "list": [1, None]})
         stored = redis_server.command("LINDEX", f"{broker.prefix}:q:0", 0)
-        priority, attempts, body = stored.split(b"|", 2)
-        assert (priority, attempts) == (b"0", b"0")
+        priority, attempts, lost, body = stored.split(b"|", 3)
+        assert (priority, attempts, lost) == (b"0", b"0", b"0")
         assert json.loads(body)["p"] == {"text": "héllo", "n": 1.5, "list": [1, None]}
 
 
@@ -533,7 +533,7 @@ async def test_a_consumer_reconnects_after_a_redis_restart(
             await producer.put("after the restart")
         [envelope] = await asyncio.wait_for(fetching, 10)
         assert envelope.payload == "after the restart"
-        assert consumer.connection_errors_total >= 1
+        assert consumer.stats.connection_errors_total >= 1
 
 
 async def test_dropped_connections_are_reestablished(
