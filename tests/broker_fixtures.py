@@ -79,3 +79,28 @@ async def raw_publish(url: str, queue: str, body: bytes, **props: Any) -> None:
     async with connection:
         channel = await connection.channel()
         await channel.default_exchange.publish(aio_pika.Message(body, **props), routing_key=queue)
+
+
+async def stall(broker: RedisBroker) -> None:
+    """Stop a Redis broker's heartbeat while it keeps its connection and its
+    fetcher: a consumer whose event loop was blocked past the visibility
+    timeout, as the reaper sees it."""
+    task = broker._upkeep_task
+    assert task is not None
+    task.cancel()
+    await asyncio.wait([task], timeout=2.0)
+
+
+async def abandon(broker: RedisBroker) -> None:
+    """Make a Redis broker behave like a process that died: no heartbeat, no
+    settling, no goodbye, its connections cut (what SIGKILL does, within one
+    test process)."""
+    broker._closed = True  # close() becomes a no-op: nothing is tidied up
+    tasks = [t for t in (broker._pump_task, broker._upkeep_task, broker._ack_task) if t is not None]
+    for task in tasks:
+        task.cancel()
+    # Let them end before the connections go: a task still unwinding could
+    # otherwise open a fresh connection on a client already closed.
+    if tasks:
+        await asyncio.wait(tasks, timeout=2.0)
+    await broker._disconnect()
