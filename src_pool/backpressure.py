@@ -48,9 +48,9 @@ class Watermarks:
     :meth:`wait_for_room` when there is none, and :meth:`notify` after it
     removed items (a cheap attribute test while the gate is open)."""
 
-    __slots__ = ("_closed", "_poller", "_waiters", "blocked", "high", "low")
+    __slots__ = ("_closed", "_poller", "_waiters", "blocked", "high", "low", "name")
 
-    def __init__(self, high: int, low: int | None = None) -> None:
+    def __init__(self, high: int, low: int | None = None, *, name: str | None = None) -> None:
         if isinstance(high, bool) or not isinstance(high, int) or high < 1:
             raise ValueError(f"high watermark must be a positive integer, got {high!r}")
         if low is None:
@@ -64,6 +64,8 @@ class Watermarks:
             )
         self.high = high
         self.low = low
+        self.name = name
+        """The queue's name, for the messages a person reads."""
         self.blocked = False
         """True from the moment the depth reached ``high`` until it fell to ``low``."""
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -71,7 +73,9 @@ class Watermarks:
         self._poller: asyncio.Task[None] | None = None
 
     @classmethod
-    def for_capacity(cls, capacity: int | None, low_watermark: int | None) -> Watermarks | None:
+    def for_capacity(
+        cls, capacity: int | None, low_watermark: int | None, *, name: str | None = None
+    ) -> Watermarks | None:
         """The gate of a broker built with ``capacity`` (None: unbounded, no
         gate) and ``low_watermark`` (None: half); a ValueError naming the
         argument that is wrong."""
@@ -86,7 +90,7 @@ class Watermarks:
                 f"low_watermark must be an integer from 0 to below capacity ({capacity}), got {low!r}: "
                 "the low watermark is where blocked producers resume"
             )
-        return cls(capacity, low)
+        return cls(capacity, low, name=name)
 
     def has_room(self, depth: int) -> bool:
         """Whether a producer may add an item now; closes the gate at ``high``."""
@@ -114,8 +118,9 @@ class Watermarks:
             raise BrokerClosed("the queue is closed")
         if self._open(depth()):
             return
+        queue = "queue" if self.name is None else f"queue {self.name}"
         if timeout == 0:
-            raise QueueFull(f"queue full: depth {depth()} reached the high watermark {self.high}")
+            raise QueueFull(f"{queue} full: depth {depth()} reached the high watermark {self.high}")
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         try:
@@ -134,8 +139,8 @@ class Watermarks:
                             self._waiters.remove(waiter)
         except TimeoutError:
             raise QueueFull(
-                f"queue full: still at or above the low watermark {self.low} after {timeout:g} s "
-                f"(high watermark {self.high}, depth {depth()})"
+                f"{queue} full after {timeout:g} s: depth {depth()} has not fallen to the low watermark "
+                f"{self.low} (high watermark {self.high})"
             ) from None
 
     def _open(self, depth: int | None) -> bool:

@@ -31,3 +31,6 @@ class BrokerStats:
     settle changed nothing."""
     connection_errors_total: int = 0
     reconnects_total: int = 0
+    consumer_timeouts_total: int = 0
+    """Channels RabbitMQ closed because a delivery stayed unacknowledged past
+    its ``consumer_timeout`` (every item in flight went back to the queue)."""

@@ -44,7 +44,7 @@ def encode_payload(payload: Any, max_bytes: int) -> bytes:
     """The payload as compact JSON, or :class:`PayloadError` (not JSON-able, too large)."""
     try:
         body = json.dumps(payload, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(f"payload cannot travel as JSON: {type(exc).__name__}: {exc}") from None
     if len(body) > max_bytes:
         raise PayloadError(
@@ -88,14 +88,27 @@ def describe_body(body: bytes) -> str:
 
 
 def decode(message: Any, receipt: object) -> Envelope:
-    """The envelope in a delivered aiormq message, or :class:`MalformedMessage`."""
+    """The envelope in a delivered aiormq message, or :class:`MalformedMessage`
+    whatever made it unreadable (a message must never jam the consumer)."""
+    try:
+        return _decode(message, receipt)
+    except MalformedMessage:
+        raise
+    except Exception as exc:
+        raise MalformedMessage(
+            f"malformed message ({type(exc).__name__}: {str(exc)[:200]}): {describe_body(message.body)}"
+        ) from None
+
+
+def _decode(message: Any, receipt: object) -> Envelope:
     body: bytes = message.body
     props = message.header.properties
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except Exception as exc:  # whatever the reason (RecursionError too): never jam the consumer
         raise MalformedMessage(
-            f"malformed message (body is not JSON: {type(exc).__name__}: {exc}): {describe_body(body)}"
+            f"malformed message (body is not JSON: {type(exc).__name__}: {str(exc)[:200]}): "
+            f"{describe_body(body)}"
         ) from None
     headers = props.headers or {}
     attempts = headers.get(H_ATTEMPTS, 0)

@@ -72,6 +72,8 @@ class Topology:
 
     queue: str
     dead_letter_limit: int
+    consumer_timeout_ms: int | None = None
+    """``x-consumer-timeout`` of the work queue (RabbitMQ 3.12 or later), None: the server's."""
 
     @property
     def dead_letter_exchange(self) -> str:
@@ -85,11 +87,28 @@ class Topology:
         return f"{self.queue}.retry.{tier}"
 
     def queue_arguments(self) -> dict[str, Any]:
-        return {
+        arguments: dict[str, Any] = {
             "x-queue-type": "classic",
             "x-max-priority": MAX_PRIORITY,
             "x-dead-letter-exchange": self.dead_letter_exchange,
         }
+        if self.consumer_timeout_ms is not None:
+            arguments["x-consumer-timeout"] = self.consumer_timeout_ms
+        return arguments
+
+    def check_server(self, connection: Any) -> None:
+        """A ValueError if the server cannot honour these arguments: RabbitMQ
+        before 3.12 ignores ``x-consumer-timeout`` without a word, and its
+        global ``consumer_timeout`` would go on closing long jobs' channels."""
+        if self.consumer_timeout_ms is None:
+            return
+        version = server_version(connection)
+        if version is not None and version < (3, 12):
+            raise ValueError(
+                f"consumer_timeout per queue needs RabbitMQ 3.12 or later, and this server is "
+                f"{'.'.join(map(str, version))}: raise consumer_timeout in rabbitmq.conf instead "
+                "(milliseconds; default 1800000, 30 min), and drop RabbitBroker(consumer_timeout=...)"
+            )
 
     def dead_queue_arguments(self) -> dict[str, Any]:
         return {"x-queue-type": "classic", "x-max-length": self.dead_letter_limit, "x-overflow": "drop-head"}
@@ -121,6 +140,16 @@ class Topology:
         await channel.queue_delete(self.queue)
         await channel.queue_delete(self.dead_queue)
         await channel.exchange_delete(self.dead_letter_exchange)
+
+
+def server_version(connection: Any) -> tuple[int, ...] | None:
+    """The RabbitMQ version an aio-pika connection reports, None if it does not."""
+    try:
+        text = connection.transport.connection.server_properties["version"]
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        return tuple(int(part) for part in text.split(".")[:3])
+    except Exception:
+        return None
 
 
 def explain_declare_error(topology: Topology, text: str) -> str:

@@ -193,7 +193,7 @@ class RedisBroker(Broker):
         self._url = check_url(url)
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"queue name must be 1-200 characters of A-Z a-z 0-9 _ . : -, got {name!r}")
-        self._gate = Watermarks.for_capacity(capacity, low_watermark)
+        self._gate = Watermarks.for_capacity(capacity, low_watermark, name=name)
         check_positive_int(batch_size, "batch_size")
         if batch_size > 1000:
             raise ValueError(f"batch_size must be at most 1000 items per round trip, got {batch_size}")

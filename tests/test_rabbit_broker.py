@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from src_pool import BrokerClosed, BrokerError, Envelope, PayloadError, QueueFull
+from src_pool import AuthenticationFailed, BrokerClosed, BrokerError, Envelope, PayloadError, QueueFull
 from src_pool.rabbit_broker import RabbitBroker
 from src_pool.rabbit_connect import RabbitUnavailable
 from src_pool.redact import redact_url
@@ -69,9 +69,9 @@ async def still_on_the_first_session(broker: RabbitBroker) -> None:
     """No channel error: RabbitMQ closes the channel for a bad ack (an
     unknown delivery tag), which would end the session."""
     await asyncio.sleep(0.2)  # a channel.close from RabbitMQ would have arrived
-    session = broker._session
+    session = broker._sessions.current
     assert session is not None and session.alive and session.number == 1
-    assert broker.stale_total == 0
+    assert broker.stats.stale_total == 0
 
 
 async def eventually(predicate: Callable[[], object], timeout: float, what: str) -> None:
@@ -95,10 +95,10 @@ async def test_without_batched_writes_put_many_still_keeps_order(make: Factory) 
     """The one-message-per-write path, for an aiormq without the internals
     that batching relies on."""
     broker = make()
-    broker._batching = False
+    broker._sessions.batching = False
     async with broker:
         await broker.put_many(range(600))
-        assert broker._session is not None and not broker._session.batching
+        assert broker._sessions.current is not None and not broker._sessions.current.batching
         assert await drain(broker, 600) == list(range(600))
 
 
@@ -120,7 +120,7 @@ async def test_released_items_go_back_to_the_head_in_their_order(make: Factory) 
         await broker.flush()
         assert await drain(broker, 5) == [0, 1, 2, 3, 4]
         assert taken[0].attempts == 0
-        assert broker.released_total == 3
+        assert broker.stats.released_total == 3
 
 
 async def test_a_bad_priority_is_refused(make: Factory) -> None:
@@ -334,7 +334,7 @@ async def test_a_malformed_message_goes_to_the_dead_letter_queue_and_the_rest_fl
         await raw_publish(amqp_url, broker.name, b"{not json", message_id="bad-1")
         await broker.put("after")
         assert await drain(broker, 2) == ["before", "after"]
-        await eventually(lambda: broker.malformed_total == 1, 5, "the malformed message")
+        await eventually(lambda: broker.stats.malformed_total == 1, 5, "the malformed message")
         await broker.flush()
         [dead] = await broker.dead_letters()
     assert dead.body == b"{not json"
@@ -552,7 +552,7 @@ async def test_a_waiting_consumer_survives_a_cut_connection(make: Factory, amqp_
         await producer.put("after the cut")
         [envelope] = await asyncio.wait_for(fetching, 10)
         assert envelope.payload == "after the cut"
-        assert consumer.reconnects_total >= 1
+        assert consumer.stats.reconnects_total >= 1
         consumer.ack(envelope)
 
 
@@ -563,10 +563,10 @@ async def test_items_in_flight_when_the_connection_drops_are_delivered_again(
         await consumer.put_many(["a", "b", "c"])
         held = [(await consumer.fetch(1))[0] for _ in range(3)]
         await proxy.cut()
-        await eventually(lambda: consumer.reconnects_total >= 1, 10, "a reconnect")
+        await eventually(lambda: consumer.stats.reconnects_total >= 1, 10, "a reconnect")
         for envelope in held:
             consumer.ack(envelope)  # too late: its channel is gone, so the ack is skipped
-        assert consumer.stale_total == 3
+        assert consumer.stats.stale_total == 3
         assert sorted(await drain(consumer, 3, timeout=10)) == ["a", "b", "c"]
 
 
@@ -589,11 +589,11 @@ async def test_a_put_many_cut_off_midway_publishes_every_item_at_least_once(
 ) -> None:
     async with Proxy(amqp_url) as proxy, make(url=proxy.url, capacity=None) as producer:
         putting = asyncio.create_task(producer.put_many(range(5000)))
-        await eventually(lambda: producer.put_total >= 500, 10, "the first batch to be confirmed")
+        await eventually(lambda: producer.stats.put_total >= 500, 10, "the first batch to be confirmed")
         assert not putting.done()
         await proxy.cut()
         await asyncio.wait_for(putting, 20)
-        assert producer.reconnects_total >= 1
+        assert producer.stats.reconnects_total >= 1
     async with make(concurrency=100) as consumer:
         waiting = (await consumer.counts()).waiting
         taken = await drain(consumer, waiting, timeout=20)
@@ -609,7 +609,7 @@ async def test_a_password_never_appears_in_repr_errors_or_logs(
     caplog.set_level(logging.DEBUG)
     broker = RabbitBroker(wrong, unique("rb"), connect_timeout=0.5)
     assert "wrong-pw-123" not in repr(broker) + broker.url
-    with pytest.raises(RabbitUnavailable) as raised:
+    with pytest.raises(AuthenticationFailed) as raised:  # a refused login is no outage: at once
         await broker.put(1)
     await broker.close()
     text = f"{raised.value!r} {raised.value} {caplog.text}"
