@@ -1,9 +1,10 @@
 """The RabbitMQ broker: the pool on a message broker, with the same guarantees.
 
 It keeps the contract of :mod:`src_pool.broker` on RabbitMQ 3.8 or later
-through aio-pika (``pip install 'qhealth[rabbitmq]'``); the queues it uses
-are described in :mod:`src_pool.rabbit_topology`, its connection in
-:mod:`src_pool.rabbit_session`.
+through aio-pika (``pip install 'qhealth[rabbitmq]'``); its queues are
+described in :mod:`src_pool.rabbit_topology`, its connection in
+:mod:`src_pool.rabbit_session`. ``docs/pool.md`` says why each part is so,
+``docs/reliability.md`` what is guaranteed.
 
 ::
 
@@ -11,87 +12,22 @@ are described in :mod:`src_pool.rabbit_topology`, its connection in
     async with broker, Pool(handle, broker=broker, concurrency=20) as pool:
         await pool.submit({"user": 42})
 
-Reliable delivery
-    Manual acknowledgements: an item stays unacknowledged at RabbitMQ from
-    delivery until the pool settles it, and RabbitMQ gives it back to the
-    queue the moment this consumer's channel closes (a crash, a SIGKILL, a
-    dropped connection). Every publish (put, retry, dead letter) waits for
-    the publisher confirm, and a retried or dead-lettered item is acked only
-    after its copy is confirmed: a crash in between makes a duplicate, never
-    a loss. Deliveries in flight are keyed by delivery tag, never by item id.
-
-Backpressure from the broker
-    ``basic.qos`` prefetch is the number of items this process may hold
-    unacknowledged, and defaults to ``concurrency`` (pass the pool's): once
-    every worker holds an item, RabbitMQ stops delivering until one is
-    acked. No local queue grows, and other processes get the rest.
-    Producers wait at the high watermark in
-    :class:`~src_pool.backpressure.Watermarks`, which re-reads the depth
-    (a passive declare, jittered, one reader for all of them).
-
-Priorities and order
-    ``x-max-priority`` 9: higher priorities are delivered first, FIFO
-    within a priority (among the items waiting in RabbitMQ; the few a
-    process already holds are not overtaken). A released item
-    (:meth:`RabbitBroker.release`, basic.nack with requeue) goes back to its
-    original place, at the head, and the prefetch buffer goes back with it
-    so that nothing behind it overtakes it.
-
-Round trips per burst, never per item
-    Acks are buffered and sent once per event-loop turn
-    (:mod:`src_pool.rabbit_acks`). ``put_many`` sends up to 500 publishes,
-    and at most ``max_batch_bytes``, in one write, each with its own confirm
-    (:mod:`src_pool.rabbit_publish`). Deliveries are pushed by RabbitMQ
-    (``basic.consume``): an idle consumer does not poll (the one periodic
-    round trip is the depth refresh, once per ``refresh_interval`` per
-    process), and a process that only produces never consumes. A worker
-    waiting in ``fetch(max_items)`` is handed up to ``max_items`` of what
-    arrived.
-
-Retries and dead letters
-    :meth:`RabbitBroker.retry` publishes the item, its attempt counted and its
-    error attached, to a retry queue with a per-message TTL, which RabbitMQ
-    dead-letters back to the work queue when it expires (delay tiers keep a
-    short delay from waiting behind a long one). :meth:`RabbitBroker.dead_letter`
-    and messages that cannot be decoded (not JSON, nested too deeply, bad
-    headers: whatever the error) go to the dead-letter exchange and its
-    bounded queue, with the error in a header.
-
-Reconnects
-    A lost connection (or a channel closed by an error) ends the *session*:
-    items buffered or in flight in it are RabbitMQ's again (it redelivers
-    them: at least once), and settling one of them later is skipped and
-    counted (``stats.stale_total``). The broker reconnects with exponential
-    backoff and full jitter, declares its queues again, and resumes
-    consuming; blocked consumers keep waiting, puts wait for the new session
-    (up to ``connect_timeout``) and publish again a message whose confirm was
-    lost. A refused login fails at once (:class:`~src_pool.AuthenticationFailed`).
-
-Long jobs
-    RabbitMQ closes a channel whose delivery stays unacknowledged past its
-    ``consumer_timeout`` (30 min by default), and every item in flight comes
-    back: a job that always runs longer loops for ever. The broker logs what
-    happened naming the setting, counts it (``stats.consumer_timeouts_total``),
-    and with ``consumer_timeout=`` sets the queue's own timeout
-    (``x-consumer-timeout``, RabbitMQ 3.12 or later; an older server is a
-    clear error at start, naming the rabbitmq.conf setting to raise instead).
-
-Instrumentation
-    :meth:`RabbitBroker.depth` is computed without I/O (:mod:`src_pool.rabbit_depth`);
-    :attr:`RabbitBroker.consumers` is the consumer count of the last refresh.
-    The shared rate limit stays on Redis (:mod:`src_pool.redis_limiter`):
-    RabbitMQ has nothing like an atomic token bucket that many processes
-    could draw from.
-
-Limits, stated
-    Classic queues do not count deliveries, so an item whose consumer dies
-    holding it comes back with its attempt count unchanged (a poison item
-    that crashes its process is redelivered until someone removes it;
-    quorum queues count deliveries but have no priorities before RabbitMQ
-    4.0). ``capacity`` is checked by the producer against the depth it
-    knows, so producers in several processes may overshoot it by what they
-    published since their last refresh; retries never count against it.
-    A retry may come back up to twice as late as asked, never earlier.
+* Manual acks and publisher confirms: an item stays unacknowledged until the
+  pool settles it, and comes back the moment its channel closes; a retried or
+  dead-lettered item is acked only after its copy is confirmed.
+* ``basic.qos`` prefetch (default: ``concurrency``) is the backpressure on
+  consumers; producers wait at the high watermark in
+  :class:`~src_pool.backpressure.Watermarks`, re-reading the depth.
+* Priorities 0-9 (``x-max-priority``); a released item goes back to its place
+  at the head, with the prefetch buffer behind it.
+* Retries wait in TTL retry queues, one per power-of-two delay band; dead
+  letters, and any message that fails to decode, go to the dead-letter queue
+  with their error.
+* A lost session is replaced whole; settles of its deliveries are skipped and
+  counted stale (RabbitMQ redelivers them). A refused login fails at once.
+* RabbitMQ's ``consumer_timeout`` closing a long job's channel is logged by
+  name and counted; ``consumer_timeout=`` sets the queue's own (3.12+).
+* :meth:`RabbitBroker.depth` costs no I/O (:mod:`src_pool.rabbit_depth`).
 """
 
 from __future__ import annotations
@@ -106,23 +42,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .backpressure import Watermarks
 from .batches import DEFAULT_MAX_BATCH_BYTES, chunks
 from .broker import (
-    MAX_PRIORITY,
-    Broker,
     BrokerClosed,
     BrokerError,
     Envelope,
     check_positive_int,
-    check_priority,
     check_timeout,
 )
-from .broker_stats import BrokerStats
-from .deliveries import Deliveries
+from .networked import NetworkedBroker
 from .rabbit_acks import Settlements
 from .rabbit_connect import check_url, import_aio_pika
 from .rabbit_depth import DepthEstimate
+from .rabbit_inspect import RabbitCounts, RabbitDeadLetter, read_counts, read_dead_letters
 from .rabbit_message import (
     H_DEAD_AT,
     H_ERROR,
@@ -136,8 +68,7 @@ from .rabbit_message import (
 )
 from .rabbit_publish import Message
 from .rabbit_session import Session, Sessions, close_quietly
-from .rabbit_topology import MAX_TIER, Topology, check_name, delay_ms, explain_declare_error, tier_of
-from .redact import redact_url
+from .rabbit_topology import Topology, check_name, delay_ms, explain_declare_error, tier_of
 from .throttled_log import ThrottledLog
 
 logger = logging.getLogger("src_pool.rabbitmq")
@@ -159,31 +90,7 @@ class Receipt:
     tag: int
 
 
-@dataclass(frozen=True, slots=True)
-class RabbitCounts:
-    """What the broker holds for this queue right now, across every consumer."""
-
-    waiting: int
-    """Ready messages in the work queue (not those delivered and unacked)."""
-    delayed: int
-    """Messages in the retry queues."""
-    dead: int
-    consumers: int
-
-
-@dataclass(frozen=True, slots=True)
-class RabbitDeadLetter:
-    """A message of the dead-letter queue."""
-
-    error: str
-    at: float
-    """When it was dead-lettered (seconds since the epoch; 0 if unknown)."""
-    body: bytes
-    envelope: Envelope | None
-    """The item, or None when the message could not be decoded."""
-
-
-class RabbitBroker(Broker):
+class RabbitBroker(NetworkedBroker):
     """A reliable queue on RabbitMQ shared by any number of processes.
 
     ``name`` names the queue (see :mod:`src_pool.rabbit_topology` for the
@@ -219,49 +126,42 @@ class RabbitBroker(Broker):
         connection_options: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._url = check_url(url)
         check_name(name)
+        super().__init__(
+            check_url(url),
+            name,
+            capacity=capacity,
+            low_watermark=low_watermark,
+            max_payload_bytes=max_payload_bytes,
+            max_batch_bytes=max_batch_bytes,
+            dead_letter_limit=dead_letter_limit,
+            connect_timeout=connect_timeout,
+            clock=clock,
+        )
         check_positive_int(concurrency, "concurrency")
         if prefetch is not None:
             check_positive_int(prefetch, "prefetch")
             if prefetch > 65_535:
                 raise ValueError(f"prefetch must be at most 65535 (basic.qos), got {prefetch}")
-        self._gate = Watermarks.for_capacity(capacity, low_watermark, name=name)
-        check_positive_int(max_payload_bytes, "max_payload_bytes")
-        check_positive_int(max_batch_bytes, "max_batch_bytes")
-        check_positive_int(dead_letter_limit, "dead_letter_limit")
         refresh = check_timeout(refresh_interval, "refresh_interval")
         if not refresh or refresh < 0.01:
             raise ValueError(f"refresh_interval must be at least 0.01 s, got {refresh_interval!r}")
-        connect = check_timeout(connect_timeout, "connect_timeout")
-        if not connect:
-            raise ValueError(f"connect_timeout must be positive, got {connect_timeout!r}")
         timeout_ms = None
         if consumer_timeout is not None:
             seconds = check_timeout(consumer_timeout, "consumer_timeout")
             if not seconds or seconds < 1:
                 raise ValueError(f"consumer_timeout must be at least 1 s, got {consumer_timeout!r}")
             timeout_ms = round(seconds * 1000)
-
-        self.name = name
         self.concurrency = concurrency
         self.prefetch = concurrency if prefetch is None else prefetch
         self._topology = Topology(name, dead_letter_limit, timeout_ms)
-        self._capacity = capacity
-        self._max_bytes = max_payload_bytes
-        self._max_batch_bytes = max_batch_bytes
         self._refresh_interval = refresh
-        self._connect_timeout = connect
-        self._clock = clock
-        self._ids = 0
-        self._id_prefix = os.urandom(6).hex() + "-"
         self._log = ThrottledLog(10.0, log=logger)
-        self.stats = BrokerStats()
         self._sessions = Sessions(
             self._url,
             self._topology,
             prefetch=self.prefetch,
-            connect_timeout=connect,
+            connect_timeout=self._connect_timeout,
             options=dict(connection_options or {}),
             stats=self.stats,
             opened=self._session_opened,
@@ -270,32 +170,13 @@ class RabbitBroker(Broker):
         self._settle_errors: tuple[type[BaseException], ...] = ()
 
         self._starting: asyncio.Task[None] | None = None
-        self._started = False
-        self._closed = False
         self._stopping: asyncio.Event | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._want_consume = False
-        self._deliveries = Deliveries()
         self._serving = False
         self._acks = Settlements(lambda: self._sessions.current, self._sessions.lost, lambda: self._transient)
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._depth = DepthEstimate(refresh)
-
-    def __repr__(self) -> str:
-        return f"RabbitBroker({self.url!r}, name={self.name!r})"
-
-    @property
-    def url(self) -> str:
-        """The broker's URL without its password."""
-        return redact_url(self._url)
-
-    @property
-    def capacity(self) -> int | None:
-        return self._capacity
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     @property
     def topology(self) -> Topology:
@@ -353,10 +234,6 @@ class RabbitBroker(Broker):
         self._deliveries.clear()
         self._acks.reset()
 
-    def _deadline(self, timeout: float | None = None) -> float:
-        limit = self._connect_timeout if timeout is None else min(timeout, self._connect_timeout)
-        return time.monotonic() + max(limit, 1.0)
-
     async def _publish(self, routing_key: str, body: bytes, props: Any, what: str, deadline: float,
                        exchange: str = "") -> None:  # fmt: skip
         await self._sessions.publish([Message(exchange, routing_key, body, props)], what, deadline)
@@ -364,11 +241,8 @@ class RabbitBroker(Broker):
     # -- producing ------------------------------------------------------------
 
     def _message(self, payload: Any, priority: int) -> tuple[Envelope, bytes, Any]:
-        if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
-            check_priority(priority)
         body = encode_payload(payload, self._max_bytes)
-        self._ids += 1
-        envelope = Envelope(f"{self._id_prefix}{self._ids}", payload, 0, priority, self._clock())
+        envelope = self._envelope(payload, priority)
         props = properties(envelope.id, priority, headers_of(envelope.enqueued_at, 0, None))
         return envelope, body, props
 
@@ -425,19 +299,11 @@ class RabbitBroker(Broker):
 
     # -- consuming ------------------------------------------------------------
 
-    def get_nowait(self) -> Envelope | None:
-        if self._closed:
-            return None
-        return self._deliveries.get_nowait()
-
     async def fetch(self, max_items: int = 1) -> list[Envelope]:
-        if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
-            raise ValueError(f"max_items must be a positive integer, got {max_items!r}")
-        if self._closed:
-            raise BrokerClosed("the broker is closed")
-        if not self._started:
-            await self.start()
-        if not self._deliveries.buffer and not self._want_consume:
+        buffered = await self._fetch_start(max_items)
+        if buffered is not None:
+            return buffered
+        if not self._want_consume:
             self._want_consume = True
             session = self._sessions.current
             if session is not None and session.alive:
@@ -503,7 +369,7 @@ class RabbitBroker(Broker):
         if receipt.__class__ is not Receipt:
             raise ValueError(f"cannot {verb} item {envelope.id}: it was not delivered by this broker")
         if receipt.session != self._live:
-            self.stats.stale_total += 1
+            self._no_longer_held(1, verb, "its channel was lost, and RabbitMQ took its deliveries back")
             return None
         return receipt
 
@@ -706,75 +572,23 @@ class RabbitBroker(Broker):
         return self._depth.consumers
 
     @property
-    def in_flight(self) -> int:
-        """Items this broker handed out and that are not settled yet."""
-        return len(self._deliveries.inflight)
-
-    @property
-    def buffered(self) -> int:
-        """Items delivered by RabbitMQ and not yet taken by a worker."""
-        return len(self._deliveries.buffer)
-
-    @property
     def delayed(self) -> int:
         """Retries this broker scheduled that have not come back yet (those
         another process took are forgotten once overdue)."""
         return self._depth.delayed()
 
     async def counts(self) -> RabbitCounts:
-        """Ready, delayed and dead messages and consumers, read now (passive
-        declares on a channel of their own: a retry queue that was never
-        declared closes it, and counts 0)."""
-        import aiormq.exceptions as amqp
-
+        """Ready, delayed and dead messages and consumers, read now."""
         await self.start()
         session = await self._sessions.wait(self._deadline(), "count")
-        channel = None
-        try:
-            channel = await session.connection.channel()
-            raw = await channel.get_underlay_channel()
-            main = await raw.queue_declare(self.name, passive=True)
-            dead = await raw.queue_declare(self._topology.dead_queue, passive=True)
-            delayed = 0
-            for tier in range(MAX_TIER + 1):
-                try:
-                    declared = await raw.queue_declare(self._topology.retry_queue(tier), passive=True)
-                    delayed += declared.message_count
-                except amqp.ChannelNotFoundEntity:
-                    channel = await session.connection.channel()
-                    raw = await channel.get_underlay_channel()
-            return RabbitCounts(main.message_count, delayed, dead.message_count, main.consumer_count)
-        finally:
-            if channel is not None and not channel.is_closed:
-                await channel.close()
+        return await read_counts(session.connection, self._topology)
 
     async def dead_letters(self, limit: int = 100) -> list[RabbitDeadLetter]:
-        """The oldest ``limit`` dead letters, read without removing them
-        (basic.get, then the channel closes and RabbitMQ requeues them)."""
+        """The oldest ``limit`` dead letters, read without removing them."""
         check_positive_int(limit, "limit")
         await self.start()
         session = await self._sessions.wait(self._deadline(), "read dead letters")
-        channel = await session.connection.channel()
-        out: list[RabbitDeadLetter] = []
-        try:
-            raw = await channel.get_underlay_channel()
-            for _ in range(limit):
-                message = await raw.basic_get(self._topology.dead_queue, no_ack=False)
-                if message.delivery_tag is None:  # Basic.GetEmpty
-                    break
-                headers = message.header.properties.headers or {}
-                error = headers.get(H_ERROR, "")
-                error = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
-                at = headers.get(H_DEAD_AT)
-                at = at / 1_000_000 if isinstance(at, int) and not isinstance(at, bool) else 0.0
-                try:
-                    envelope: Envelope | None = decode(message, None)
-                except MalformedMessage:
-                    envelope = None
-                out.append(RabbitDeadLetter(error, at, message.body, envelope))
-        finally:
-            await channel.close()
-        return out
+        return await read_dead_letters(session.connection, self._topology, limit)
 
     async def delete(self) -> None:
         """Close, then delete the queue, its retry and dead-letter queues and

@@ -1,67 +1,26 @@
 """The Redis broker: a pool that spans processes and hosts, losing nothing.
 
 It keeps the contract of :mod:`src_pool.broker` on a plain Redis server
-(standalone, 6.2 or later), with the scripts of :mod:`src_pool.redis_scripts`
-and the message format of :mod:`src_pool.redis_codec`:
+(standalone, 6.2 or later), with the Lua scripts of
+:mod:`src_pool.redis_scripts` and the message format of
+:mod:`src_pool.redis_codec`. In short (``docs/pool.md`` says why each is so,
+``docs/reliability.md`` what is guaranteed):
 
-Order
-    One list per priority, RPUSH at the tail and LPOP from the head: FIFO
-    within a priority (RPUSH + BRPOP would be a stack), and a fetch takes from
-    the highest priority first, so a priority really pops first.
-
-Reliable delivery
-    A fetch *moves* items into this consumer's processing list, in the same
-    script (nothing is ever only in a client's memory). Acks remove them.
-    Each consumer renews a heartbeat (a deadline in a sorted set, in the
-    server's clock) every ``heartbeat_interval``; the upkeep script that
-    renews it also re-queues, at the head, the items of every consumer whose
-    deadline passed (``visibility_timeout``), counting a lost delivery, and
-    dead-letters an item whose consumers died ``max_lost_deliveries`` times
-    holding it: a poison item that crashes its worker never loops. Each start
-    registers a new incarnation of the consumer, so a process restarted with
-    the same ``consumer_id`` never adopts its predecessor's items unseen.
-
-Settling what is no longer held
-    A consumer that stalled past its visibility timeout has had its items
-    given to others. Its late ack, retry, dead letter or release then changes
-    nothing; the broker says so (a warning) and counts it
-    (``stats.stale_total``), and the item runs where it went.
-
-Retries and dead letters
-    :meth:`RedisBroker.retry` puts the item, with its attempt counted and its
-    error, in a delayed sorted set; scripts move it back to the tail of its
-    queue when due. :meth:`RedisBroker.dead_letter` keeps it in a bounded
-    dead-letter list with its error. A message that cannot be decoded,
-    whatever the reason (not ours, not JSON, nested too deeply), goes to the
-    dead-letter list with the decoding error as it is fetched: the pool never
-    sees it and keeps running.
-
-Speed: round trips per batch, never per item
-    A fetch is one script call for up to ``batch_size`` items; acks are
-    buffered and sent together (one script call for all the acks made while
-    the previous call was on the wire); puts go in one script call per
-    chunk of at most 500 items and ``max_batch_bytes``. Concurrent ``fetch()``
-    calls in one process share one fetcher, which asks for all their demand.
-
-Blocking, not polling
-    A consumer that finds nothing blocks in BLPOP on a *signal* list that
-    every put feeds with a token (bounded; cleared whenever a fetch finds the
-    queue empty). It wakes when work arrives or a retry is due, never on a
-    timer. The one periodic round trip is the upkeep, once per
-    ``heartbeat_interval`` per broker (per process, whatever the number of
-    workers); it also re-signals a queue whose token was taken by a consumer
-    that died. Producers blocked at the high watermark wait in
-    :class:`~src_pool.backpressure.Watermarks`, woken through a *room* list
-    that consumers feed when the depth falls to the low watermark.
-
-Connections
-    ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs, with AUTH in the
-    URL. The password never appears in a log line, an error or a ``repr``.
-    A refused login fails at once (:class:`~src_pool.AuthenticationFailed`).
-    A lost connection (a restart, a dropped client) is retried with
-    exponential backoff and full jitter; a fetch whose reply was lost is
-    reconciled by re-queueing whatever sits in this consumer's processing
-    list that it does not know about.
+* one list per priority, FIFO within it, highest priority first;
+* a fetch moves items into this consumer's processing list, in one script;
+  a heartbeat (the upkeep, once per ``heartbeat_interval``) keeps them there,
+  and the reaper gives the items of a consumer whose heartbeat lapsed back to
+  the queue, counting a lost delivery (``max_lost_deliveries``, apart from the
+  handler's attempts); each start is a new incarnation of the consumer;
+* a late settle of an item the reaper gave away changes nothing, and is
+  counted (``stats.stale_total``);
+* any message that fails to decode goes to the dead-letter list as it is
+  fetched, and the rest of the batch flows;
+* a round trip per batch, never per item (fetches, buffered acks, puts
+  bounded in items and bytes); blocked consumers and producers block on
+  lists, never poll;
+* lost connections come back with jittered backoff (:func:`~src_pool.backoff.persist`);
+  a refused login fails at once; the password never shows.
 
 Payloads are JSON (never pickle), at most ``max_payload_bytes`` encoded.
 """
@@ -76,47 +35,39 @@ import os
 import re
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from . import redis_scripts as lua
 from .backoff import Backoff, persist
-from .backpressure import Watermarks
 from .batches import DEFAULT_MAX_BATCH_BYTES, chunks
 from .broker import (
-    MAX_PRIORITY,
-    Broker,
     BrokerClosed,
     BrokerError,
     Envelope,
     PayloadError,
     check_positive_int,
-    check_priority,
     check_timeout,
 )
-from .broker_stats import BrokerStats
-from .deliveries import Deliveries
-from .redact import error_text
+from .networked import NetworkedBroker
 from .redis_codec import (
     MAX_ERROR_CHARS,
     MalformedMessage,
     RedisDeadLetter,
     RedisDelivery,
-    dead_letter_entry,
     decode,
     encode,
+    unreceived,
 )
 from .redis_connect import (
     RedisUnavailable,
     auth_errors,
     check_url,
     connect,
-    redact_url,
     refused_login,
     transient_errors,
 )
+from .redis_inspect import QueueCounts, read_counts, read_dead_letters
 from .throttled_log import ThrottledLog
 
 if TYPE_CHECKING:
@@ -140,18 +91,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 _SCRIPTS = ("PUT", "FETCH", "ACK", "RELEASE", "RETRY", "DEAD_LETTER", "UPKEEP", "LEAVE", "GATE")
 
 
-@dataclass(frozen=True, slots=True)
-class QueueCounts:
-    """What the queue holds right now, across every consumer."""
-
-    waiting: int
-    delayed: int
-    in_flight: int
-    dead: int
-    consumers: int
-
-
-class RedisBroker(Broker):
+class RedisBroker(NetworkedBroker):
     """A reliable queue on Redis shared by any number of processes.
 
     ``name`` names the queue (its keys start with ``src_pool:{name}``).
@@ -190,10 +130,19 @@ class RedisBroker(Broker):
         redis_options: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._url = check_url(url)
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"queue name must be 1-200 characters of A-Z a-z 0-9 _ . : -, got {name!r}")
-        self._gate = Watermarks.for_capacity(capacity, low_watermark, name=name)
+        super().__init__(
+            check_url(url),
+            name,
+            capacity=capacity,
+            low_watermark=low_watermark,
+            max_payload_bytes=max_payload_bytes,
+            max_batch_bytes=max_batch_bytes,
+            dead_letter_limit=dead_letter_limit,
+            connect_timeout=connect_timeout,
+            clock=clock,
+        )
         check_positive_int(batch_size, "batch_size")
         if batch_size > 1000:
             raise ValueError(f"batch_size must be at most 1000 items per round trip, got {batch_size}")
@@ -209,20 +158,13 @@ class RedisBroker(Broker):
                 f"got {heartbeat_interval!r}"
             )
         check_positive_int(max_lost_deliveries, "max_lost_deliveries")
-        check_positive_int(max_payload_bytes, "max_payload_bytes")
-        check_positive_int(max_batch_bytes, "max_batch_bytes")
-        check_positive_int(dead_letter_limit, "dead_letter_limit")
         self._socket_timeout = check_timeout(socket_timeout, "socket_timeout") or 10.0
-        self._connect_timeout = check_timeout(connect_timeout, "connect_timeout") or 30.0
-
-        self.name = name
         self.prefix = f"src_pool:{{{name}}}"
         self.consumer_id = consumer_id or f"{socket.gethostname()}:{os.getpid()}"
         if ":proc:" in self.consumer_id:
             raise ValueError("consumer_id must not contain ':proc:'")
         self._member = f"{self.consumer_id}/{os.urandom(4).hex()}"  # this incarnation
         self._keys = lua.queue_keys(self.prefix, self._member)
-        self._capacity = capacity
         self._high = capacity or 0
         self._low = self._gate.low if self._gate is not None else 0
         self._batch = batch_size
@@ -230,25 +172,14 @@ class RedisBroker(Broker):
         self._visibility_ms = int(visibility * 1000)
         self._beat = beat
         self._max_lost = max_lost_deliveries
-        self._max_bytes = max_payload_bytes
-        self._max_batch_bytes = max_batch_bytes
-        self._dead_limit = dead_letter_limit
         self._options = dict(redis_options or {})
-        self._clock = clock
-        self._ids = 0
-        self._id_prefix = os.urandom(6).hex() + "-"
         self._log = ThrottledLog(10.0, log=logger)
         self._transient: tuple[type[BaseException], ...] = ()
         self._auth: tuple[type[BaseException], ...] = ()
-
         self._client: Redis | None = None
         self._blocker: Redis | None = None
         self._scripts: dict[str, Any] = {}
-        self._started = False
-        self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
-
-        self._deliveries = Deliveries()
         self._pump_task: asyncio.Task[None] | None = None
         self._acks: list[bytes] = []
         self._sending: list[list[bytes]] = []
@@ -258,28 +189,6 @@ class RedisBroker(Broker):
         self._depth_at = 0.0
         self._depth_max_age = 3 * beat
         self._retries_pending = False
-        self.stats = BrokerStats()
-
-    def __repr__(self) -> str:
-        return f"RedisBroker({redact_url(self._url)!r}, name={self.name!r})"
-
-    @property
-    def url(self) -> str:
-        """The server's URL without its password."""
-        return redact_url(self._url)
-
-    @property
-    def capacity(self) -> int | None:
-        return self._capacity
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def in_flight(self) -> int:
-        """Items this broker handed out and that are not settled yet."""
-        return len(self._deliveries.inflight)
 
     @property
     def delayed(self) -> int:
@@ -322,13 +231,6 @@ class RedisBroker(Broker):
             self._upkeep_loop(), name=f"src_pool.redis upkeep {self.name}"
         )
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BrokerClosed("the broker is closed")
-
-    def _error_text(self, exc: BaseException) -> str:
-        return error_text(exc, self._url)
-
     def _lost(self, what: str, exc: BaseException) -> None:
         """A round trip failed: count it and say so (once in a while)."""
         self.stats.connection_errors_total += 1
@@ -368,10 +270,6 @@ class RedisBroker(Broker):
             give_up=lambda exc: self._give_up(what, exc, deadline),
         )
 
-    def _deadline(self, timeout: float | None = None) -> float:
-        limit = self._connect_timeout if timeout is None else min(timeout, self._connect_timeout)
-        return time.monotonic() + max(limit, 1.0)
-
     def _set_depth(self, depth: int) -> None:
         self._depth = int(depth)
         self._depth_at = time.monotonic()
@@ -379,10 +277,7 @@ class RedisBroker(Broker):
     # -- producing ------------------------------------------------------------
 
     def _message(self, payload: Any, priority: int) -> tuple[Envelope, bytes]:
-        if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
-            check_priority(priority)
-        self._ids += 1
-        envelope = Envelope(f"{self._id_prefix}{self._ids}", payload, 0, priority, self._clock())
+        envelope = self._envelope(payload, priority)
         raw = encode(envelope, None)
         if len(raw) > self._max_bytes:
             raise PayloadError(
@@ -448,19 +343,10 @@ class RedisBroker(Broker):
 
     # -- consuming ------------------------------------------------------------
 
-    def get_nowait(self) -> Envelope | None:
-        if self._closed:
-            return None
-        return self._deliveries.get_nowait()
-
     async def fetch(self, max_items: int = 1) -> list[Envelope]:
-        if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
-            raise ValueError(f"max_items must be a positive integer, got {max_items!r}")
-        self._check_open()
-        if not self._started:
-            await self.start()
-        if self._deliveries.buffer:
-            return self._deliveries.take(max_items)
+        buffered = await self._fetch_start(max_items)
+        if buffered is not None:
+            return buffered
         return await self._deliveries.wait(max_items, self._ensure_pump)
 
     def _ensure_pump(self) -> None:
@@ -550,49 +436,30 @@ class RedisBroker(Broker):
             if await self._run("DEAD_LETTER", [raw, error, self._dead_limit], "dead-letter", None):
                 self.stats.dead_lettered_total += 1
 
-    async def _held_by_us(self) -> list[bytes] | None:
-        """This consumer's processing list, or None once the broker closed."""
+    async def _release_unknown(self, deadline: float | None) -> int:
+        """Re-queue, at the head, whatever sits in our processing list that
+        this process never received (a fetch whose reply was lost). Until
+        ``deadline``; None: until the broker is closed."""
         assert self._client is not None
-        client = self._client
+        client, key = self._client, self._keys[lua.PROCESSING - 1]
         try:
-            return cast(
-                list[bytes],
-                await self._run_command(lambda: client.lrange(self._keys[lua.PROCESSING - 1], 0, -1)),
+            held = await persist(
+                lambda: client.lrange(key, 0, -1),
+                transient=self._transient,
+                lost=lambda exc: self._lost("reconcile", exc),
+                give_up=lambda exc: self._give_up("reconcile", exc, deadline),
             )
-        except BrokerClosed:
-            return None
-
-    async def _run_command(self, command: Callable[[], Any]) -> Any:
-        return await persist(
-            command,
-            transient=self._transient,
-            lost=lambda exc: self._lost("reconcile", exc),
-            give_up=lambda exc: self._give_up("reconcile", exc, None),
-        )
-
-    def _unknown(self, held: list[bytes], *extra: Iterable[bytes]) -> list[bytes]:
-        """What the processing list holds beyond what this process knows of
-        (counted: two deliveries of equal bytes are two)."""
-        known = Counter(e.receipt.raw for e in self._deliveries.known())
-        for raws in extra:
-            known.update(raws)
-        unknown = []
-        for raw in held:
-            if known[raw] > 0:
-                known[raw] -= 1
-            else:
-                unknown.append(raw)
-        return unknown
+        except BrokerError:
+            return 0
+        known = [e.receipt.raw for e in self._deliveries.known()]
+        unknown = unreceived(cast(list[bytes], held), known, self._acks, *self._sending)
+        if not unknown:
+            return 0
+        return int(await self._run("RELEASE", [SIGNAL_CAP, *unknown], "re-queue unreceived items", deadline))
 
     async def _reconcile(self) -> None:
-        """After a fetch whose reply was lost: re-queue, at the head, whatever
-        sits in our processing list that we never received."""
-        held = await self._held_by_us()
-        if held is None:
-            return
-        unknown = self._unknown(held, self._acks, *self._sending)
-        if unknown:
-            n = await self._run("RELEASE", [SIGNAL_CAP, *unknown], "re-queue unreceived items", None)
+        n = await self._release_unknown(None)
+        if n:
             logger.info("src_pool.redis re-queued %d items whose fetch reply was lost", n)
 
     # -- settling -------------------------------------------------------------
@@ -609,17 +476,7 @@ class RedisBroker(Broker):
             self._stale(sent - removed, "acknowledgement")
 
     def _stale(self, n: int, what: str) -> None:
-        """Settles that found their delivery gone: the reaper gave it away."""
-        self.stats.stale_total += n
-        self._log.warning(
-            f"stale:{what}",
-            "src_pool.redis queue %s: %d %s(s) changed nothing: this consumer no longer held the item "
-            "(its heartbeat lapsed past the visibility timeout and the item went back to the queue, "
-            "to run again elsewhere)",
-            self.name,
-            n,
-            what,
-        )
+        self._no_longer_held(n, what, "its heartbeat lapsed past the visibility timeout")
 
     async def _send_acks(self) -> None:
         """Send buffered acks, all those made since the last send in one
@@ -761,18 +618,7 @@ class RedisBroker(Broker):
         self._check_open()
         await self.start()
         assert self._client is not None
-        pipe = self._client.pipeline(transaction=False)
-        for key in self._keys[: lua.QUEUE_LEVELS]:
-            pipe.llen(key)
-        pipe.zcard(self._keys[lua.DELAYED - 1])
-        pipe.llen(self._keys[lua.DEAD - 1])
-        pipe.zrange(self._keys[lua.CONSUMERS - 1], 0, -1)
-        *levels, delayed, dead, consumers = await pipe.execute()
-        pipe = self._client.pipeline(transaction=False)
-        for consumer in consumers:
-            pipe.llen(lua.processing_key(self.prefix, consumer.decode()))
-        held = await pipe.execute()
-        return QueueCounts(sum(levels), delayed, sum(held), dead, len(consumers))
+        return await read_counts(self._client, self.prefix, self._keys)
 
     async def dead_letters(self, limit: int = 100) -> list[RedisDeadLetter]:
         """The newest ``limit`` dead letters, oldest first."""
@@ -780,8 +626,7 @@ class RedisBroker(Broker):
         self._check_open()
         await self.start()
         assert self._client is not None
-        entries = cast(list[bytes], await self._client.lrange(self._keys[lua.DEAD - 1], 0, limit - 1))
-        return [dead_letter_entry(entry) for entry in reversed(entries)]
+        return await read_dead_letters(self._client, self._keys, limit)
 
     # -- stopping -------------------------------------------------------------
 
@@ -836,14 +681,7 @@ class RedisBroker(Broker):
                 logger.debug("src_pool.redis background task ended with %r", task.exception())
 
     async def _reconcile_on_close(self, deadline: float) -> None:
-        assert self._client is not None
-        try:
-            held = cast(list[bytes], await self._client.lrange(self._keys[lua.PROCESSING - 1], 0, -1))
-        except self._transient:
-            return
-        unknown = self._unknown(held)
-        if unknown:
-            await self._run("RELEASE", [SIGNAL_CAP, *unknown], "release", deadline)
+        await self._release_unknown(deadline)
         await self._run("LEAVE", [self._member], "leave", deadline)
 
     async def _disconnect(self) -> None:

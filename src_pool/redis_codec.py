@@ -25,6 +25,8 @@ Dead letters are ``<json header>\\n<message>``.
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,3 +134,18 @@ def dead_letter_entry(entry: bytes) -> RedisDeadLetter:
     except MalformedMessage:
         envelope = None
     return RedisDeadLetter(error, at, raw, envelope)
+
+
+def unreceived(held: list[bytes], *known: Iterable[bytes]) -> list[bytes]:
+    """The messages of a processing list (``held``) beyond those this process
+    knows of, in order; counted, since two deliveries of equal bytes are two."""
+    counts: Counter[bytes] = Counter()
+    for raws in known:
+        counts.update(raws)
+    unknown = []
+    for raw in held:
+        if counts[raw] > 0:
+            counts[raw] -= 1
+        else:
+            unknown.append(raw)
+    return unknown

@@ -8,11 +8,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from src_pool import AuthenticationFailed, Envelope, PayloadError
-from src_pool.batches import chunks
 from src_pool.redis_broker import RedisBroker
 from tests.broker_fixtures import RedisFactory, abandon, redis_brokers, redis_server, stall
 from tests.broker_helpers import drain
@@ -191,7 +191,7 @@ async def test_a_late_ack_from_a_reaped_consumer_is_counted_as_no_longer_held(
         [envelope] = await slow.fetch(1)
         await stall(slow)
         await wait_until_waiting(reaper, 1)
-        with caplog.at_level(logging.WARNING, logger="src_pool.redis"):
+        with caplog.at_level(logging.WARNING, logger="src_pool"):
             slow.ack(envelope)
             await slow.flush()
         assert (slow.stats.acked_total, slow.stats.stale_total) == (0, 1)
@@ -248,36 +248,20 @@ async def test_a_missing_password_says_the_url_needs_one_instead_of_redis_hello_
 # -- item 14: put_many is chunked by bytes ------------------------------------------------
 
 
-def _evalsha_calls(server: RedisServer) -> int:
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=server.port)
-    try:
-        return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
-    finally:
-        client.close()
-
-
-async def test_put_many_sends_no_round_trip_over_max_batch_bytes(
-    redis_brokers: RedisFactory, redis_server: RedisServer
-) -> None:
+async def test_put_many_sends_no_round_trip_over_max_batch_bytes(redis_brokers: RedisFactory) -> None:
+    """A spy on the real PUT script records the bytes of every call."""
     limit = 64 * 1024
-    async with redis_brokers(max_batch_bytes=limit, visibility_timeout=60.0, batch_size=100) as broker:
-        before = _evalsha_calls(redis_server)
+    async with redis_brokers(max_batch_bytes=limit) as broker:
+        script = broker._scripts["PUT"]
+        calls: list[int] = []
+
+        async def recording(*, keys: list[str], args: list[Any]) -> Any:
+            calls.append(sum(len(a) for a in args[3:]))  # the messages, after the three settings
+            return await script(keys=keys, args=args)
+
+        broker._scripts["PUT"] = recording
         await broker.put_many([f"{i:04d}" + "x" * 10_000 for i in range(40)])
-        calls = _evalsha_calls(redis_server) - before
-        stored = redis_server_list(redis_server, f"{broker.prefix}:q:0")
-        runs = list(chunks(stored, len, 500, limit))
-        assert calls == len(runs) >= 6
-        assert all(sum(map(len, run)) <= limit for run in runs)
+        assert len(calls) >= 7  # 40 items of ~10 KB, at most 6 per 64 KiB
+        assert max(calls) <= limit
+        assert sum(calls) > 40 * 10_000
         assert [p[:4] for p in await drain(broker, 40)] == [f"{i:04d}" for i in range(40)]
-
-
-def redis_server_list(server: RedisServer, key: str) -> list[bytes]:
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=server.port)
-    try:
-        return list(client.lrange(key, 0, -1))
-    finally:
-        client.close()
