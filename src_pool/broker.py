@@ -39,8 +39,9 @@ Who does what
 
 Envelopes
     Every item travels in an :class:`Envelope`: an id unique within the
-    broker, the payload (JSON-able: networked brokers serialise it as JSON,
-    never pickle), the attempts already made, its priority, and when it was
+    broker (a string, or the in-memory broker's count), the payload
+    (JSON-able: networked brokers serialise it as JSON, never pickle), the
+    attempts already made, its priority, and when it was
     first enqueued (wall-clock seconds, comparable across hosts). ``receipt``
     is the broker's own handle on the delivery (the raw bytes in a processing
     list, a delivery tag) and means nothing to anyone else.
@@ -130,8 +131,10 @@ class Envelope:
     to create, once per item.)
     """
 
-    id: str
-    """Unique within the broker (for its lifetime, or for ever when persistent)."""
+    id: str | int
+    """Unique within the broker (for its lifetime, or for ever when
+    persistent): a string on Redis and RabbitMQ; the in-memory broker counts
+    (an int: a string made per item costs as much as the rest of a put)."""
     payload: Any
     """What the handler receives. JSON-able for networked brokers."""
     attempts: int = 0

@@ -25,7 +25,7 @@ class DepthEstimate:
         self.at: float | None = None
         """When the base was read (monotonic); None while disconnected."""
         self.consumers: int | None = None
-        self.scheduled: dict[str, float] = {}  # retries this process scheduled: id -> due (monotonic)
+        self.scheduled: dict[str | int, float] = {}  # retries this process scheduled: id -> due (monotonic)
 
     def estimate(self) -> int:
         return max(0, self.base + self.delta)
@@ -45,12 +45,12 @@ class DepthEstimate:
             return None
         return self.estimate()
 
-    def schedule(self, id_: str, delay: float) -> None:
+    def schedule(self, id_: str | int, delay: float) -> None:
         now = time.monotonic()
         self._prune(now)
         self.scheduled[id_] = now + delay
 
-    def came_back(self, id_: str) -> bool:
+    def came_back(self, id_: str | int) -> bool:
         """Whether a delivery is one of our retries, back from its retry queue
         (it was never in our count)."""
         return bool(self.scheduled) and self.scheduled.pop(id_, None) is not None

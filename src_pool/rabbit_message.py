@@ -68,7 +68,7 @@ def headers_of(enqueued_at: float, attempts: int, error: str | None) -> dict[str
 
 
 def properties(
-    message_id: str, priority: int, headers: dict[str, Any], *, expiration_ms: int | None = None
+    message_id: str | int, priority: int, headers: dict[str, Any], *, expiration_ms: int | None = None
 ) -> Any:
     """pamqp ``Basic.Properties`` for a persistent JSON message."""
     from pamqp.commands import Basic
@@ -77,7 +77,7 @@ def properties(
         content_type=CONTENT_TYPE,
         delivery_mode=PERSISTENT,
         priority=priority,
-        message_id=message_id,
+        message_id=str(message_id),
         headers=headers,
         expiration=None if expiration_ms is None else str(expiration_ms),
     )
