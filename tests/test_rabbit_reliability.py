@@ -14,8 +14,9 @@ from src_pool.rabbit_broker import RabbitBroker
 from tests.broker_fixtures import RabbitFactory, amqp_url, eventually, rabbit_brokers, raw_publish
 from tests.broker_helpers import drain
 from tests.integration_brokers import unique
+from tests.rabbit_node import short_consumer_timeout_node
 
-__all__ = ["amqp_url", "rabbit_brokers"]  # fixtures used by this module
+__all__ = ["amqp_url", "rabbit_brokers", "short_consumer_timeout_node"]  # fixtures used by this module
 
 #: Nesting that makes the standard json module raise RecursionError.
 DEEP = 200_000
@@ -140,3 +141,21 @@ async def server_version(broker: RabbitBroker) -> tuple[int, ...]:
         await connection.close()
     assert version is not None
     return version
+
+
+@pytest.mark.slow
+async def test_a_channel_closed_by_consumer_timeout_is_named_counted_and_its_item_comes_back(
+    short_consumer_timeout_node: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = RabbitBroker(short_consumer_timeout_node, unique("ct"), connect_timeout=10.0)
+    async with broker:
+        await broker.put("a long job")
+        [held] = await broker.fetch(1)
+        await eventually(lambda: broker.stats.consumer_timeouts_total == 1, 10, "the consumer timeout")
+        assert "consumer_timeout" in caplog.text and "rabbitmq.conf" in caplog.text
+        broker.ack(held)  # too late: RabbitMQ took it back with the channel
+        assert broker.stats.stale_total == 1
+        [again] = await asyncio.wait_for(broker.fetch(1), 10)
+        assert again.payload == "a long job"
+        broker.ack(again)
+        await broker.flush()
