@@ -15,7 +15,7 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -26,43 +26,20 @@ from src_pool import AuthenticationFailed, BrokerClosed, BrokerError, Envelope, 
 from src_pool.rabbit_broker import RabbitBroker
 from src_pool.rabbit_connect import RabbitUnavailable
 from src_pool.redact import redact_url
+from tests.broker_fixtures import eventually, rabbit_brokers, raw_publish
 from tests.broker_helpers import drain
 from tests.integration_brokers import amqp_url, free_port, unique
 
-__all__ = ["amqp_url"]  # fixtures used by this module
+__all__ = ["amqp_url", "rabbit_brokers"]  # fixtures used by this module
 
 Factory = Callable[..., RabbitBroker]
 
 
 @pytest.fixture
-async def make(amqp_url: str) -> AsyncIterator[Factory]:
+def make(rabbit_brokers: Factory) -> Factory:
     """Brokers for one fresh queue per test; closed, and the queue's whole
     topology deleted, afterwards."""
-    made: list[RabbitBroker] = []
-    name = unique("rb")
-
-    def factory(**kwargs: Any) -> RabbitBroker:
-        kwargs.setdefault("name", name)
-        kwargs.setdefault("connect_timeout", 10.0)
-        broker = RabbitBroker(kwargs.pop("url", amqp_url), **kwargs)
-        made.append(broker)
-        return broker
-
-    yield factory
-    for broker in made:
-        await broker.close()
-    for queue in {b.name for b in made}:
-        await RabbitBroker(amqp_url, queue).delete()
-
-
-async def raw_publish(url: str, queue: str, body: bytes, **props: Any) -> None:
-    """Publish as another AMQP client would (no envelope headers)."""
-    import aio_pika
-
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.default_exchange.publish(aio_pika.Message(body, **props), routing_key=queue)
+    return rabbit_brokers
 
 
 async def still_on_the_first_session(broker: RabbitBroker) -> None:
@@ -72,14 +49,6 @@ async def still_on_the_first_session(broker: RabbitBroker) -> None:
     session = broker._sessions.current
     assert session is not None and session.alive and session.number == 1
     assert broker.stats.stale_total == 0
-
-
-async def eventually(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 # -- order and priorities -------------------------------------------------------

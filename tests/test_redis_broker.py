@@ -13,7 +13,7 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,42 +22,17 @@ from src_pool import BrokerClosed, Envelope, PayloadError, QueueFull
 from src_pool.redact import redact_url
 from src_pool.redis_broker import RedisBroker
 from src_pool.redis_connect import RedisUnavailable
+from tests.broker_fixtures import RedisFactory, abandon, redis_brokers
 from tests.broker_helpers import drain
 from tests.redis_server import RedisServer, redis_factory, redis_server, unique_name
 
-__all__ = ["redis_factory", "redis_server"]  # fixtures used by this module
+__all__ = ["redis_brokers", "redis_factory", "redis_server"]  # fixtures used by this module
 
 
 @pytest.fixture
-async def make(redis_server: RedisServer) -> AsyncIterator[Callable[..., RedisBroker]]:
+def make(redis_brokers: RedisFactory) -> RedisFactory:
     """Brokers on the session's server, one fresh queue per test, closed afterwards."""
-    made: list[RedisBroker] = []
-    name = unique_name("b")
-
-    def factory(**kwargs: Any) -> RedisBroker:
-        kwargs.setdefault("name", name)
-        broker = RedisBroker(kwargs.pop("url", redis_server.url), **kwargs)
-        made.append(broker)
-        return broker
-
-    yield factory
-    for broker in made:
-        await broker.close()
-
-
-async def abandon(broker: RedisBroker) -> None:
-    """Make a broker behave like a process that died: no heartbeat, no
-    settling, no goodbye, its connections cut (what SIGKILL does, within one
-    test process)."""
-    broker._closed = True  # close() becomes a no-op: nothing is tidied up
-    tasks = [t for t in (broker._pump_task, broker._upkeep_task, broker._ack_task) if t is not None]
-    for task in tasks:
-        task.cancel()
-    # Let them end before the connections go: a task still unwinding could
-    # otherwise open a fresh connection on a client already closed.
-    if tasks:
-        await asyncio.wait(tasks, timeout=2.0)
-    await broker._disconnect()
+    return redis_brokers
 
 
 # -- order and priorities -------------------------------------------------------
