@@ -265,3 +265,20 @@ async def test_put_many_sends_no_round_trip_over_max_batch_bytes(redis_brokers: 
         assert max(calls) <= limit
         assert sum(calls) > 40 * 10_000
         assert [p[:4] for p in await drain(broker, 40)] == [f"{i:04d}" for i in range(40)]
+
+
+async def test_the_shared_rate_limiter_fails_at_once_on_a_refused_login(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    from src_pool.redis_limiter import RedisRateLimiter
+
+    server = redis_factory(password="right-one")
+    limiter = RedisRateLimiter(
+        server.url.replace("right-one", "hunter2-wrong"), "api", rate=10, connect_timeout=30
+    )
+    started = time.monotonic()
+    with pytest.raises(AuthenticationFailed, match="refused the login") as refused:
+        await limiter.acquire()
+    assert time.monotonic() - started < 2.0
+    assert "hunter2-wrong" not in str(refused.value)
+    await limiter.aclose()
