@@ -68,7 +68,15 @@ from .rabbit_message import (
 )
 from .rabbit_publish import Message
 from .rabbit_session import Session, Sessions, close_quietly
-from .rabbit_topology import Topology, check_name, delay_ms, explain_declare_error, tier_of
+from .rabbit_topology import (
+    DEFAULT_DELIVERY_LIMIT,
+    Topology,
+    check_name,
+    check_queue_type,
+    delay_ms,
+    explain_declare_error,
+    tier_of,
+)
 from .throttled_log import ThrottledLog
 
 logger = logging.getLogger("src_pool.rabbitmq")
@@ -104,7 +112,10 @@ class RabbitBroker(NetworkedBroker):
     a put or a settle waits for a connection before :class:`RabbitUnavailable`.
     ``consumer_timeout``: seconds a delivery may stay unacknowledged before
     RabbitMQ closes the channel, set on the queue (RabbitMQ 3.12 or later;
-    None: the server's own setting). ``connection_options`` go to
+    None: the server's own setting). ``queue_type``: "quorum" (the default:
+    deliveries counted, a poison item dead-lettered after ``delivery_limit``
+    returns; no priorities before RabbitMQ 4.0) or "classic" (ten priority
+    levels, no delivery count). ``connection_options`` go to
     ``aio_pika.connect`` (TLS context, ...).
     """
 
@@ -123,6 +134,8 @@ class RabbitBroker(NetworkedBroker):
         refresh_interval: float = 1.0,
         connect_timeout: float = 30.0,
         consumer_timeout: float | None = None,
+        queue_type: str = "quorum",
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
         connection_options: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -154,7 +167,8 @@ class RabbitBroker(NetworkedBroker):
             timeout_ms = round(seconds * 1000)
         self.concurrency = concurrency
         self.prefetch = concurrency if prefetch is None else prefetch
-        self._topology = Topology(name, dead_letter_limit, timeout_ms)
+        kind, limit = check_queue_type(queue_type, delivery_limit)
+        self._topology = Topology(name, dead_letter_limit, timeout_ms, kind, limit)
         self._refresh_interval = refresh
         self._log = ThrottledLog(10.0, log=logger)
         self._sessions = Sessions(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .broker import Envelope
-from .rabbit_message import H_DEAD_AT, H_ERROR, MalformedMessage, decode
+from .rabbit_message import H_DEAD_AT, H_ERROR, MalformedMessage, death_reason, decode
 from .rabbit_topology import MAX_TIER, Topology
 
 
@@ -79,6 +79,7 @@ async def read_dead_letters(connection: Any, topology: Topology, limit: int) -> 
             headers = message.header.properties.headers or {}
             error = headers.get(H_ERROR, "")
             error = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
+            error = error or death_reason(headers)
             at = headers.get(H_DEAD_AT)
             at = at / 1_000_000 if isinstance(at, int) and not isinstance(at, bool) else 0.0
             try:

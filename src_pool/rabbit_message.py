@@ -34,6 +34,8 @@ H_ENQUEUED_AT = "src-enqueued-us"
 H_ATTEMPTS = "src-attempts"
 H_ERROR = "src-error"
 H_DEAD_AT = "src-dead-at-us"
+#: Set by a quorum queue on a redelivery: the returns of this delivery so far.
+H_DELIVERY_COUNT = "x-delivery-count"
 
 
 class MalformedMessage(PayloadError):
@@ -128,6 +130,29 @@ def _decode(message: Any, receipt: object) -> Envelope:
         enqueued_at /= 1_000_000
     if error is not None and not isinstance(error, str):
         error = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
+    lost = headers.get(H_DELIVERY_COUNT, 0)
+    if isinstance(lost, bool) or not isinstance(lost, int) or lost < 0:
+        raise MalformedMessage(f"malformed message: header {H_DELIVERY_COUNT} must be a non-negative integer")
     priority = min(props.priority or 0, MAX_PRIORITY)  # the queue caps it at its maximum: so do we
     message_id = props.message_id or f"amqp-{os.urandom(8).hex()}"
-    return Envelope(message_id, payload, attempts, priority, float(enqueued_at), error, receipt)
+    return Envelope(message_id, payload, attempts, priority, float(enqueued_at), error, receipt, lost)
+
+
+def death_reason(headers: dict[str, Any]) -> str:
+    """Why RabbitMQ itself dead-lettered a message (its ``x-death`` header),
+    for a dead letter that carries no error of ours; "" if it did not."""
+    deaths = headers.get("x-death")
+    if not isinstance(deaths, list) or not deaths or not isinstance(deaths[0], dict):
+        return ""
+    death = deaths[0]
+    reason = death.get("reason", "")
+    reason = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+    queue = death.get("queue", "")
+    queue = queue.decode(errors="replace") if isinstance(queue, bytes) else str(queue)
+    if reason == "delivery_limit":
+        return (
+            f"DeliveryLimit: queue {queue} returned it more often than its x-delivery-limit (its "
+            "consumers died, lost their connection or released it each time): a poison item, or consumers "
+            "that never finish"
+        )
+    return f"DeadLettered: RabbitMQ dead-lettered it from queue {queue} ({reason})"

@@ -71,11 +71,13 @@ async def test_without_batched_writes_put_many_still_keeps_order(make: Factory) 
         assert await drain(broker, 600) == list(range(600))
 
 
-async def test_higher_priorities_come_first_and_each_priority_keeps_its_order(make: Factory) -> None:
-    async with make() as producer:
+async def test_on_a_classic_queue_higher_priorities_come_first_and_each_keeps_its_order(
+    make: Factory,
+) -> None:
+    async with make(queue_type="classic") as producer:
         for i in range(30):
             await producer.put(f"p{i % 3 * 4}-{i}", priority=i % 3 * 4)  # priorities 0, 4, 8 interleaved
-    async with make() as consumer:
+    async with make(queue_type="classic") as consumer:
         taken = await drain(consumer, 30)
     expected = [f"p{p}-{i}" for p in (8, 4, 0) for i in range(30) if i % 3 * 4 == p]
     assert taken == expected
@@ -164,13 +166,16 @@ async def test_close_wakes_a_blocked_consumer_with_broker_closed(make: Factory) 
         await asyncio.wait_for(fetching, 5)
 
 
-async def test_close_gives_the_prefetched_and_unsettled_items_back_in_order(make: Factory) -> None:
-    async with make(concurrency=10) as first:
+async def test_on_a_classic_queue_close_gives_the_prefetched_and_unsettled_items_back_in_order(
+    make: Factory,
+) -> None:
+    """(A quorum queue puts returned messages back in the order they return.)"""
+    async with make(concurrency=10, queue_type="classic") as first:
         await first.put_many(range(10))
         [held] = await first.fetch(1)
         await eventually(lambda: first.buffered == 9, 5, "the prefetch buffer to fill")
         assert held.payload == 0
-    async with make() as second:
+    async with make(queue_type="classic") as second:
         assert await drain(second, 10) == list(range(10))
 
 
