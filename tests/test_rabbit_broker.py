@@ -10,7 +10,6 @@ and dead-letter queues) afterwards. Without a RabbitMQ on 127.0.0.1:5672
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import subprocess
 import sys
@@ -28,7 +27,9 @@ from src_pool.rabbit_connect import RabbitUnavailable
 from src_pool.redact import redact_url
 from tests.broker_fixtures import eventually, rabbit_brokers, raw_publish
 from tests.broker_helpers import drain
-from tests.integration_brokers import amqp_url, free_port, unique
+from tests.integration_brokers import amqp_url, unique
+from tests.rabbit_proxy import Proxy
+from tests.services import free_port
 
 __all__ = ["amqp_url", "rabbit_brokers"]  # fixtures used by this module
 
@@ -465,56 +466,6 @@ async def test_depth_is_none_once_the_connection_is_lost(make: Factory, amqp_url
 
 
 # -- connections -------------------------------------------------------------------------
-
-
-class Proxy:
-    """A TCP proxy in front of RabbitMQ that can cut every connection, as a
-    network failure or a broker restart does."""
-
-    def __init__(self, amqp_url: str) -> None:
-        self._target = ("127.0.0.1", 5672)
-        self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
-        self._server: asyncio.Server | None = None
-        self._accepting = True
-        self.port = free_port()
-        self.url = amqp_url.replace("127.0.0.1:5672", f"127.0.0.1:{self.port}")
-
-    async def __aenter__(self) -> Proxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self.cut()
-
-    def stop_accepting(self) -> None:
-        self._accepting = False
-
-    def accept_again(self) -> None:
-        self._accepting = True
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._accepting:
-            writer.close()
-            return
-        up_reader, up_writer = await asyncio.open_connection(*self._target)
-        self._pairs.append((writer, up_writer))
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def cut(self) -> None:
-        pairs, self._pairs = self._pairs, []
-        for down, up in pairs:
-            down.transport.abort()
-            up.transport.abort()
-        await asyncio.sleep(0)
 
 
 async def test_a_waiting_consumer_survives_a_cut_connection(make: Factory, amqp_url: str) -> None:
