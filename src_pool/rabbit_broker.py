@@ -18,7 +18,10 @@ described in :mod:`src_pool.rabbit_topology`, its connection in
 * ``basic.qos`` prefetch (default: ``concurrency``) is the backpressure on
   consumers; producers wait at the high watermark in
   :class:`~src_pool.backpressure.Watermarks`, re-reading the depth.
-* Priorities 0-9 (``x-max-priority``); a released item goes back to its place
+* A quorum queue by default (deliveries counted: a poison item is
+  dead-lettered after ``delivery_limit`` returns; no priorities before
+  RabbitMQ 4.0), or a classic one with priorities 0-9
+  (``x-max-priority``); on a classic queue a released item goes back to its place
   at the head, with the prefetch buffer behind it.
 * Retries wait in TTL retry queues, one per power-of-two delay band; dead
   letters, and any message that fails to decode, go to the dead-letter queue
