@@ -1,0 +1,149 @@
+"""A throwaway Redis Cluster for tests: 3 masters and 3 replicas on 127.0.0.1
+(a fixture module: import the fixtures into a test module).
+
+Six ``redis-server --cluster-enabled yes`` processes on free ports (their
+cluster bus on free ports too, ``--cluster-port``), nothing saved to disk,
+joined by ``redis-cli --cluster create ... --cluster-replicas 1``, a node
+timeout of one second so that a replica takes over a killed master within a
+few seconds. About two seconds to start. ``redis_cluster`` is one per test
+module; ``fresh_redis_cluster`` one per test, for tests that kill a node. A
+missing ``redis-server`` or ``redis-cli`` fails the test with how to install
+them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.services import free_port
+
+NODES = 6
+START_TIMEOUT_S = 20.0
+
+
+class LocalCluster:
+    def __init__(self, directory: Path) -> None:
+        server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if server is None or cli is None:
+            pytest.fail(
+                "Redis Cluster tests need redis-server and redis-cli: apt-get install -y redis-server"
+            )
+        self.dir = directory
+        self.ports: list[int] = []
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        for _ in range(NODES):
+            port, bus = free_port(), free_port()
+            node_dir = directory / f"node-{port}"
+            node_dir.mkdir(parents=True)
+            self.procs[port] = subprocess.Popen(
+                [server, "--port", str(port), "--cluster-port", str(bus), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--cluster-enabled", "yes",
+                 "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
+                 "--dir", str(node_dir), "--logfile", str(node_dir / "redis.log")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            self.ports.append(port)
+        self._wait(lambda: all(self._answers(p) for p in self.ports), "every node to answer PING")
+        created = subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+             "--cluster-replicas", "1", "--cluster-yes"],
+            check=False, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if created.returncode != 0:
+            self.stop()
+            pytest.fail(
+                f"redis-cli --cluster create failed:\n{created.stdout[-2000:]}{created.stderr[-2000:]}"
+            )
+        self._wait(lambda: all(self.state(p) == "ok" for p in self.ports), "the cluster to be ok")
+
+    @property
+    def url(self) -> str:
+        """A ``redis+cluster://`` URL naming one node (the client finds the others)."""
+        alive = next(p for p in self.ports if p in self.procs)
+        return f"redis+cluster://127.0.0.1:{alive}/0"
+
+    def client(self) -> redis.RedisCluster:
+        alive = next(p for p in self.ports if p in self.procs)
+        return redis.RedisCluster(host="127.0.0.1", port=alive, socket_timeout=5)
+
+    def _answers(self, port: int) -> bool:
+        try:
+            return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
+        except redis.RedisError:
+            return False
+
+    def state(self, port: int) -> str:
+        try:
+            return str(redis.Redis(port=port, socket_timeout=0.5).cluster("INFO")["cluster_state"])
+        except (redis.RedisError, KeyError):
+            return "down"
+
+    def master_of(self, key: str) -> int:
+        """The port of the node serving ``key``'s slot now."""
+        client = self.client()
+        try:
+            return int(client.get_node_from_key(key).port)
+        finally:
+            client.close()
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node: no shutdown, unreplicated writes lost with it."""
+        proc = self.procs.pop(port)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def wait_failover(self, key: str, dead: int) -> int:
+        """Wait until another node serves ``key``'s slot; its port."""
+        survivor = next(p for p in self.ports if p in self.procs)
+
+        def promoted() -> bool:
+            if self.state(survivor) != "ok":
+                return False
+            try:
+                return self.master_of(key) != dead
+            except redis.RedisError:
+                return False
+
+        self._wait(promoted, f"a replica to take over {key!r} from the node on port {dead}")
+        return self.master_of(key)
+
+    def _wait(self, predicate: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not predicate():
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"timed out after {START_TIMEOUT_S} s waiting for {what}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def fresh_redis_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(tmp_path / "redis-cluster")
+    yield cluster
+    cluster.stop()
