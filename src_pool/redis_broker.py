@@ -12,15 +12,11 @@ It keeps the contract of :mod:`src_pool.broker` on a plain Redis server
   and the reaper gives the items of a consumer whose heartbeat lapsed back to
   the queue, counting a lost delivery (``max_lost_deliveries``, apart from the
   handler's attempts); each start is a new incarnation of the consumer;
-* a late settle of an item the reaper gave away changes nothing, and is
-  counted (``stats.stale_total``);
-* any message that fails to decode goes to the dead-letter list as it is
-  fetched, and the rest of the batch flows;
-* a round trip per batch, never per item (fetches, buffered acks, puts
-  bounded in items and bytes); blocked consumers and producers block on
-  lists, never poll;
-* lost connections come back with jittered backoff (:func:`~src_pool.backoff.persist`);
-  a refused login fails at once; the password never shows.
+* a late settle of an item the reaper gave away changes nothing, counted;
+  a message that fails to decode is dead-lettered as it is fetched;
+* a round trip per batch, never per item; blocking, never polling;
+* lost connections come back with jittered backoff; a refused login fails
+  at once; the password never shows; ``replicas=`` makes puts durable.
 
 Payloads are JSON (never pickle), at most ``max_payload_bytes`` encoded.
 """
@@ -29,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import re
@@ -50,6 +45,7 @@ from .broker import (
     check_timeout,
 )
 from .networked import NetworkedBroker
+from .redis_acks import AckBatch
 from .redis_codec import (
     MAX_ERROR_CHARS,
     MalformedMessage,
@@ -67,6 +63,7 @@ from .redis_connect import (
     refused_login,
     transient_errors,
 )
+from .redis_durable import NotReplicated, Replicated
 from .redis_inspect import QueueCounts, read_counts, read_dead_letters
 from .throttled_log import ThrottledLog
 
@@ -105,8 +102,12 @@ class RedisBroker(NetworkedBroker):
     ``max_lost_deliveries``: deliveries lost with a dead consumer before an
     item is dead-lettered (the pool's ``RetryPolicy.max_attempts`` bounds the
     handler's failures, a separate count). ``max_batch_bytes`` bounds one
-    put round trip. ``redis_options`` go to ``redis.asyncio.Redis.from_url``
-    (TLS files, ...).
+    put round trip. ``replicas``: a put returns only once that many replicas
+    have the item (``WAIT``, within ``replica_timeout`` seconds, else it is
+    retried): no put that returned is lost in a failover
+    (:mod:`src_pool.redis_durable`). ``redis_options`` go to
+    ``redis.asyncio.Redis.from_url`` (TLS files, ...). A ``redis+cluster://``
+    URL runs on a Redis Cluster.
     """
 
     def __init__(
@@ -121,6 +122,8 @@ class RedisBroker(NetworkedBroker):
         visibility_timeout: float = 30.0,
         heartbeat_interval: float | None = None,
         max_lost_deliveries: int = 5,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         dead_letter_limit: int = DEFAULT_DEAD_LETTER_LIMIT,
@@ -158,6 +161,9 @@ class RedisBroker(NetworkedBroker):
                 f"got {heartbeat_interval!r}"
             )
         check_positive_int(max_lost_deliveries, "max_lost_deliveries")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise ValueError(f"replicas must be a non-negative integer, got {replicas!r}")
+        wait_s = check_timeout(replica_timeout, "replica_timeout") or 0.0
         self._socket_timeout = check_timeout(socket_timeout, "socket_timeout") or 10.0
         self.prefix = f"src_pool:{{{name}}}"
         self.consumer_id = consumer_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -173,6 +179,10 @@ class RedisBroker(NetworkedBroker):
         self._beat = beat
         self._max_lost = max_lost_deliveries
         self._options = dict(redis_options or {})
+        self._replicated = None if not replicas else Replicated(
+            self._url, replicas=replicas, timeout_ms=max(1, round(wait_s * 1000)),
+            socket_timeout=self._socket_timeout + wait_s, options=self._options,
+        )  # fmt: skip
         self._log = ThrottledLog(10.0, log=logger)
         self._transient: tuple[type[BaseException], ...] = ()
         self._auth: tuple[type[BaseException], ...] = ()
@@ -181,9 +191,10 @@ class RedisBroker(NetworkedBroker):
         self._scripts: dict[str, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pump_task: asyncio.Task[None] | None = None
-        self._acks: list[bytes] = []
-        self._sending: list[list[bytes]] = []
-        self._ack_task: asyncio.Task[None] | None = None
+        self._acks = AckBatch(
+            lambda: self._scripts["ACK"], self._keys, transient=lambda: self._transient,
+            lost=lambda exc: self._lost("ack", exc), settled=self._acks_settled, closed=lambda: self._closed,
+        )  # fmt: skip
         self._upkeep_task: asyncio.Task[None] | None = None
         self._depth: int | None = None
         self._depth_at = 0.0
@@ -316,14 +327,24 @@ class RedisBroker(NetworkedBroker):
             self._check_open()
             if gate is not None and gate.blocked:
                 await gate.wait_for_room(self.depth, timeout, remote=self._read_room)
-            pushed, depth = await self._run(
-                "PUT", [self._high, self._low, SIGNAL_CAP, *raws], "put", self._deadline(timeout)
-            )
+            pushed, depth = await self._put_script([self._high, self._low, SIGNAL_CAP, *raws], timeout)
             self._set_depth(depth)
             self.stats.put_total += pushed
             raws = raws[pushed:]
             if raws and gate is not None:
                 gate.blocked = True  # the server's gate is shut: wait until it reopens
+
+    async def _put_script(self, args: list[Any], timeout: float | None) -> Any:
+        deadline = self._deadline(timeout)
+        if self._replicated is None:
+            return await self._run("PUT", args, "put", deadline)
+        put, client = self._replicated.put, self._client
+        return await persist(
+            lambda: put(client, self._scripts["PUT"], self._keys, args),  # type: ignore[arg-type]
+            transient=(*self._transient, NotReplicated),
+            lost=lambda exc: self._lost("put", exc),
+            give_up=lambda exc: self._give_up("put", exc, deadline),
+        )
 
     async def _read_room(self) -> int | None:
         """The depth for producers blocked at the high watermark: read now if
@@ -366,29 +387,17 @@ class RedisBroker(NetworkedBroker):
                 if not demand:
                     return
                 want = min(self._batch, demand + self._prefetch)
-                acks, self._acks = self._acks, []
-                self._sending.append(acks)
+                acks = self._acks.take()
+                args = [want, self._member, self._visibility_ms, self._low, SIGNAL_CAP, len(acks), *acks]
                 try:
-                    reply = await self._scripts["FETCH"](
-                        keys=self._keys,
-                        args=[
-                            want,
-                            self._member,
-                            self._visibility_ms,
-                            self._low,
-                            SIGNAL_CAP,
-                            len(acks),
-                            *acks,
-                        ],
-                    )
+                    reply = await self._scripts["FETCH"](keys=self._keys, args=args)
                 except self._transient as exc:
-                    self._acks[:0] = acks
+                    self._acks.done(acks, sent=False)
                     self._lost("fetch", exc)
                     await backoff.sleep()
                     await self._reconcile()
                     continue
-                finally:
-                    self._sending.remove(acks)
+                self._acks.done(acks, sent=True)
                 backoff.reset()
                 self._set_depth(reply[0])
                 due_ms = int(reply[1])
@@ -452,7 +461,7 @@ class RedisBroker(NetworkedBroker):
         except BrokerError:
             return 0
         known = [e.receipt.raw for e in self._deliveries.known()]
-        unknown = unreceived(cast(list[bytes], held), known, self._acks, *self._sending)
+        unknown = unreceived(cast(list[bytes], held), known, self._acks.known())
         if not unknown:
             return 0
         return int(await self._run("RELEASE", [SIGNAL_CAP, *unknown], "re-queue unreceived items", deadline))
@@ -466,9 +475,7 @@ class RedisBroker(NetworkedBroker):
 
     def ack(self, envelope: Envelope) -> None:
         self._deliveries.settle(envelope, "acknowledge")
-        self._acks.append(envelope.receipt.raw)
-        if self._ack_task is None and self._loop is not None:
-            self._ack_task = self._loop.create_task(self._send_acks())
+        self._acks.add(envelope.receipt.raw)
 
     def _acks_settled(self, sent: int, removed: int) -> None:
         self.stats.acked_total += removed
@@ -478,44 +485,8 @@ class RedisBroker(NetworkedBroker):
     def _stale(self, n: int, what: str) -> None:
         self._no_longer_held(n, what, "its heartbeat lapsed past the visibility timeout")
 
-    async def _send_acks(self) -> None:
-        """Send buffered acks, all those made since the last send in one
-        round trip, until none is left. Once the broker is closed, give up
-        after a few failures: the reaper re-queues what stays unacked."""
-        backoff = Backoff()
-        script = self._scripts["ACK"]
-
-        def give_up(exc: BaseException) -> BaseException | None:
-            return exc if self._closed and backoff.failures > 8 else None
-
-        try:
-            await asyncio.sleep(0)  # let the acks of this loop iteration gather
-            while self._acks:
-                batch, self._acks = self._acks, []
-                self._sending.append(batch)
-                try:
-                    removed = await persist(
-                        functools.partial(script, keys=self._keys, args=batch),
-                        transient=self._transient,
-                        lost=lambda exc: self._lost("ack", exc),
-                        give_up=give_up,
-                        backoff=backoff,
-                    )
-                except self._transient:
-                    self._acks[:0] = batch
-                    return
-                finally:
-                    self._sending.remove(batch)
-                self._acks_settled(len(batch), int(removed))
-        finally:
-            self._ack_task = None
-
     async def flush(self) -> None:
-        while self._acks or self._ack_task is not None:
-            task = self._ack_task
-            if task is None:
-                self._ack_task = task = asyncio.get_running_loop().create_task(self._send_acks())
-            await asyncio.shield(task)
+        await self._acks.flush()
 
     async def retry(self, envelope: Envelope, *, delay: float, error: str) -> None:
         delay = check_timeout(delay, "retry delay") or 0.0
@@ -652,7 +623,7 @@ class RedisBroker(NetworkedBroker):
             if buffered:
                 raws = [cast(RedisDelivery, e.receipt).raw for e in buffered]
                 await self._run("RELEASE", [SIGNAL_CAP, *raws], "release", deadline)
-            if self._acks or self._ack_task is not None:
+            if self._acks.pending:
                 await asyncio.wait_for(self.flush(), max(0.1, deadline - time.monotonic()))
             if not self._deliveries.inflight:
                 await self._reconcile_on_close(deadline)
@@ -685,6 +656,8 @@ class RedisBroker(NetworkedBroker):
         await self._run("LEAVE", [self._member], "leave", deadline)
 
     async def _disconnect(self) -> None:
+        if self._replicated is not None:
+            await self._replicated.forget()
         for client in (self._client, self._blocker):
             if client is not None:
                 with contextlib.suppress(Exception):

@@ -96,7 +96,7 @@ async def abandon(broker: RedisBroker) -> None:
     settling, no goodbye, its connections cut (what SIGKILL does, within one
     test process)."""
     broker._closed = True  # close() becomes a no-op: nothing is tidied up
-    tasks = [t for t in (broker._pump_task, broker._upkeep_task, broker._ack_task) if t is not None]
+    tasks = [t for t in (broker._pump_task, broker._upkeep_task, broker._acks.task) if t is not None]
     for task in tasks:
         task.cancel()
     # Let them end before the connections go: a task still unwinding could

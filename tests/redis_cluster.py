@@ -47,6 +47,7 @@ class LocalCluster:
                 [server, "--port", str(port), "--cluster-port", str(bus), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--cluster-enabled", "yes",
                  "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
+                 "--repl-diskless-sync-delay", "0",
                  "--dir", str(node_dir), "--logfile", str(node_dir / "redis.log")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
@@ -63,6 +64,8 @@ class LocalCluster:
                 f"redis-cli --cluster create failed:\n{created.stdout[-2000:]}{created.stderr[-2000:]}"
             )
         self._wait(lambda: all(self.state(p) == "ok" for p in self.ports), "the cluster to be ok")
+        # A replica that never synced cannot take over: wait until every one has.
+        self._wait(lambda: all(self._synced(p) for p in self.ports), "every replica to sync with its master")
 
     @property
     def url(self) -> str:
@@ -79,6 +82,13 @@ class LocalCluster:
             return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
         except redis.RedisError:
             return False
+
+    def _synced(self, port: int) -> bool:
+        try:
+            info = redis.Redis(port=port, socket_timeout=0.5).info("replication")
+        except redis.RedisError:
+            return False
+        return info.get("role") == "master" or info.get("master_link_status") == "up"
 
     def state(self, port: int) -> str:
         try:
