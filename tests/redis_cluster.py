@@ -39,18 +39,18 @@ class LocalCluster:
         self.dir = directory
         self.ports: list[int] = []
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._commands: dict[int, list[str]] = {}
         for _ in range(NODES):
             port, bus = free_port(), free_port()
             node_dir = directory / f"node-{port}"
             node_dir.mkdir(parents=True)
-            self.procs[port] = subprocess.Popen(
-                [server, "--port", str(port), "--cluster-port", str(bus), "--bind", "127.0.0.1",
+            self._commands[port] = [
+                server, "--port", str(port), "--cluster-port", str(bus), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--cluster-enabled", "yes",
                  "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
                  "--repl-diskless-sync-delay", "0",
-                 "--dir", str(node_dir), "--logfile", str(node_dir / "redis.log")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+                 "--dir", str(node_dir), "--logfile", str(node_dir / "redis.log")]  # fmt: skip
+            self._spawn(port)
             self.ports.append(port)
         self._wait(lambda: all(self._answers(p) for p in self.ports), "every node to answer PING")
         created = subprocess.run(
@@ -66,6 +66,17 @@ class LocalCluster:
         self._wait(lambda: all(self.state(p) == "ok" for p in self.ports), "the cluster to be ok")
         # A replica that never synced cannot take over: wait until every one has.
         self._wait(lambda: all(self._synced(p) for p in self.ports), "every replica to sync with its master")
+
+    def _spawn(self, port: int) -> None:
+        self.procs[port] = subprocess.Popen(
+            self._commands[port], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again: it rejoins (its nodes.conf kept) as a
+        replica of the master that took its place, and syncs."""
+        self._spawn(port)
+        self._wait(lambda: self._answers(port) and self._synced(port), f"the node on port {port} to rejoin")
 
     @property
     def url(self) -> str:
