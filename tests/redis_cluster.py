@@ -13,16 +13,21 @@ them.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from src_pool import Pool
+from src_pool.redis_broker import RedisBroker
 from tests.services import free_port
 
 NODES = 6
@@ -154,6 +159,43 @@ class LocalCluster:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+
+
+async def run_through_a_failover(cluster: LocalCluster, items: int, **settings: Any) -> tuple[int, int]:
+    """A pool on the cluster while a producer puts ``items`` one by one; the
+    master of the queue's slot is SIGKILLed midway, its replica takes over,
+    and the killed node comes back as the new master's replica. Returns
+    (puts that returned, of those, items never processed)."""
+    name = f"fo-{uuid.uuid4().hex[:12]}"
+    done: set[int] = set()
+    confirmed: list[int] = []
+
+    async def handle(item: int) -> None:
+        done.add(item)
+
+    async def produce(broker: RedisBroker) -> None:
+        for i in range(items):
+            await broker.put(i)
+            confirmed.append(i)
+
+    consumer = RedisBroker(cluster.url, name, visibility_timeout=3.0, connect_timeout=30.0)
+    producer = RedisBroker(cluster.url, name, connect_timeout=30.0, **settings)
+    async with producer, consumer, Pool(handle, broker=consumer, concurrency=10, monitor=False, name=name):
+        putting = asyncio.create_task(produce(producer))
+        async with asyncio.timeout(30):
+            while len(confirmed) < items // 3:
+                await asyncio.sleep(0.005)
+        key = f"src_pool:{{{name}}}:q:0"
+        master = await asyncio.to_thread(cluster.master_of, key)
+        await asyncio.to_thread(cluster.kill, master)
+        await asyncio.to_thread(cluster.wait_failover, key, master)
+        await asyncio.to_thread(cluster.restart, master)  # back as a replica (durable puts need one)
+        await asyncio.wait_for(putting, 60)
+        async with asyncio.timeout(30):  # everything Redis still holds is processed: nothing jams
+            while (c := await consumer.counts()).waiting or c.in_flight or c.delayed:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+    return len(confirmed), len(set(confirmed) - done)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from src_pool.redis_scripts import processing_key
 from src_pool.redis_semaphore import RedisSemaphore
 from tests.broker_fixtures import abandon
 from tests.broker_helpers import drain
-from tests.redis_cluster import LocalCluster, fresh_redis_cluster, redis_cluster
+from tests.redis_cluster import LocalCluster, fresh_redis_cluster, redis_cluster, run_through_a_failover
 from tests.redis_server import unique_name
 
 __all__ = ["fresh_redis_cluster", "redis_cluster"]  # fixtures used by this module
@@ -205,43 +205,6 @@ def test_cluster_urls_are_accepted_and_shown_without_their_password() -> None:
     broker = RedisBroker("redis+cluster://:s3cret@127.0.0.1:7000/0", "q")
     assert broker.url == "redis+cluster://:***@127.0.0.1:7000/0"
     RedisSemaphore("rediss+cluster://127.0.0.1:7000/0", "s", limit=1)  # a TLS cluster URL is a URL too
-
-
-async def run_through_a_failover(cluster: LocalCluster, items: int, **settings: Any) -> tuple[int, int]:
-    """A pool on the cluster while a producer puts ``items`` one by one; the
-    master of the queue's slot is SIGKILLed midway, its replica takes over,
-    and the killed node comes back as the new master's replica. Returns
-    (puts that returned, of those, items never processed)."""
-    name = unique_name("fo")
-    done: set[int] = set()
-    confirmed: list[int] = []
-
-    async def handle(item: int) -> None:
-        done.add(item)
-
-    async def produce(broker: RedisBroker) -> None:
-        for i in range(items):
-            await broker.put(i)
-            confirmed.append(i)
-
-    consumer = RedisBroker(cluster.url, name, visibility_timeout=3.0, connect_timeout=30.0)
-    producer = RedisBroker(cluster.url, name, connect_timeout=30.0, **settings)
-    async with producer, consumer, Pool(handle, broker=consumer, concurrency=10, monitor=False, name=name):
-        putting = asyncio.create_task(produce(producer))
-        async with asyncio.timeout(30):
-            while len(confirmed) < items // 3:
-                await asyncio.sleep(0.005)
-        key = f"src_pool:{{{name}}}:q:0"
-        master = await asyncio.to_thread(cluster.master_of, key)
-        await asyncio.to_thread(cluster.kill, master)
-        await asyncio.to_thread(cluster.wait_failover, key, master)
-        await asyncio.to_thread(cluster.restart, master)  # back as a replica (durable puts need one)
-        await asyncio.wait_for(putting, 60)
-        async with asyncio.timeout(30):  # everything Redis still holds is processed: nothing jams
-            while (c := await consumer.counts()).waiting or c.in_flight or c.delayed:
-                await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
-    return len(confirmed), len(set(confirmed) - done)
 
 
 @pytest.mark.slow
