@@ -24,9 +24,10 @@ from src_pool.redis_semaphore import RedisSemaphore
 from tests.broker_fixtures import abandon
 from tests.broker_helpers import drain
 from tests.redis_cluster import LocalCluster, fresh_redis_cluster, redis_cluster, run_through_a_failover
+from tests.redis_procs import Proc, procs
 from tests.redis_server import unique_name
 
-__all__ = ["fresh_redis_cluster", "redis_cluster"]  # fixtures used by this module
+__all__ = ["fresh_redis_cluster", "procs", "redis_cluster"]  # fixtures used by this module
 
 FAST = {"visibility_timeout": 0.6, "heartbeat_interval": 0.2}
 
@@ -227,3 +228,42 @@ async def test_cluster_durable_puts_lose_nothing_through_a_failover(
     confirmed, lost = await run_through_a_failover(fresh_redis_cluster, 3000, replicas=1)
     assert confirmed == 3000
     assert lost == 0
+
+
+def cluster_hash(cluster: LocalCluster, key: str) -> dict[str, int]:
+    client = cluster.client()
+    try:
+        return {k.decode(): int(v) for k, v in client.hgetall(key).items()}
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_cluster_a_worker_process_sigkilled_mid_items_loses_none(
+    redis_cluster: LocalCluster, procs: Callable[..., Proc]
+) -> None:
+    queue, results = unique_name("kill"), unique_name("results")
+    victim = procs("work", redis_cluster.url, queue, results, "--concurrency", "5",
+                   "--work-ms", "3000", "3000", "--visibility", "1.0")  # fmt: skip
+    victim.wait_ready()
+
+    async def put_all() -> None:
+        async with RedisBroker(redis_cluster.url, queue) as broker:
+            await broker.put_many(range(10))
+
+    asyncio.run(put_all())
+    deadline = time.monotonic() + 10
+    while len(cluster_hash(redis_cluster, f"{results}:started")) < 5:
+        assert time.monotonic() < deadline, "five items started"
+        time.sleep(0.05)
+    victim.kill()
+    assert cluster_hash(redis_cluster, results) == {}  # killed in the middle of all five
+    survivor = procs("work", redis_cluster.url, queue, results, "--concurrency", "5",
+                     "--work-ms", "1", "2", "--visibility", "1.0")  # fmt: skip
+    survivor.wait_ready()
+    deadline = time.monotonic() + 20
+    while len(cluster_hash(redis_cluster, results)) < 10:
+        assert time.monotonic() < deadline, f"all 10 processed: {cluster_hash(redis_cluster, results)}"
+        time.sleep(0.05)
+    assert cluster_hash(redis_cluster, results) == {str(i): 1 for i in range(10)}
+    assert sorted(cluster_hash(redis_cluster, f"{results}:started").values()) == [1] * 5 + [2] * 5
