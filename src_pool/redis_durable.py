@@ -55,11 +55,11 @@ class Replicated:
         """The put script's reply, once ``replicas`` replicas have the write;
         :class:`NotReplicated` when they did not within the timeout."""
         target = await self._node(client, keys[0]) if is_cluster(self._url) else client
-        pipe = target.pipeline(transaction=False)
-        await script(keys=keys, args=args, client=pipe)
-        pipe.execute_command("WAIT", self._replicas, self._timeout_ms)
         try:
-            reply, acknowledged = await pipe.execute()
+            async with target.pipeline(transaction=False) as pipe:  # one connection for both
+                await script(keys=keys, args=args, client=pipe)
+                pipe.execute_command("WAIT", self._replicas, self._timeout_ms)
+                reply, acknowledged = await pipe.execute()
         except BaseException as exc:
             await self.forget()  # the owner may have moved: find it again next time
             if type(exc).__name__ in ("MovedError", "AskError"):
