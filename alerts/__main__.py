@@ -1,4 +1,8 @@
-"""``python3 -m alerts [--check]``: write (or check) ``alerts/qhealth.rules.yml``."""
+"""``python3 -m alerts [--check]``: write (or check) ``alerts/qhealth.rules.yml``.
+
+The committed file is for Prometheus' default 15 s scrape interval; for another,
+``qhealth rules --scrape-interval 30s -o qhealth.rules.yml`` writes your own.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import rules
+from qhealth import rules
 
 RULES_FILE = Path(__file__).resolve().parent / "qhealth.rules.yml"
 

@@ -2,7 +2,7 @@
 
 ``python3 -m dashboards`` writes it to ``dashboards/queue-health.json``. The
 thresholds drawn on the panels are the classifier's (through
-:class:`alerts.config.RulesConfig`, the one configuration behind the rules
+:class:`qhealth.rules.RulesConfig`, the one configuration behind the rules
 too), and the window measures are the recorded series of
 ``alerts/qhealth.rules.yml``: the dashboard shows what the alerts see.
 
@@ -27,9 +27,8 @@ from grafanalib.core import (
     TimeSeries,
 )
 
-from alerts.config import RulesConfig
-from alerts.rules import CONDITION_SERIES, names
 from qhealth import SEVERITY
+from qhealth.rules import CONDITION_SERIES, Compiler, RulesConfig
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 SELECTED = 'queue=~"$queue"'
@@ -92,7 +91,7 @@ def _ratio_panel(title: str, description: str, expr: str, threshold: float) -> T
 
 
 def overview(cfg: RulesConfig) -> list[Any]:
-    n = names(cfg)
+    m = Compiler.measure_name
     c = cfg.classifier
     window = f"{cfg.window_s:g} s"
     return [
@@ -190,34 +189,40 @@ def overview(cfg: RulesConfig) -> list[Any]:
         _ratio_panel(
             "Idle ratio",
             f"Idle worker-time / worker-time over the {window} window, summed over every process of the "
-            f"queue (the rules' {n.idle_ratio}). Above the line ({c.idle_on:.0%}) with an empty queue "
+            f"queue (the rules' {m('idle_ratio')}). Above the line ({c.idle_on:.0%}) with an empty queue "
             "is idle.",
-            f"{n.idle_ratio}{{{SELECTED}}}",
+            f"{m('idle_ratio')}{{{SELECTED}}}",
             c.idle_on,
         ),
         _ratio_panel(
             "429 ratio",
             f"Downstream calls answered 429 (rate limited) / calls over the {window} window "
-            f"({n.rate_limited_ratio}). Above the line ({c.rate_limited_on:.0%}) is a rate-limit storm.",
-            f"{n.rate_limited_ratio}{{{SELECTED}}}",
+            f"({m('rate_limited_ratio')}). Above the line ({c.rate_limited_on:.0%}) is a rate-limit storm.",
+            f"{m('rate_limited_ratio')}{{{SELECTED}}}",
             c.rate_limited_on,
         ),
         _ratio_panel(
-            "Idle while items waited",
-            "The oscillation measure: idle worker-time that passed while items waited (over intervals "
-            f"with a backlog at both ends) / worker-time, over the {window} window ({n.waiting_idle_ratio}). "
-            f"A blocking pool stays near zero; above the line ({c.boom_bust_on:.0%}) workers sleep "
-            "while work waits.",
-            f"{n.waiting_idle_ratio}{{{SELECTED}}}",
-            c.boom_bust_on,
+            "Workers idle next to waiting items",
+            "Boom-bust, how much: the share of the pool's workers that sat idle while items waited for "
+            f"them, over the samples of the {window} window ({m('idle_capacity_share')}). A blocking pool "
+            f"stays near zero; above the line ({c.boom_bust_idle_capacity_on:.0%}), while items also wait "
+            f"long next to idle workers (at least {c.boom_bust_idle_wait_on:g} s each), is boom-bust.",
+            f"{m('idle_capacity_share')}{{{SELECTED}}}",
+            c.boom_bust_idle_capacity_on,
         ),
-        _ratio_panel(
-            "Idle workers next to a backlog",
-            "Share of the window's samples where idle workers sat next to a backlog big enough to "
-            f"occupy all of them ({n.backlog_idle_share}): workers asleep in step while work piles up. "
-            f"Above the line ({c.boom_bust_backlog_on:.0%}), with the measure left, is boom-bust.",
-            f"{n.backlog_idle_share}{{{SELECTED}}}",
-            c.boom_bust_backlog_on,
+        TimeSeries(
+            title="Wait next to idle workers",
+            description=(
+                "Boom-bust, how long: seconds an item waits while a worker sits idle, by Little's law "
+                f"({m('idle_wait_s')}). Consumers that back off for a moment keep it a fraction of a "
+                "second; workers that sleep in step keep each cycle's arrivals waiting for seconds."
+            ),
+            dataSource=DATASOURCE,
+            targets=_targets((f"{m('idle_wait_s')}{{{SELECTED}}}", "{{queue}}")),
+            unit="s",
+            valueMin=0,
+            thresholds=_steps(c.boom_bust_idle_wait_on),
+            thresholdsStyleMode="line",
         ),
         *(
             TimeSeries(
@@ -296,11 +301,11 @@ def polling(cfg: RulesConfig) -> list[Any]:
 
 def fleet_state_expr(cfg: RulesConfig) -> str:
     """Each queue's most severe active condition as a code (``STATE_CODES``), 0 when healthy."""
-    n = names(cfg)
+    depth = Compiler(cfg).gauge_name("depth")
     terms = [
         f'{code} * {CONDITION_SERIES}{{condition="{state}"}}' for state, code in STATE_CODES.items() if code
     ]
-    terms.append(f"0 * {n.depth}")
+    terms.append(f"0 * {depth}")
     return "max by (queue) (\n  " + "\nor\n  ".join(terms) + "\n)"
 
 

@@ -1,49 +1,40 @@
 """Judging a pool's condition from its window.
 
-:func:`judge` is a pure function: window in, :class:`Health` out, given the
-conditions active at the previous tick (for hysteresis). :class:`Classifier`
-holds that one piece of state for a stream of samples.
-
-Each condition has one detector. A detector measures something over the
-window's samples and counter increases and compares it with thresholds that are
-relative to the pool (its capacity, worker count and own throughput); it never
-compares with an absolute depth or rate. A detector that needs a field the
-source does not know says so instead of guessing.
+What each condition means, and which measures decide it, is written once in
+:mod:`qhealth._measures`; the PromQL rules are compiled from the same table.
+This module evaluates that definition on a queue's window of samples
+(:mod:`qhealth._evaluate`), keeps each condition on while its ``hold``
+predicate holds (hysteresis), and explains every verdict: a reason with the
+numbers behind it and a fix, plus what could not be judged and why.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
+from ._condition import HEALTHY, SEVERITY, WARMING_UP, Condition, state_of
 from ._config import ClassifierConfig
+from ._evaluate import Evaluation, SeriesComputer
+from ._measures import RULE, Part, Requirement
+from ._running import RunningWindow
 from ._sample import Sample
-from ._window import Interval, Window
+from ._window import Window
 
-
-class Condition(StrEnum):
-    """The conditions of ``shared/spec/trace-format.md``."""
-
-    STALLED = "stalled"
-    OVERFLOW = "overflow"
-    RATE_LIMITED = "rate_limited"
-    BOOM_BUST = "boom_bust"
-    IDLE = "idle"
-
-
-#: Most severe first: the order that picks a verdict's ``state``.
-SEVERITY: tuple[Condition, ...] = (
-    Condition.STALLED,
-    Condition.OVERFLOW,
-    Condition.RATE_LIMITED,
-    Condition.BOOM_BUST,
-    Condition.IDLE,
-)
-
-HEALTHY = "healthy"
-WARMING_UP = "warming_up"
+__all__ = [
+    "HEALTHY",
+    "SEVERITY",
+    "WARMING_UP",
+    "Classifier",
+    "Condition",
+    "Finding",
+    "Health",
+    "classify",
+    "judge",
+    "state_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +64,8 @@ class Health:
     """Calls answered 429 / calls over the window."""
     workers_recommended: int | None = None
     """Workers needed for the observed arrival rate and processing time at the
-    target utilisation, capped by what the downstream rate limit allows."""
+    target utilisation, capped by what the downstream rate limit allows, and
+    never fewer than are busy right now."""
     arrival_rate: float | None = None
     """Items enqueued per second over the window."""
     throughput: float | None = None
@@ -88,131 +80,7 @@ class Health:
         return {"t": self.t, "state": self.state, "conditions": [str(c) for c in self.ordered_conditions]}
 
 
-def state_of(conditions: Iterable[Condition]) -> str:
-    active = set(conditions)
-    for condition in SEVERITY:
-        if condition in active:
-            return str(condition)
-    return HEALTHY
-
-
-# -- measures over a stretch of the window ------------------------------------
-
-
-def _sum(values: Iterable[float | None]) -> float | None:
-    total = 0.0
-    for value in values:
-        if value is None:
-            return None
-        total += value
-    return total
-
-
-def _share(samples: Sequence[Sample], predicate: Callable[[Sample], bool]) -> float:
-    return sum(1 for s in samples if predicate(s)) / len(samples) if samples else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class _Stretch:
-    """Totals over consecutive intervals (the whole window, or its recent part)."""
-
-    samples: Sequence[Sample]
-    intervals: Sequence[Interval]
-    seconds: float
-    enqueued: float | None
-    processed: float | None
-    attempts: float | None
-    rate_limited: float | None
-    idle_s: float | None
-    worker_seconds: float | None
-
-    @classmethod
-    def of(cls, intervals: Sequence[Interval]) -> _Stretch:
-        samples = [intervals[0].start, *(iv.end for iv in intervals)] if intervals else []
-        return cls(
-            samples=samples,
-            intervals=intervals,
-            seconds=sum(iv.dt for iv in intervals),
-            enqueued=_sum(iv.enqueued for iv in intervals),
-            processed=_sum(iv.processed for iv in intervals),
-            attempts=_sum(iv.attempts for iv in intervals),
-            rate_limited=_sum(iv.rate_limited for iv in intervals),
-            idle_s=_sum(iv.idle_s for iv in intervals),
-            worker_seconds=_sum(iv.worker_seconds for iv in intervals),
-        )
-
-    @property
-    def idle_ratio(self) -> float | None:
-        if self.idle_s is None or not self.worker_seconds:
-            return None
-        return min(1.0, self.idle_s / self.worker_seconds)
-
-    @property
-    def rate_limited_ratio(self) -> float | None:
-        if self.rate_limited is None or not self.attempts:
-            return None
-        return min(1.0, self.rate_limited / self.attempts)
-
-    def rate(self, count: float | None) -> float | None:
-        return None if count is None or self.seconds <= 0 else count / self.seconds
-
-    @property
-    def knows_busy(self) -> bool:
-        return all(s.busy is not None and s.workers is not None for s in self.samples)
-
-    @property
-    def waiting_idle_share(self) -> float | None:
-        """Idle worker-time that passed while items waited, as a share of worker-time.
-
-        Counted over intervals with a backlog at both ends: a blocking worker
-        is never idle while an item waits, so in a healthy pool this stays near
-        zero even at coarse sampling, while workers that sleep between polls
-        pile it up whatever the sampling phase.
-        """
-        if not self.worker_seconds:
-            return None
-        waiting_idle = 0.0
-        for iv in self.intervals:
-            if iv.idle_s is None:
-                return None
-            if iv.start.depth > 0 and iv.end.depth > 0:
-                waiting_idle += iv.idle_s
-        return waiting_idle / self.worker_seconds
-
-    @property
-    def backlog_idle_share(self) -> float | None:
-        """Share of samples where workers sat idle next to a backlog big enough
-        to occupy every one of them.
-
-        The synchronisation signature: workers that poll in step all sleep
-        while the backlog builds, so a sample catches idle workers *and* enough
-        waiting items for all of them. Jittered or blocking workers leave few
-        items waiting per idle worker. Unknown when busy workers are unknown.
-        """
-        if not self.samples or not self.knows_busy:
-            return None
-        hits = 0
-        for s in self.samples:
-            idle = (s.workers or 0) - (s.busy or 0)
-            if idle >= 1 and s.depth >= idle:
-                hits += 1
-        return hits / len(self.samples)
-
-
-def _recent(intervals: Sequence[Interval], seconds: float) -> Sequence[Interval]:
-    if not intervals:
-        return intervals
-    horizon = intervals[-1].end.t - seconds
-    recent = [iv for iv in intervals if iv.end.t > horizon + 1e-9]
-    return recent or list(intervals[-1:])
-
-
-# -- detectors ---------------------------------------------------------------------
-
-# A detector gets the whole window, the recent part, whether its condition was
-# active, and the settings. It returns the finding when the condition is active,
-# None when it is not, or a string saying why it cannot judge.
-_Verdict = Finding | str | None
+# -- words ---------------------------------------------------------------------------
 
 
 def _fmt(value: float) -> str:
@@ -227,13 +95,12 @@ def _pct(share: float) -> str:
     return f"{share * 100:.0f}%"
 
 
-def _detect_stalled(whole: _Stretch, recent: _Stretch, active: bool, cfg: ClassifierConfig) -> _Verdict:
-    if whole.processed is None:
-        return "items processed are unknown (processed_total is null)"
-    waiting_share = _share(whole.samples, lambda s: s.depth > 0)
-    latest = whole.samples[-1]
-    if whole.processed > 0 or latest.depth == 0 or waiting_share < cfg.stalled_waiting_share:
-        return None
+def _seconds(ev: Evaluation) -> float:
+    return ev.latest.t - ev.primitives.oldest_t
+
+
+def _stalled(ev: Evaluation) -> Finding:
+    latest = ev.latest
     workers, busy = latest.workers, latest.busy
     if workers == 0:
         why, hint = (
@@ -251,113 +118,55 @@ def _detect_stalled(whole: _Stretch, recent: _Stretch, active: bool, cfg: Classi
         )
     else:
         why, hint = "workers unknown", "check that the workers are running and connected to the broker"
-    reason = f"{latest.depth:,} items waiting and none processed in {_fmt(whole.seconds)} s ({why})"
+    reason = f"{latest.depth:,} items waiting and none processed in {_fmt(_seconds(ev))} s ({why})"
     return Finding(Condition.STALLED, reason, hint)
 
 
-def _needed_workers_text(whole: _Stretch, recommended: int | None) -> str:
+def _capacity_hint(ev: Evaluation, recommended: int | None, capped: bool) -> str:
+    """What to do about a backlog: more workers only when workers are what is missing."""
+    if capped:
+        accepted = _accepted_calls_per_s(ev)
+        limit = f" at about {_fmt(accepted)} calls/s" if accepted is not None else ""
+        return (
+            f"the downstream API caps processing{limit} (it answers 429): more workers cannot help; "
+            "raise the downstream limit or shed load"
+        )
     if recommended is None:
         return "add workers or shed load"
-    latest = whole.samples[-1]
+    latest = ev.latest
     if latest.workers is not None and recommended > latest.workers:
         return f"add workers (about {recommended} needed, {latest.workers} running) or shed load"
     return "processing is capped downstream: raise the downstream limit or shed load"
 
 
-def _thirds(samples: Sequence[Sample]) -> tuple[Sequence[Sample], Sequence[Sample]]:
-    k = max(1, len(samples) // 3)
-    return samples[:k], samples[-k:]
-
-
-def _detect_overflow(
-    whole: _Stretch,
-    recent: _Stretch,
-    active: bool,
-    cfg: ClassifierConfig,
-    capacity: int | None,
-    recommended: int | None,
-) -> _Verdict:
-    latest = whole.samples[-1]
-    near = cfg.overflow_near_capacity * capacity if capacity else math.inf
-    # Bounded queue: the backlog sits near capacity.
-    if capacity:
-        full_share = _share(whole.samples, lambda s: s.depth >= near)
-        recent_share = _share(recent.samples, lambda s: s.depth >= near)
-        if _holds(active, full_share, recent_share, cfg.overflow_full_on, cfg.overflow_full_off):
-            reason = (
-                f"depth {latest.depth:,}/{capacity:,} ({_pct(latest.depth / capacity)} of capacity); "
-                f"near capacity in {_pct(full_share)} of {_fmt(whole.seconds)} s"
-            )
-            tput = whole.rate(whole.processed)
-            if tput is not None:
-                reason += f", processing {_fmt(tput)}/s"
-            return Finding(
-                Condition.OVERFLOW,
-                reason,
-                _needed_workers_text(whole, recommended) + "; producers are being blocked or items dropped",
-            )
-    # Any queue: a backlog that keeps growing because arrivals outpace processing.
-    stretch = recent if active else whole
-    if _share(stretch.samples, lambda s: s.depth > 0) < cfg.overflow_backlog_share:
-        return None
-    inflow_needed = cfg.overflow_inflow_off if active else cfg.overflow_inflow_on
-    if (
-        stretch.enqueued is not None
-        and stretch.processed is not None
-        and (stretch.enqueued < inflow_needed * stretch.processed or stretch.enqueued == 0)
-    ):
-        return None
-    if active:
-        # Held while the backlog is not shrinking.
-        if stretch.samples[-1].depth < stretch.samples[0].depth:
-            return None
-    else:
-        # A trend, not noise: every depth in the last third of the window is
-        # above every depth in the first third (or has reached capacity), and
-        # the rise is a real share of the work done meanwhile.
-        first, last = _thirds(whole.samples)
-        low_end, high_start = min(s.depth for s in last), max(s.depth for s in first)
-        if not (low_end > high_start or low_end >= near):
-            return None
-        rise = low_end - high_start
-        if whole.processed and low_end < near and rise < cfg.overflow_growth_on * whole.processed:
-            return None
-    first_depth = whole.samples[0].depth
-    arrival, tput = whole.rate(whole.enqueued), whole.rate(whole.processed)
-    reason = f"backlog grew {first_depth:,} -> {latest.depth:,} in {_fmt(whole.seconds)} s"
+def _overflow(ev: Evaluation, capacity: int | None, recommended: int | None, capped: bool) -> Finding:
+    latest = ev.latest
+    seconds = _fmt(_seconds(ev))
+    hint = _capacity_hint(ev, recommended, capped)
+    full = ev.measure("near_capacity_share")
+    if capacity and full is not None and full >= ev.cfg.overflow_full_off:
+        reason = (
+            f"depth {latest.depth:,}/{capacity:,} ({_pct(latest.depth / capacity)} of capacity); "
+            f"near capacity in {_pct(full)} of {seconds} s"
+        )
+        tput = ev.measure("throughput")
+        if tput is not None:
+            reason += f", processing {_fmt(tput)}/s"
+        return Finding(Condition.OVERFLOW, reason, hint + "; producers are being blocked or items dropped")
+    first = ev.primitives.oldest_depth
+    reason = f"backlog grew {first:,} -> {latest.depth:,} in {seconds} s"
     if capacity:
         reason += f" (capacity {capacity:,})"
+    arrival, tput = ev.per_second("enqueued"), ev.measure("throughput")
     if arrival is not None and tput is not None:
         reason += f": arriving {_fmt(arrival)}/s, processed {_fmt(tput)}/s"
-    return Finding(Condition.OVERFLOW, reason, _needed_workers_text(whole, recommended))
+    return Finding(Condition.OVERFLOW, reason, hint)
 
 
-def _holds(active: bool, whole: float | None, recent: float | None, on: float, off: float) -> bool:
-    """The hysteresis rule every detector follows.
-
-    Off -> on: the whole window reaches ``on`` and the recent part still shows
-    at least ``off`` (so evidence that has already ended cannot switch a
-    condition back on). On -> off: the recent part falls below ``off``.
-    """
-    if recent is None or recent < off:
-        return False
-    return active or (whole is not None and whole >= on)
-
-
-def _detect_rate_limited(whole: _Stretch, recent: _Stretch, active: bool, cfg: ClassifierConfig) -> _Verdict:
-    if whole.attempts is None or whole.rate_limited is None:
-        return "downstream calls or 429s are unknown (attempts_total or rate_limited_total is null)"
-    if (whole.attempts or 0) < cfg.rate_limited_min_calls:
-        return None
-    if not _holds(
-        active, whole.rate_limited_ratio, recent.rate_limited_ratio, cfg.rate_limited_on, cfg.rate_limited_off
-    ):
-        return None
-    whole_ratio = whole.rate_limited_ratio or 0.0
-    reason = (
-        f"{_pct(whole_ratio)} of {whole.attempts:,.0f} downstream calls answered 429 "
-        f"in {_fmt(whole.seconds)} s"
-    )
+def _rate_limited(ev: Evaluation) -> Finding:
+    ratio = ev.measure("rate_limited_ratio") or 0.0
+    attempts = ev.measure("attempts") or 0.0
+    reason = f"{_pct(ratio)} of {attempts:,.0f} downstream calls answered 429 in {_fmt(_seconds(ev))} s"
     hint = (
         "share one rate limiter across all workers (a token bucket; through Redis across processes) "
         "and honour Retry-After with jitter instead of retrying at once"
@@ -365,88 +174,45 @@ def _detect_rate_limited(whole: _Stretch, recent: _Stretch, active: bool, cfg: C
     return Finding(Condition.RATE_LIMITED, reason, hint)
 
 
-def _detect_boom_bust(whole: _Stretch, recent: _Stretch, active: bool, cfg: ClassifierConfig) -> _Verdict:
-    if whole.processed is not None and whole.processed <= 0:
-        return None  # nothing is being processed: not an oscillation (stalled or idle judge it)
-    backlog_share = whole.backlog_idle_share
-    waiting_idle = whole.waiting_idle_share
-    if backlog_share is None and waiting_idle is None:
-        return "busy workers and idle time are unknown (busy and idle_s_total are null)"
+def _boom_bust(ev: Evaluation) -> Finding:
     details = []
-    # Idle workers next to a backlog that could occupy them all, seen in samples.
-    if backlog_share is not None:
-        if not _holds(
-            active,
-            backlog_share,
-            recent.backlog_idle_share,
-            cfg.boom_bust_backlog_on,
-            cfg.boom_bust_backlog_off,
-        ):
-            return None
-        details.append(f"a backlog waited next to idle workers in {_pct(backlog_share)} of samples")
-    # Idle time accrued while items waited, from the counters: true whatever the sampling phase.
-    if waiting_idle is not None:
-        if not _holds(active, waiting_idle, recent.waiting_idle_share, cfg.boom_bust_on, cfg.boom_bust_off):
-            return None
-        details.append(f"workers sat idle while items waited for {_pct(waiting_idle)} of worker-time")
-    latest = whole.samples[-1]
-    if whole.knows_busy:
-        busy = [s.busy or 0 for s in whole.samples]
-        details.append(f"busy {min(busy)}-{max(busy)} of {latest.workers}")
-    depths = [s.depth for s in whole.samples]
-    details.append(f"depth {min(depths):,}-{max(depths):,}")
-    reason = "; ".join(details) + f" over {_fmt(whole.seconds)} s"
+    capacity_share, wait = ev.measure("idle_capacity_share"), ev.measure("idle_wait_s")
+    if (
+        capacity_share is not None
+        and wait is not None
+        and capacity_share >= ev.cfg.boom_bust_idle_capacity_off
+    ):
+        details.append(
+            f"{_pct(capacity_share)} of the workers sat idle while items waited for them, "
+            f"each item about {_fmt(wait)} s"
+        )
+    excess, seen = ev.measure("busy_excess"), ev.measure("waiting_idle_share")
+    if excess is not None and excess >= ev.cfg.boom_bust_busy_excess_off:
+        counted = ev.measure("idle_ratio")
+        busy_over_time = f" against {_pct(1 - counted)} over time" if counted is not None else ""
+        details.append(
+            f"workers caught busy at every sample far more than on average ({_pct(excess)} more"
+            f"{busy_over_time}): they work in step with a clock"
+        )
+        if seen is not None:
+            details.append(f"items waited next to idle workers in {_pct(seen)} of samples")
+    busy = ev.primitives.extent("busy")
+    if busy is not None:
+        details.append(f"busy {busy[0]:.0f}-{busy[1]:.0f} of {ev.latest.workers}")
+    depth = ev.primitives.extent("depth")
+    if depth is not None:
+        details.append(f"depth {depth[0]:,.0f}-{depth[1]:,.0f}")
+    reason = "; ".join(details) + f" over {_fmt(_seconds(ev))} s"
     hint = "workers poll on a fixed interval: block on the queue, or add jitter"
     return Finding(Condition.BOOM_BUST, reason, hint)
 
 
-def _no_backlog(s: Sample) -> bool:
-    """An empty queue, or fewer items than idle workers: what an idle pool
-    shows (an item caught between its arrival and its pickup is no backlog)."""
-    if s.depth == 0:
-        return True
-    if s.workers is None or s.busy is None:
-        return False
-    return s.depth < s.workers - s.busy
-
-
-def _idle_measure(stretch: _Stretch, cfg: ClassifierConfig) -> float | str | None:
-    """Idle share of worker-time over a stretch whose queue stayed empty;
-    None when the queue did not stay empty, a string when it cannot tell."""
-    if _share(stretch.samples, _no_backlog) < cfg.idle_empty_share:
-        return None
-    ratio = stretch.idle_ratio
-    if ratio is not None:
-        return ratio
-    if not stretch.knows_busy:
-        return "idle time and busy workers are unknown (idle_s_total and busy are null)"
-    # Busy counts seen only at sample times can miss work done between them
-    # (a spike drained between two samples): judge only when nothing was done.
-    if stretch.processed is None or stretch.processed > 0:
-        return (
-            "idle time is unknown (idle_s_total is null) and items were processed: "
-            "sampled busy counts alone cannot tell"
-        )
-    total_workers = sum(s.workers or 0 for s in stretch.samples)
-    if total_workers == 0:
-        return None
-    return 1.0 - sum(s.busy or 0 for s in stretch.samples) / total_workers
-
-
-def _detect_idle(
-    whole: _Stretch, recent: _Stretch, active: bool, cfg: ClassifierConfig, recommended: int | None
-) -> _Verdict:
-    whole_ratio, recent_ratio = _idle_measure(whole, cfg), _idle_measure(recent, cfg)
-    if isinstance(whole_ratio, str):
-        return whole_ratio
-    if isinstance(recent_ratio, str) or not _holds(
-        active, whole_ratio, recent_ratio, cfg.idle_on, cfg.idle_off
-    ):
-        return None
-    latest = whole.samples[-1]
-    shown = whole_ratio if whole_ratio is not None else recent_ratio or 0.0
-    tput = whole.rate(whole.processed)
-    reason = f"queue empty and {_pct(shown)} of worker-time idle over {_fmt(whole.seconds)} s"
+def _idle(ev: Evaluation, recommended: int | None) -> Finding:
+    latest = ev.latest
+    ratio = ev.measure("idle_ratio")
+    shown = ratio if ratio is not None else ev.measure("idle_ratio", Part.RECENT) or 0.0
+    tput = ev.measure("throughput")
+    reason = f"queue empty and {_pct(shown)} of worker-time idle over {_fmt(_seconds(ev))} s"
     if latest.workers is not None:
         reason += f" ({latest.workers} workers"
         reason += f", {_fmt(tput)} items/s)" if tput is not None else ")"
@@ -457,125 +223,157 @@ def _detect_idle(
     return Finding(Condition.IDLE, reason, hint)
 
 
-# -- the recommendation -----------------------------------------------------------
+# -- the recommendation ------------------------------------------------------------------
 
 
-def recommend_workers(whole: _Stretch, cfg: ClassifierConfig, rate_limited: bool) -> int | None:
+def _accepted_calls_per_s(ev: Evaluation) -> float | None:
+    attempts, limited, seconds = ev.measure("attempts"), ev.increase("rate_limited"), _seconds(ev)
+    if attempts is None or limited is None or seconds <= 0:
+        return None
+    return max(attempts - limited, 0.0) / seconds
+
+
+def recommend_workers(ev: Evaluation, rate_limited: bool) -> int | None:
     """Workers needed: Little's law (arrival rate x time an item holds a worker)
     at the target utilisation, capped by the rate the downstream accepts when it
-    is answering 429."""
-    arrival = whole.rate(whole.enqueued)
-    tput = whole.rate(whole.processed)
+    answers 429, and never below the workers busy right now (scaling down must
+    not stop running work)."""
+    cfg = ev.cfg
+    seconds = _seconds(ev)
+    if seconds <= 0:
+        return None
+    arrival = ev.per_second("enqueued")
+    tput = ev.measure("throughput")
     if arrival is None and tput is not None:
         # No arrival count (a sidecar): arrivals = processed + backlog growth.
-        arrival = tput + (whole.samples[-1].depth - whole.samples[0].depth) / whole.seconds
+        arrival = tput + (ev.latest.depth - ev.primitives.oldest_depth) / seconds
     if arrival is None:
         return None
+    busy_now = ev.latest.busy or 0
     arrival = max(arrival, 0.0)
     if arrival == 0:
-        return cfg.min_workers
-    if whole.idle_s is None or whole.worker_seconds is None or not whole.processed:
+        return max(cfg.min_workers, busy_now)
+    processed, idle_s, worker_seconds = (
+        ev.measure("processed"),
+        ev.increase("idle_s"),
+        ev.measure("worker_seconds"),
+    )
+    if idle_s is None or worker_seconds is None or not processed:
         return None
-    busy_seconds = max(whole.worker_seconds - whole.idle_s, 0.0)
-    hold_s = busy_seconds / whole.processed  # seconds an item holds a worker, retries included
+    hold_s = max(worker_seconds - idle_s, 0.0) / processed  # seconds an item holds a worker, retries included
     demand = arrival
-    if rate_limited and whole.attempts and whole.rate_limited is not None and tput:
-        # Calls the downstream accepts per second, turned into items per second.
-        accepted_calls = (whole.attempts - whole.rate_limited) / whole.seconds
-        calls_per_item = max((whole.attempts - whole.rate_limited) / whole.processed, 1e-9)
-        demand = min(demand, accepted_calls / calls_per_item)
-    return max(cfg.min_workers, math.ceil(demand * hold_s / cfg.target_utilization - 1e-9))
+    attempts, limited = ev.measure("attempts"), ev.increase("rate_limited")
+    if rate_limited and attempts and limited is not None and tput:
+        accepted = (attempts - limited) / seconds
+        calls_per_item = max((attempts - limited) / processed, 1e-9)
+        demand = min(demand, accepted / calls_per_item)
+    needed = math.ceil(demand * hold_s / cfg.target_utilization - 1e-9)
+    return max(cfg.min_workers, needed, busy_now)
 
 
-# -- the verdict ------------------------------------------------------------------
+# -- the verdict -------------------------------------------------------------------------
+
+
+def _unmet(requirement: Requirement, ev: Evaluation) -> bool:
+    latest = ev.latest
+    if any(getattr(latest, name) is None for name in requirement.fields):
+        return True
+    if requirement.any_field and all(getattr(latest, name) is None for name in requirement.any_field):
+        return True
+    return requirement.measure is not None and ev.measure(requirement.measure) is None
+
+
+def _not_judged(condition: Condition, ev: Evaluation) -> str | None:
+    for requirement in RULE[condition].requires:
+        if _unmet(requirement, ev):
+            return requirement.reason
+    return None
+
+
+def active_conditions(ev: Evaluation, previous: frozenset[Condition]) -> dict[Condition, bool | str]:
+    """Each condition: active or not, or why it is not judged. On when its
+    ``on`` predicate holds; kept on while its ``hold`` predicate holds."""
+    out: dict[Condition, bool | str] = {}
+    for condition in SEVERITY:
+        why = _not_judged(condition, ev)
+        if why is not None:
+            out[condition] = why
+            continue
+        rule = RULE[condition]
+        out[condition] = ev.holds(rule.on) or (condition in previous and ev.holds(rule.hold))
+    return out
 
 
 def judge(
-    window: Window,
+    window: Window | RunningWindow,
     previous: frozenset[Condition] = frozenset(),
     config: ClassifierConfig | None = None,
     capacity: int | None = None,
+    *,
+    interval_s: float | None = None,
 ) -> Health:
     """The verdict on the window ending at its newest sample.
 
-    ``previous`` are the conditions active at the previous tick: an active
-    condition is held until the recent part of the window falls below its lower
-    threshold (hysteresis). ``capacity`` is the queue's maximum size, if bounded.
+    ``previous`` are the conditions active at the previous verdict (an active
+    condition is held while its ``hold`` predicate holds). ``capacity`` is the
+    queue's maximum size, if bounded; ``interval_s`` the nominal sampling
+    interval (default: the window's median interval).
     """
     cfg = config or ClassifierConfig()
     latest = window.latest
     if latest is None:
         raise ValueError("cannot judge an empty window")
-    intervals = list(window.intervals)
+    interval = interval_s if interval_s is not None else _median_interval(window.samples)
     # Judge only once the window reaches back (almost) its whole span.
-    if not intervals or window.covered_s < window.span_s - 0.5 * intervals[-1].dt:
+    if interval is None or window.covered_s < window.span_s - 0.5 * interval:
         return Health(t=latest.t, state=WARMING_UP)
-    whole = _Stretch.of(intervals)
-    recent = _Stretch.of(_recent(intervals, cfg.clear_fraction * window.span_s))
+    if isinstance(window, RunningWindow):
+        ev = Evaluation(window, cfg)
+    else:
+        rows = window.rows
+        if not rows or len(rows[0].values) == 0:
+            rows = [SeriesComputer(cfg, capacity).row(s) for s in window.samples]
+        recent = cfg.clear_fraction * window.span_s
+        ev = Evaluation.of_rows(rows, cfg, interval_s=interval, span_s=window.span_s, recent_s=recent)
+    return _verdict(ev, previous, capacity)
 
-    rate_verdict = _detect_rate_limited(whole, recent, Condition.RATE_LIMITED in previous, cfg)
-    recommended = recommend_workers(whole, cfg, isinstance(rate_verdict, Finding))
-    verdicts: dict[Condition, _Verdict] = {
-        Condition.STALLED: _detect_stalled(whole, recent, Condition.STALLED in previous, cfg),
-        Condition.OVERFLOW: _detect_overflow(
-            whole, recent, Condition.OVERFLOW in previous, cfg, capacity, recommended
-        ),
-        Condition.RATE_LIMITED: rate_verdict,
-        Condition.BOOM_BUST: _detect_boom_bust(whole, recent, Condition.BOOM_BUST in previous, cfg),
-        Condition.IDLE: _detect_idle(whole, recent, Condition.IDLE in previous, cfg, recommended),
-    }
-    findings = tuple(v for c in SEVERITY if isinstance(v := verdicts[c], Finding))
-    not_judged = {c: v for c, v in verdicts.items() if isinstance(v, str)}
-    conditions = frozenset(f.condition for f in findings)
+
+def _verdict(ev: Evaluation, previous: frozenset[Condition], capacity: int | None) -> Health:
+    verdicts = active_conditions(ev, previous)
+    conditions = frozenset(c for c, v in verdicts.items() if v is True)
+    rate_limited = Condition.RATE_LIMITED in conditions
+    recommended = recommend_workers(ev, rate_limited)
+    findings: list[Finding] = []
+    for condition in SEVERITY:
+        if condition not in conditions:
+            continue
+        if condition is Condition.STALLED:
+            findings.append(_stalled(ev))
+        elif condition is Condition.OVERFLOW:
+            findings.append(_overflow(ev, capacity, recommended, rate_limited))
+        elif condition is Condition.RATE_LIMITED:
+            findings.append(_rate_limited(ev))
+        elif condition is Condition.BOOM_BUST:
+            findings.append(_boom_bust(ev))
+        else:
+            findings.append(_idle(ev, recommended))
     return Health(
-        t=latest.t,
+        t=ev.latest.t,
         state=state_of(conditions),
         conditions=conditions,
-        findings=findings,
-        not_judged=not_judged,
-        idle_ratio=whole.idle_ratio,
-        rate_limited_ratio=whole.rate_limited_ratio,
+        findings=tuple(findings),
+        not_judged={c: v for c, v in verdicts.items() if isinstance(v, str)},
+        idle_ratio=ev.measure("idle_ratio"),
+        rate_limited_ratio=ev.measure("rate_limited_ratio"),
         workers_recommended=recommended,
-        arrival_rate=whole.rate(whole.enqueued),
-        throughput=whole.rate(whole.processed),
+        arrival_rate=ev.per_second("enqueued"),
+        throughput=ev.measure("throughput"),
     )
 
 
-def hold_for_dwell(
-    health: Health,
-    previous: Health | None,
-    changed_at: dict[Condition, float],
-    dwell_s: float,
-) -> Health:
-    """Keep each condition in its previous state until it has been there
-    ``dwell_s`` seconds: a measure that hovers at a threshold cannot make a
-    condition flicker on and off from tick to tick. ``changed_at`` records when
-    each condition last changed, and is updated."""
-    if previous is None or health.state == WARMING_UP:
-        return health
-    conditions = set(health.conditions)
-    kept = {f.condition: f for f in previous.findings}
-    for condition in SEVERITY:
-        was, now = condition in previous.conditions, condition in health.conditions
-        if was == now:
-            continue
-        if health.t - changed_at.get(condition, -math.inf) < dwell_s:
-            if was:
-                conditions.add(condition)
-            else:
-                conditions.discard(condition)
-        else:
-            changed_at[condition] = health.t
-    if conditions == set(health.conditions):
-        return health
-    findings = {f.condition: f for f in health.findings}
-    findings.update({c: kept[c] for c in conditions if c not in findings})
-    return replace(
-        health,
-        state=state_of(conditions),
-        conditions=frozenset(conditions),
-        findings=tuple(findings[c] for c in SEVERITY if c in conditions),
-    )
+def _median_interval(samples: Sequence[Sample]) -> float | None:
+    gaps = sorted(b.t - a.t for a, b in itertools.pairwise(samples))
+    return gaps[len(gaps) // 2] if gaps else None
 
 
 class Classifier:
@@ -584,30 +382,33 @@ class Classifier:
     def __init__(
         self, interval_s: float, config: ClassifierConfig | None = None, capacity: int | None = None
     ) -> None:
-        if not interval_s > 0:
-            raise ValueError(f"interval_s must be positive, got {interval_s!r}")
+        if not interval_s > 0 or not math.isfinite(interval_s):
+            raise ValueError(f"interval_s must be a positive number, got {interval_s!r}")
         self.config = config or ClassifierConfig()
         self.capacity = capacity
+        self.interval_s = interval_s
         span = self.config.span_for(interval_s)
+        self._computer = SeriesComputer(self.config, capacity)
         # Room for the span at the nominal interval, plus slack for jittery ticks.
-        self.window = Window(span, max_samples=math.ceil(span / interval_s) * 2 + 2)
-        self._dwell_s = self.config.dwell_fraction * span
-        self._previous: Health | None = None
-        self._changed_at: dict[Condition, float] = {}
+        self.window = RunningWindow(
+            span,
+            max_samples=math.ceil(span / interval_s) * 2 + 2,
+            series=self._computer,
+            interval_s=interval_s,
+            recent_s=self.config.clear_fraction * span,
+        )
+        self._previous: frozenset[Condition] = frozenset()
 
     def update(self, sample: Sample) -> Health:
         self.window.append(sample)
-        active = self._previous.conditions if self._previous is not None else frozenset()
-        health = judge(self.window, active, self.config, self.capacity)
-        health = hold_for_dwell(health, self._previous, self._changed_at, self._dwell_s)
-        self._previous = health
+        health = judge(self.window, self._previous, self.config, self.capacity, interval_s=self.interval_s)
+        self._previous = health.conditions
         return health
 
     def reset(self) -> None:
         """Forget the window and the active conditions (the queue was re-created)."""
         self.window.clear()
-        self._previous = None
-        self._changed_at.clear()
+        self._previous = frozenset()
 
 
 def classify(

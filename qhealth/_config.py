@@ -2,7 +2,10 @@
 
 All thresholds are relative to the pool itself (its capacity, its workers, its
 own throughput and calls), never absolute depths or rates: the same defaults
-judge a 10-slot queue and a 10,000-slot one.
+judge a 10-slot queue and a 10,000-slot one. The one exception is the time an
+item waits next to an idle worker, which is seconds by nature: a moment is
+healthy, seconds cycle after cycle are boom-bust. Which measure each setting
+applies to is written in ``qhealth/_measures.py``.
 
 Each condition turns on when its measure over the whole window crosses the
 ``*_on`` threshold, and turns off only when the measure over the most recent
@@ -34,9 +37,6 @@ class ClassifierConfig:
     clear_fraction: float = 0.5
     """An active condition is re-judged on this most recent part of the window
     (against its ``*_off`` threshold) so that it clears within one window."""
-    dwell_fraction: float = 0.25
-    """A condition stays on (or off) at least this share of the window after it
-    changed, so that a measure hovering at a threshold cannot make it flicker."""
 
     # -- stalled ---------------------------------------------------------------
     stalled_waiting_share: float = 0.9
@@ -68,15 +68,38 @@ class ClassifierConfig:
     """Fewer calls than this in the window are too few to judge a share on."""
 
     # -- boom-bust -------------------------------------------------------------
-    boom_bust_backlog_on: float = 0.25
-    """Share of samples showing idle workers next to a backlog that could
-    occupy every one of them (workers asleep in step while work piles up)."""
-    boom_bust_backlog_off: float = 0.12
-    boom_bust_on: float = 0.10
-    """When idle time is known, it must confirm: this share of worker-time was
-    spent idle while items waited (idle accrued over intervals that had a
-    backlog at both ends; true whatever the sampling phase)."""
-    boom_bust_off: float = 0.05
+    boom_bust_idle_capacity_on: float = 0.10
+    """How much: share of the pool's workers idle while items waited for them
+    (mean of min(depth, idle workers) / workers over the samples). A blocking
+    pool shows about 0; in-step pollers leave each cycle's pile-up next to
+    sleeping workers, at any sampling phase."""
+    boom_bust_idle_capacity_off: float = 0.05
+    boom_bust_idle_wait_on: float = 0.09
+    """How long, in seconds: an item's wait next to an idle worker, by
+    Little's law. Consumers that back off for a moment, or many pollers out of
+    step, keep it a fraction of this; a pool that sleeps in step keeps each
+    cycle's arrivals waiting for much longer."""
+    boom_bust_idle_wait_off: float = 0.05
+    boom_bust_crowded_on: float = 0.25
+    """How much, on its own: this share of the pool idle next to waiting work
+    is boom-bust however short each wait (down to ``boom_bust_idle_wait_off``):
+    fast pollers under heavy load leave many items waiting a moment each."""
+    boom_bust_crowded_off: float = 0.125
+    boom_bust_busy_excess_on: float = 0.20
+    """In step with the samples: share of workers busy at the sampling instants
+    minus the share busy over time (from idle time). Sampling at a multiple of
+    the poll period catches pollers at the same phase every time; a pool whose
+    work follows no clock shows about 0."""
+    boom_bust_busy_excess_off: float = 0.10
+    boom_bust_waiting_idle_on: float = 0.20
+    """With the busy excess: share of samples with items waiting next to an
+    idle worker, which a blocking pool never shows."""
+    boom_bust_waiting_idle_off: float = 0.10
+    boom_bust_in_step_on: float = 0.35
+    """The busy excess on its own: a pool caught this much busier at every
+    sample than over time works in step with the sampling clock, even when no
+    sample lands while its workers sleep."""
+    boom_bust_in_step_off: float = 0.20
 
     # -- idle --------------------------------------------------------------------
     idle_on: float = 0.90
@@ -110,6 +133,8 @@ class ClassifierConfig:
             "overflow_inflow_off",
             "rate_limited_min_calls",
             "min_workers",
+            "boom_bust_idle_wait_on",
+            "boom_bust_idle_wait_off",
         }
         for f in fields(self):
             value = getattr(self, f.name)

@@ -1,13 +1,19 @@
 """The monitor: one ticker that samples every watched queue and judges it.
 
-At each tick (default every second) the monitor reads each queue's probes and
-depth source into a :class:`~qhealth.Sample`, appends it to that queue's
-bounded window, classifies the window, and hands a :class:`QueueSnapshot` to
-its listeners (exporters, recorders, the demo's live view). One thread (or one
-asyncio task) serves all queues; the pool itself never waits for it.
+Every queue is watched through a :class:`~qhealth.Source`: a queue
+instrumented in this process is a :class:`~qhealth._probes.ProbeSource` (its
+probes summed, its depth asked), a queue watched from outside is a broker
+reader (``qhealth.sidecar``), a trace being replayed is a
+:class:`~qhealth.replay.TraceSource`. At each tick (default every second) the
+monitor reads each source into a :class:`~qhealth.Sample`, appends it to the
+queue's bounded window, classifies the window, and hands a
+:class:`QueueSnapshot` to its listeners (exporters, recorders, the status
+page). One thread (or one asyncio task) serves all queues; the pool itself
+never waits for it.
 
-Nothing a listener or a depth source does can break the pool: failures are
-logged, at most once per interval and kind, and skipped.
+Nothing a listener or a source does can break the pool or another queue: a
+failure is logged, at most once a minute per kind, and the queue it hit is
+reported down for that tick (``qhealth_source_up`` 0) while the others go on.
 """
 
 from __future__ import annotations
@@ -17,18 +23,16 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 from ._classifier import WARMING_UP, Classifier, Health
 from ._config import ClassifierConfig
 from ._log import ThrottledLog
-from ._probe import Clock, Probe, ThreadLocalProbes
-from ._sample import Sample
+from ._probe import Clock, Probe
+from ._probes import Counts, DepthSource, ProbeSource
+from ._redact import error_line
+from ._sample import OBSERVED_FIELDS, Sample
 from ._source import Reading, Source
-
-DepthSource = Callable[[], int | None]
-"""Returns the number of items waiting, or None when it cannot tell right now."""
 
 DEFAULT_INTERVAL_S = 1.0
 
@@ -83,29 +87,39 @@ class Listener:
 
 @dataclass(eq=False)
 class Watched:
-    """A queue under watch (internal): its sources, probes and window."""
+    """A queue under watch (internal): its source, capacity and classifier."""
 
     name: str
-    depth: DepthSource | None
+    source: Source
     capacity: int | None
-    oldest_age: Callable[[], float | None] | None
-    before_tick: Callable[[], None] | None
     classifier: Classifier
-    timed: bool
-    clock: Clock
-    probes: ThreadLocalProbes = field(init=False)
+    interval: float
+    """Seconds between two reads of this queue (a multiple of the monitor's tick)."""
     latest: QueueSnapshot | None = None
-    counts_enqueued: bool = True
-    source: Source | None = None
-    """Read instead of the probes when set (a queue watched from outside)."""
+    next_read: float = -math.inf
 
-    def __post_init__(self) -> None:
-        self.probes = ThreadLocalProbes(
-            lambda: Probe(self.name, timed=self.timed, clock=self.clock, _watched=self)
-        )
 
-    def probe_for_current_thread(self) -> Probe:
-        return self.probes.current()
+#: Counters and gauges must stay below this (Prometheus and the trace format hold 64-bit values).
+MAX_COUNT = 2**63
+
+
+def _check_reading(reading: Reading) -> None:
+    """A reading the classifier and the exporters can take: whole, non-negative
+    counts below 2^63, a finite non-negative idle time. A ValueError names the field."""
+    for name in OBSERVED_FIELDS:
+        value = getattr(reading, name)
+        if value is None:
+            continue
+        if name == "idle_s_total":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < MAX_COUNT:
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_COUNT:
+            shown = (
+                value
+                if not isinstance(value, int) or value < MAX_COUNT
+                else f"{str(value)[:12]}... ({len(str(value))} digits)"
+            )
+            raise ValueError(f"{name} must be a whole number in [0, 2^63), got {shown}")
 
 
 def _check_queue(queue: object, capacity: object) -> None:
@@ -160,23 +174,27 @@ class Monitor:
         workers: int | None = None,
         oldest_age: Callable[[], float | None] | None = None,
         timed: bool = True,
-        before_tick: Callable[[], None] | None = None,
+        counts: Counts | None = None,
         counts_enqueued: bool = True,
     ) -> Probe:
-        """Start watching a queue and return its probe for the calling thread.
+        """Watch a queue instrumented in this process and return its probe for
+        the calling thread.
 
-        ``depth`` returns the items waiting; without it the monitor derives the
-        depth from the probe (enqueued - processed - busy). ``workers`` is the
-        pool size when it is fixed; pools whose workers come and go call
+        ``depth`` returns the items waiting; without it the depth is derived
+        from the probes (enqueued - processed - busy). ``workers`` is the pool
+        size when it is fixed; pools whose workers come and go call
         :meth:`Probe.worker_started` / :meth:`Probe.worker_stopped` instead.
         ``timed`` chooses how idle time is measured (see :class:`Probe`).
-        ``before_tick`` runs on the ticker just before the probes are read: an
-        integration that keeps its counters elsewhere (to keep its hot path
-        shorter still) copies them into the probe there.
+        ``counts`` returns counts the pool keeps itself (``processed_total``,
+        ``busy``, ``enqueued_total``), read at the tick instead of the probes'
+        own: the tick only ever reads what the pool writes.
         ``counts_enqueued=False`` says the probes never see items arrive (a
         worker-side adapter whose producers run in other processes): samples
         then report ``enqueued_total`` as unknown instead of a false zero.
-        Watching a name twice returns the existing queue's probe.
+
+        Watching a name again returns the calling thread's probe of the queue
+        already watched; a name watched through :meth:`watch_source` is a
+        ValueError.
         """
         _check_queue(queue, capacity)
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
@@ -184,50 +202,59 @@ class Monitor:
         with self._lock:
             existing = self._queues.get(queue)
             if existing is not None:
-                return existing.probe_for_current_thread()
-            watched = self._add(
+                if not isinstance(existing.source, ProbeSource):
+                    raise ValueError(f"queue {queue!r} is already watched through a source")
+                return existing.source.probe()
+            source = ProbeSource(
                 queue,
-                capacity,
                 depth=depth,
                 oldest_age=oldest_age,
-                before_tick=before_tick,
+                counts=counts,
                 timed=timed,
+                clock=self._clock,
                 counts_enqueued=counts_enqueued,
             )
-        probe = watched.probe_for_current_thread()
+            self._add(queue, source, capacity)
+        probe = source.probe()
         for _ in range(workers or 0):
             probe.worker_started()
         return probe
 
-    def watch_source(self, queue: str, source: Source, *, capacity: int | None = None) -> None:
-        """Watch a queue from outside: each tick reads ``source`` (a
-        :class:`~qhealth.Source`) instead of probes. Fields the source cannot
-        know stay ``None`` in the samples, and the classifier does not judge
-        the conditions that need them. Watching a name twice is an error.
+    def watch_source(
+        self, queue: str, source: Source, *, capacity: int | None = None, interval: float | None = None
+    ) -> None:
+        """Watch a queue through ``source`` (a :class:`~qhealth.Source`): each
+        tick reads it, or every ``interval`` seconds (a whole number of the
+        monitor's ticks: a source that is costly to read, a trace recorded at
+        another pace). Fields the source cannot know stay ``None`` in the
+        samples, and the classifier does not judge the conditions that need
+        them. Watching a name again with the same source does nothing; with
+        another source (or a name watched through :meth:`watch`) it is a
+        ValueError.
         """
         _check_queue(queue, capacity)
+        every = self.interval if interval is None else interval
+        ticks = every / self.interval
+        if not math.isfinite(ticks) or ticks < 1 or abs(ticks - round(ticks)) > 1e-6:
+            raise ValueError(
+                f"interval must be a whole number of the monitor's {self.interval:g} s ticks, "
+                f"got {interval!r}"
+            )
         if not callable(getattr(source, "read", None)):
             raise TypeError(f"source must have a read() method, got {type(source).__name__}")
         with self._lock:
-            if queue in self._queues:
+            existing = self._queues.get(queue)
+            if existing is not None:
+                if existing.source is source:
+                    return
                 raise ValueError(f"queue {queue!r} is already watched")
-            self._add(queue, capacity, source=source)
+            self._add(queue, source, capacity, every)
 
-    def _add(self, queue: str, capacity: int | None, **options: Any) -> Watched:
+    def _add(self, queue: str, source: Source, capacity: int | None, interval: float | None = None) -> None:
         """Register a queue (the caller holds the lock)."""
-        options.setdefault("depth", None)
-        options.setdefault("oldest_age", None)
-        options.setdefault("before_tick", None)
-        options.setdefault("timed", True)
-        watched = Watched(
-            name=queue,
-            capacity=capacity,
-            classifier=Classifier(self.interval, self.config, capacity),
-            clock=self._clock,
-            **options,
-        )
-        self._queues = {**self._queues, queue: watched}
-        return watched
+        every = interval or self.interval
+        classifier = Classifier(every, self.config, capacity)
+        self._queues = {**self._queues, queue: Watched(queue, source, capacity, classifier, every)}
 
     def unwatch(self, queue: str) -> None:
         with self._lock:
@@ -255,8 +282,12 @@ class Monitor:
         return list(self._queues)
 
     def probe(self, queue: str) -> Probe:
-        """The calling thread's probe of a watched queue (KeyError if not watched)."""
-        return self._queues[queue].probe_for_current_thread()
+        """The calling thread's probe of a queue watched with :meth:`watch`
+        (KeyError if not watched, TypeError if watched through a source)."""
+        source = self._queues[queue].source
+        if not isinstance(source, ProbeSource):
+            raise TypeError(f"queue {queue!r} is watched through a source: it has no probe")
+        return source.probe()
 
     def snapshot(self, queue: str) -> QueueSnapshot | None:
         """The latest snapshot of a queue, None before its first tick."""
@@ -279,7 +310,20 @@ class Monitor:
             now = self._clock()
         results: dict[str, QueueSnapshot] = {}
         for watched in self._queues.values():
-            snapshot = self._tick_one(watched, now)
+            if watched.interval > self.interval:  # read less often than the monitor ticks
+                if now < watched.next_read:
+                    continue
+                watched.next_read = now + watched.interval - self.interval / 2
+            try:
+                snapshot = self._tick_one(watched, now)
+            except Exception as exc:  # a bad reading (a counter out of range...) hits its queue only
+                self._log.warning(
+                    f"tick:{watched.name}",
+                    "qhealth: queue %r could not be sampled (%s); sample skipped",
+                    watched.name,
+                    error_line(exc),
+                )
+                snapshot = self._down(watched, now)
             if snapshot is None:
                 continue
             if snapshot.source_up:
@@ -313,7 +357,7 @@ class Monitor:
                 capacity=watched.capacity,
                 polls_hit_total=0,
                 polls_empty_total=0,
-                interval_s=self.interval,
+                interval_s=watched.interval,
                 source_up=False,
             )
         watched.latest = down
@@ -324,12 +368,14 @@ class Monitor:
         last = watched.classifier.window.latest
         if last is not None and t <= last.t:
             return None  # two ticks at the same instant (a fake clock that did not move)
-        source = watched.source
         try:
-            reading: object = source.read() if source is not None else self._read_probes(watched, now)
-        except Exception:
-            self._log.exception(
-                f"source:{watched.name}", "qhealth: source of queue %r failed; sample skipped", watched.name
+            reading: object = watched.source.read()
+        except Exception as exc:
+            self._log.warning(
+                f"source:{watched.name}",
+                "qhealth: source of queue %r failed (%s); sample skipped",
+                watched.name,
+                error_line(exc),
             )
             return self._down(watched, now)
         if reading is None:
@@ -342,19 +388,11 @@ class Monitor:
                 type(reading).__name__,
             )
             return self._down(watched, now)
+        _check_reading(reading)
         busy, workers = reading.busy, reading.workers
-        sample = Sample(
-            t=t,
-            depth=reading.depth,
-            workers=workers,
-            busy=min(busy, workers) if busy is not None and workers is not None else busy,
-            enqueued_total=reading.enqueued_total,
-            processed_total=reading.processed_total,
-            failed_total=reading.failed_total,
-            attempts_total=reading.attempts_total,
-            rate_limited_total=reading.rate_limited_total,
-            idle_s_total=reading.idle_s_total,
-        )
+        if busy is not None and workers is not None and busy > workers:
+            reading = replace(reading, busy=workers)
+        sample = reading.at(t)
         snapshot = QueueSnapshot(
             queue=watched.name,
             sample=sample,
@@ -365,86 +403,11 @@ class Monitor:
             oldest_age_s=reading.oldest_age_s,
             durations=reading.durations,
             waits=reading.waits,
-            interval_s=self.interval,
+            interval_s=watched.interval,
             sampled_at=self._wall_clock(),
         )
         watched.latest = snapshot
         return snapshot
-
-    def _read_probes(self, watched: Watched, now: float) -> Reading | None:
-        """A reading of a queue instrumented in process: its probes summed,
-        plus its depth and oldest-age sources."""
-        if watched.before_tick is not None:
-            watched.before_tick()
-        enqueued = processed = failed = attempts = limited = hit = empty = busy = workers = 0
-        idle = 0.0
-        idle_known = False
-        durations: list[float] = []
-        waits: list[float] = []
-        for p in watched.probes.all():
-            enqueued += p.enqueued_total
-            processed += p.processed_total
-            failed += p.failed_total
-            attempts += p.attempts_total
-            limited += p.rate_limited_total
-            hit += p.polls_hit_total
-            empty += p.polls_empty_total
-            busy += p.busy
-            workers += p.workers
-            idle += p.idle_seconds(now)
-            idle_known = idle_known or p.idle_known
-            d, w = p.drain_observations()
-            durations += d
-            waits += w
-        busy = max(busy, 0)
-        if watched.depth is not None:
-            try:
-                depth = watched.depth()
-            except Exception:
-                self._log.exception(
-                    f"depth:{watched.name}",
-                    "qhealth: depth source of queue %r failed; sample skipped",
-                    watched.name,
-                )
-                return None
-            if depth is None:
-                return None
-            if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-                self._log.warning(
-                    f"depth-value:{watched.name}",
-                    "qhealth: depth source of queue %r returned %r, not a non-negative integer; "
-                    "sample skipped",
-                    watched.name,
-                    depth,
-                )
-                return None
-        else:
-            depth = max(enqueued - processed - busy, 0)
-        oldest: float | None = None
-        if watched.oldest_age is not None:
-            try:
-                oldest = watched.oldest_age()
-            except Exception:
-                self._log.exception(
-                    f"oldest:{watched.name}", "qhealth: oldest-age source of queue %r failed", watched.name
-                )
-        known_workers = workers if (workers > 0 or idle_known) else None
-        return Reading(
-            depth=depth,
-            workers=known_workers,
-            busy=busy,
-            enqueued_total=enqueued if watched.counts_enqueued else None,
-            processed_total=processed,
-            failed_total=failed,
-            attempts_total=attempts,
-            rate_limited_total=limited,
-            idle_s_total=max(idle, 0.0) if idle_known else None,
-            oldest_age_s=oldest,
-            polls_hit_total=hit,
-            polls_empty_total=empty,
-            durations=tuple(durations),
-            waits=tuple(waits),
-        )
 
     # -- running --------------------------------------------------------------
 

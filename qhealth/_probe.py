@@ -34,22 +34,22 @@ Threads and event loops
     no future, lock or loop reference. Code running in several threads (a
     ``ThreadPoolExecutor``, one event loop per thread) calls :meth:`local` in
     each thread and gets that thread's own probe of the same queue; the monitor
-    sums them. ``local()`` takes a lock only the first time a thread appears.
-    Reading (the monitor's tick) happens from another thread without a lock:
-    each attribute read is atomic, so a sample may be skewed by the items that
-    moved while it was read, never corrupted.
+    sums them. ``local()`` takes a lock only the first time a thread appears;
+    when a thread has finished, the monitor folds its probe's counts into a
+    retired total and drops it. Reading (the monitor's tick) happens from
+    another thread without a lock: each attribute read is atomic, so a sample
+    may be skewed by the items that moved while it was read, never corrupted.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._monitor import Watched
+    from ._probes import ProbeSource
 
 Clock = Callable[[], float]
 
@@ -71,8 +71,8 @@ class Probe:
         "_idle_base",
         "_idle_known",
         "_idle_open",
+        "_owner",
         "_timed",
-        "_watched",
         "attempts_total",
         "busy",
         "durations",
@@ -94,7 +94,7 @@ class Probe:
         *,
         timed: bool = True,
         clock: Clock = time.monotonic,
-        _watched: Watched | None = None,
+        _owner: ProbeSource | None = None,
     ) -> None:
         self.queue = queue
         self.enqueued_total = 0
@@ -119,7 +119,7 @@ class Probe:
         self._idle_base = 0.0
         self._idle_open = 0
         self._idle_known = False
-        self._watched = _watched
+        self._owner = _owner
 
     # -- per item ---------------------------------------------------------
 
@@ -280,33 +280,6 @@ class Probe:
         """The probe of the same queue for the calling thread (this one, when
         called from the thread it belongs to, or for a probe not watched by a
         monitor)."""
-        if self._watched is None:
+        if self._owner is None:
             return self
-        return self._watched.probe_for_current_thread()
-
-
-class ThreadLocalProbes:
-    """The probes of one queue, one per writing thread, summed at tick time.
-
-    New threads register under a lock once; later look-ups are a
-    ``threading.local`` attribute read.
-    """
-
-    def __init__(self, factory: Callable[[], Probe]) -> None:
-        self._factory = factory
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._all: list[Probe] = []
-
-    def current(self) -> Probe:
-        probe: Probe | None = getattr(self._local, "probe", None)
-        if probe is None:
-            probe = self._factory()
-            with self._lock:
-                self._all = [*self._all, probe]
-            self._local.probe = probe
-        return probe
-
-    def all(self) -> list[Probe]:
-        """Every probe made so far (a copy-on-write list: safe to iterate)."""
-        return self._all
+        return self._owner.probe()

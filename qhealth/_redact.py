@@ -11,6 +11,7 @@ URL it failed to reach).
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
@@ -63,3 +64,19 @@ def scrub(text: str, url: str) -> str:
     for secret in sorted(_secrets(url), key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@\s]+)@")
+
+
+def scrub_urls(text: str) -> str:
+    """Mask the password of every ``scheme://user:password@`` URL in ``text``:
+    for messages from code whose URL is not known (an exception a user's depth
+    source raised)."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: message`` of an exception on one line, passwords masked."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    return scrub_urls(f"{type(exc).__name__}: {text}")

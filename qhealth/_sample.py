@@ -27,6 +27,9 @@ SAMPLE_FIELDS: tuple[str, ...] = (
     "idle_s_total",
 )
 
+#: The observed fields: all but the time.
+OBSERVED_FIELDS: tuple[str, ...] = SAMPLE_FIELDS[1:]
+
 #: The cumulative fields: they never decrease except on a process restart.
 COUNTER_FIELDS: tuple[str, ...] = (
     "enqueued_total",
@@ -38,12 +41,15 @@ COUNTER_FIELDS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """What the monitor saw of one queue at one sampling tick."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fields:
+    """What is observed of a queue at one moment: the trace fields but the time.
 
-    t: float
-    """Seconds since the trace (or the monitor) began."""
+    Declared once, here: a :class:`Sample` is these fields at a time, and a
+    source's :class:`~qhealth.Reading` is these fields plus what only exporters
+    need.
+    """
+
     depth: int
     """Items waiting in the queue."""
     workers: int | None = None
@@ -60,6 +66,18 @@ class Sample:
     """Downstream calls answered "rate limited" (HTTP 429 or equivalent)."""
     idle_s_total: float | None = None
     """Worker-seconds spent idle, summed over workers."""
+
+    def at(self, t: float) -> Sample:
+        """These fields as the sample at time ``t``."""
+        return Sample(t=t, **{name: getattr(self, name) for name in OBSERVED_FIELDS})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sample(Fields):
+    """What the monitor saw of one queue at one sampling tick: a trace sample line."""
+
+    t: float
+    """Seconds since the trace (or the monitor) began."""
 
     def to_dict(self) -> dict[str, float | int | None]:
         """The sample as a trace line object, keys in spec order."""

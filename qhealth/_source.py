@@ -15,26 +15,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ._sample import Fields
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """What a source saw of a queue at one moment: a sample without its time.
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reading(Fields):
+    """What a source saw of a queue at one moment: the sample fields (a sample
+    without its time) and what only exporters need.
 
     Counters are cumulative since the source started (or since whatever the
     broker counts from); a counter that goes down is read as a restart, as in
     Prometheus.
     """
 
-    depth: int
-    """Items waiting (always known: a source that cannot tell returns no reading)."""
-    workers: int | None = None
-    busy: int | None = None
-    enqueued_total: int | None = None
-    processed_total: int | None = None
-    failed_total: int | None = None
-    attempts_total: int | None = None
-    rate_limited_total: int | None = None
-    idle_s_total: float | None = None
     oldest_age_s: float | None = None
     """Age of the oldest waiting item, in seconds, where the broker shows it."""
     polls_hit_total: int = 0

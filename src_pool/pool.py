@@ -232,7 +232,7 @@ class Pool:
                 depth=self.broker.depth,
                 capacity=self.broker.capacity,
                 timed=False,
-                before_tick=self._sync_counters,
+                counts=self._broker_counts,
             )
         # Decided once, here: on a broker of its own, which counts its puts,
         # submit *is* that broker's push (no call of ours around it per item).
@@ -273,19 +273,26 @@ class Pool:
     def _closed_error(self) -> PoolClosed:
         return PoolClosed(f"pool {self.name!r} is stopped: it takes no more items")
 
-    def _sync_counters(self) -> None:
-        """Copy the broker's counters into the probe (before each tick, and
-        whenever :attr:`probe` is read) when the broker does the counting."""
+    def _broker_counts(self) -> dict[str, int]:
+        """The counts the in-memory broker keeps when it does the counting (the
+        monitor's tick reads them in place of the probe's own); none otherwise."""
         if not self._counted_by_broker:
-            return
+            return {}
         broker = self.broker
         assert isinstance(broker, MemoryBroker)
-        probe = self._probe
         acked = broker.acked_total
-        probe.enqueued_total = broker.put_total
-        probe.busy = broker.in_flight
-        probe.processed_total = acked + self._dead_lettered
-        probe.attempts_total = acked + self._failed_attempts
+        return {
+            "enqueued_total": broker.put_total,
+            "busy": broker.in_flight,
+            "processed_total": acked + self._dead_lettered,
+            "attempts_total": acked + self._failed_attempts,
+        }
+
+    def _sync_counters(self) -> None:
+        """Copy the broker's counts into the probe when :attr:`probe` is read (on
+        the pool's own thread: the probe's one writer)."""
+        for name, value in self._broker_counts().items():
+            setattr(self._probe, name, value)
 
     @property
     def probe(self) -> Probe:

@@ -66,6 +66,7 @@ def run_celery(args: argparse.Namespace) -> None:
 
     monitor = make_monitor(args.out, args.interval, args.window)
     instrument(app, monitor=monitor)
+    app.conf.worker_prefetch_multiplier = args.prefetch
     argv = ["worker", "-P", args.pool, "-c", str(args.concurrency), "-Q", args.queue, "--loglevel", "WARNING"]
     app.worker_main([*argv, "--without-gossip", "--without-mingle", "-n", f"w-{os.getpid()}@%h"])
 
@@ -83,7 +84,7 @@ def run_arq(args: argparse.Namespace) -> None:
         "queue_name": args.queue,
         "max_jobs": args.concurrency,
         "poll_delay": 0.05,
-        "health_check_interval": 1,  # what `qhealth watch --kind arq` reads
+        "health_check_interval": args.health_check_interval,  # what `qhealth watch --kind arq` reads
     }
     instrument(settings, monitor=make_monitor(args.out, args.interval, args.window))
     run_worker(settings)
@@ -99,6 +100,8 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=2.0)
     parser.add_argument("--pool", default="threads")
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--prefetch", type=int, default=1, help="Celery's worker_prefetch_multiplier")
+    parser.add_argument("--health-check-interval", type=float, default=1.0, help="arq only")
     args = parser.parse_args()
     if args.kind == "celery":
         run_celery(args)

@@ -36,3 +36,17 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, what: str,
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
             pytest.fail(f"{what} did not start ({url}): {tail}")
         time.sleep(0.1)
+
+
+def need_tool(name: str, package: str) -> str:
+    """The path of a binary the test runs for real; a clear failure when it is missing."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: apt-get install -y {package} (.ci/run does this)")
+    return path
+
+
+def run(*cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)

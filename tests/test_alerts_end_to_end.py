@@ -29,14 +29,13 @@ from typing import Any
 import pytest
 import yaml
 
-from alerts import rules
-from alerts.config import DEFAULT_ALERTS, RulesConfig
 from dashboards import queue_health
 from qhealth import ClassifierConfig, Monitor
+from qhealth.rules import DEFAULT_ALERTS, RulesConfig, build, render
 from tests.services import free_port, wait_ready
 
-from .test_dashboards import panel_queries
-from .test_rules import need_tool
+from .grafana import panel_queries
+from .services import need_tool
 
 WINDOW_S = 20.0
 POLL_PERIOD_S = 4.0
@@ -45,6 +44,7 @@ CAPACITY = 1000
 
 SCALED = RulesConfig(
     classifier=ClassifierConfig(window_s=WINDOW_S),
+    scrape_interval_s=1,
     alerts=tuple(replace(alert, for_s=5) for alert in DEFAULT_ALERTS),
     keep_firing_for_s=5,
 )
@@ -132,7 +132,7 @@ def prometheus(boom_bust_pool: tuple[str, str], tmp_path: Path) -> Iterator[str]
     binary = need_tool("prometheus", "prometheus")
     _, target = boom_bust_pool
     rules_file = tmp_path / "qhealth.rules.yml"
-    rules_file.write_text(rules.render(rules.build(SCALED)), encoding="utf-8")
+    rules_file.write_text(render(build(SCALED)), encoding="utf-8")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules_file)],
@@ -198,7 +198,9 @@ def test_boom_bust_alert_fires_and_every_dashboard_query_returns_data(
         alert = _firing(prometheus, name)
 
     # The annotations show the numbers behind the verdict.
-    assert re.search(r"in \d+(\.\d+)?% of the last 20s", alert["annotations"]["description"]), alert
+    description = alert["annotations"]["description"]
+    assert re.search(r"\d+(\.\d+)?% of the workers sat idle .* over the last 20s", description), alert
+    assert re.search(r"each item about \d+(\.\d+)? s", description), alert
     assert alert["labels"]["severity"] == "warning"
 
     # The in-process classifier, exported by the same pool, says the same (give it a few

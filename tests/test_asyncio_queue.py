@@ -148,7 +148,7 @@ async def test_a_cancelled_wait_ends_its_idle_span() -> None:
 async def test_queue_waits_and_durations_are_timed_for_a_few_items_per_tick() -> None:
     monitor = Monitor()
     queue = instrumented_queue("q", monitor=monitor, workers=1, timed_per_tick=4)
-    monitor.tick()  # arms timing
+    monitor.tick()
     for i in range(10):
         queue.put_nowait(i)
     for _ in range(10):
@@ -156,9 +156,22 @@ async def test_queue_waits_and_durations_are_timed_for_a_few_items_per_tick() ->
         await asyncio.sleep(0)
         queue.task_done()
     snapshot = monitor.tick()["q"]
-    assert len(snapshot.durations) == 4
+    assert len(snapshot.durations) == 4, "the first few items of a round are timed"
     assert 1 <= len(snapshot.waits) <= 4
     assert all(w >= 0 for w in snapshot.waits)
+
+
+async def test_the_event_loop_arms_the_next_round_of_timing_an_interval_later() -> None:
+    """The ticker only reads the queue: timing is re-armed by the loop itself."""
+    monitor = Monitor(interval=0.05)
+    queue = instrumented_queue("q", monitor=monitor, workers=1, timed_per_tick=2)
+    for round_ in range(2):
+        for i in range(5):
+            queue.put_nowait(i)
+            queue.get_nowait()
+            queue.task_done()
+        assert len(probe_of(queue).durations) == 2 * (round_ + 1), "two timed per round, none after"
+        await asyncio.sleep(0.1)  # an interval: the loop arms the next round
 
 
 async def test_a_queue_cannot_be_instrumented_twice() -> None:

@@ -135,6 +135,7 @@ def test_thresholds_are_relative_to_the_pool_not_absolute(scale: int) -> None:
         120,
         depth=lambda t: (21 * scale) if int(t) % 4 == 0 else 0,
         busy=lambda t: 10 if int(t) % 4 == 0 else 4,
+        idle_per_s=10 - (10 + 3 * 4) / 4,  # the idle time those busy counts add up to
         arrivals=5.0 * scale,
         processed=5.0 * scale,
     )
@@ -308,7 +309,7 @@ def test_a_depth_only_source_is_judged_on_depth_and_says_what_it_cannot_judge() 
     health = classify(samples, 1.0)[-1]
     assert health.conditions == {OVER}
     # Idle is judged (no: the queue is not empty); the others need what is unknown.
-    assert set(health.not_judged) == {STALL, RATE, BOOM}
+    assert set(health.not_judged) == {STALL, RATE, BOOM, IDLE}
     assert "null" in health.not_judged[RATE]
     assert health.idle_ratio is None and health.rate_limited_ratio is None
 

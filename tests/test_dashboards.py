@@ -13,12 +13,13 @@ import yaml
 from jsonschema import Draft7Validator
 
 import dashboards.__main__ as generator
-from alerts.config import RulesConfig
 from dashboards import queue_health
 from qhealth import ClassifierConfig
+from qhealth.rules import RulesConfig
 
 from .conftest import ROOT, SHARED
-from .test_rules import need_tool, run
+from .grafana import panel_queries, panels
+from .services import need_tool, run
 
 DASHBOARD_FILE = ROOT / "dashboards" / "queue-health.json"
 SCHEMAS = SHARED / "grafana-schema"
@@ -89,10 +90,6 @@ def dashboard() -> dict[str, Any]:
     return data
 
 
-def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
-    return [p for p in dashboard["panels"] if p["type"] != "row"]
-
-
 def _by_title(dashboard: dict[str, Any], title: str) -> dict[str, Any]:
     return next(p for p in dashboard["panels"] if p["title"] == title)
 
@@ -143,14 +140,14 @@ def test_datasource_and_queue_variables(dashboard: dict[str, Any]) -> None:
 
 
 def test_every_panel_has_a_description_a_datasource_and_queries(dashboard: dict[str, Any]) -> None:
-    for panel in _panels(dashboard):
+    for panel in panels(dashboard):
         assert len(panel.get("description", "")) > 40, panel["title"]
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
         assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
 
 
 def test_every_timeseries_and_stat_panel_has_a_unit(dashboard: dict[str, Any]) -> None:
-    for panel in _panels(dashboard):
+    for panel in panels(dashboard):
         if panel["type"] in ("timeseries", "stat"):
             assert panel["fieldConfig"]["defaults"].get("unit"), panel["title"]
 
@@ -158,7 +155,7 @@ def test_every_timeseries_and_stat_panel_has_a_unit(dashboard: dict[str, Any]) -
 def test_the_three_rows_are_there(dashboard: dict[str, Any]) -> None:
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     assert rows == ["Overview", "Polling efficiency", "Fleet"]
-    titles = {p["title"] for p in _panels(dashboard)}
+    titles = {p["title"] for p in panels(dashboard)}
     assert {
         "Conditions",
         "Depth vs capacity",
@@ -191,8 +188,8 @@ def test_panels_do_not_overlap(dashboard: dict[str, Any]) -> None:
     [
         ("Idle ratio", "idle_on"),
         ("429 ratio", "rate_limited_on"),
-        ("Idle while items waited", "boom_bust_on"),
-        ("Idle workers next to a backlog", "boom_bust_backlog_on"),
+        ("Workers idle next to waiting items", "boom_bust_idle_capacity_on"),
+        ("Wait next to idle workers", "boom_bust_idle_wait_on"),
     ],
 )
 def test_thresholds_are_the_classifiers(dashboard: dict[str, Any], title: str, setting: str) -> None:
@@ -217,22 +214,12 @@ def test_window_measures_are_the_recorded_series_the_alerts_read(dashboard: dict
     }
     used = {
         name
-        for panel in _panels(dashboard)
+        for panel in panels(dashboard)
         for target in panel["targets"]
         for name in re.findall(r"queue:qhealth_[a-z_]+:[a-z_]+", target["expr"])
     }
     assert used, "the dashboard reads the rules' aggregates"
     assert used <= recorded, f"not recorded by alerts/qhealth.rules.yml: {used - recorded}"
-
-
-def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
-    """(panel title, expression) with the dashboard variables filled in as Grafana would."""
-    queries = []
-    for panel in _panels(dashboard):
-        for target in panel["targets"]:
-            expr = target["expr"].replace("$__rate_interval", "1m").replace("$queue", ".+")
-            queries.append((panel["title"], expr))
-    return queries
 
 
 def test_every_panel_query_parses(dashboard: dict[str, Any], tmp_path: Path) -> None:

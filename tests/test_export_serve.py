@@ -12,85 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 import qhealth
 from qhealth.cli import main
-from qhealth.cli.serve import DEFAULT_LISTEN, Replay
-from qhealth.prometheus import register
+from qhealth.cli.serve import DEFAULT_LISTEN
 from tests.services import free_port
 
-from .test_export_support import FakeClock, labels, scrape
-from .test_prometheus_multiprocess import Worker
+from .export_support import labels
+from .multiprocess_support import Worker
 
 
 def _trace(shared_traces: Path, name: str) -> qhealth.Trace:
     return qhealth.read_trace(shared_traces / f"{name}.jsonl")
-
-
-def test_replay_plays_samples_as_time_passes_times_the_speed(shared_traces: Path) -> None:
-    trace = _trace(shared_traces, "transition-429-storm")
-    clock = FakeClock()
-    replay = Replay([trace], speed=10.0, clock=clock)
-    replay.advance()
-    assert replay.snapshots()["event-archive"].sample.t == 0.0
-    clock.now = 3.0  # 30 s of trace time at speed 10
-    replay.advance()
-    assert replay.snapshots()["event-archive"].sample == trace.samples[6]  # t = 30 at 5 s intervals
-
-
-def test_replay_judges_every_sample_as_classify_does(shared_traces: Path) -> None:
-    trace = _trace(shared_traces, "transition-429-storm")
-    expected = qhealth.classify(trace.samples, trace.header.interval_s, capacity=trace.header.capacity)
-    clock = FakeClock()
-    seen: list[qhealth.Health] = []
-    replay = Replay([trace], clock=clock, on_change=lambda snap, prev: seen.append(snap.health))
-    for health in expected:
-        clock.now = health.t
-        replay.advance()
-        assert replay.snapshots()["event-archive"].health.conditions == health.conditions
-    assert [h.state for h in seen] == [
-        h.state
-        for i, h in enumerate(expected)
-        if i == 0 or expected[i - 1].state != h.state or expected[i - 1].conditions != h.conditions
-    ]
-    assert replay.finished
-
-
-def test_a_looping_replay_carries_time_and_counters_on_upwards(shared_traces: Path) -> None:
-    trace = _trace(shared_traces, "healthy-batch")
-    first, last = trace.samples[0], trace.samples[-1]
-    span = last.t - first.t + trace.header.interval_s
-    clock = FakeClock()
-    replay = Replay([trace], loop=True, clock=clock)
-    clock.now = span + 0.001  # the first sample of the second play-through
-    replay.advance()
-    snap = replay.snapshots()[trace.header.queue]
-    assert snap.sample.t == pytest.approx(span)
-    assert snap.sample.processed_total == last.processed_total
-    assert snap.sample.idle_s_total == pytest.approx(last.idle_s_total)
-    assert not replay.finished
-
-
-def test_a_replay_is_a_source_the_prometheus_collector_reads(shared_traces: Path) -> None:
-    trace = _trace(shared_traces, "idle-blocking")
-    clock = FakeClock()
-    replay = Replay([trace], clock=clock)
-    registry = CollectorRegistry()
-    register(replay, registry)
-    clock.now = trace.samples[-1].t
-    replay.advance()
-    got = scrape(registry)
-    assert got[("qhealth_condition", labels(queue=trace.header.queue, condition="idle"))] == 1.0
-    assert got[("qhealth_workers", labels(queue=trace.header.queue))] == trace.samples[-1].workers
-    assert not [k for k in got if "seconds_bucket" in k[0]], "a trace has no latencies: no histograms"
-
-
-def test_two_traces_with_one_queue_name_are_refused(shared_traces: Path) -> None:
-    trace = _trace(shared_traces, "idle-blocking")
-    with pytest.raises(ValueError, match="same queue name"):
-        Replay([trace, trace])
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ INSIDE = importlib.util.find_spec("arq") is not None
 VENV = ROOT / ".venv-arq"
 #: The packages the arq environment gets besides the project's arq extra.
 TEST_PACKAGES = ("pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.3")
-INNER_TESTS = 7
+INNER_TESTS = 8
 
 
 if not INSIDE:
@@ -108,8 +108,11 @@ else:
         seen = lines(path)
         return seen[-1] if seen else {}
 
-    def start_worker(procs: Callable[..., Proc], url: str, queue: str, out: Path, jobs: int = 2) -> Proc:
+    def start_worker(
+        procs: Callable[..., Proc], url: str, queue: str, out: Path, jobs: int = 2, health_check_s: float = 1
+    ) -> Proc:
         args = ["--url", url, "--queue", queue, "--out", str(out), "--concurrency", str(jobs)]
+        args += ["--health-check-interval", str(health_check_s)]
         return procs([PYTHON, "-m", "tests.integration_workers", "arq", *args])
 
     async def enqueue(url: str, queue: str, *jobs: tuple[str, tuple[Any, ...]]) -> None:
@@ -194,6 +197,24 @@ else:
         snapshot = monitor.snapshot(queue)
         assert snapshot is not None and snapshot.sample.depth == 3
 
+    async def test_the_sidecar_counts_every_job_of_a_worker_that_stopped(
+        procs: Callable[..., Proc], redis_url: str, tmp_path: Path
+    ) -> None:
+        """arq writes its health-check key every health_check_interval (an hour by
+        default) and deletes it when the worker stops: the instrumented worker
+        writes its final counts there instead, so the last jobs are not lost."""
+        queue, out = unique("arq-final"), tmp_path / "ticks.jsonl"
+        source = ArqSource(redis.Redis.from_url(redis_url, decode_responses=True), queue)
+        worker = start_worker(procs, redis_url, queue, out, health_check_s=3600)
+        await enqueue(redis_url, queue, *(("arq_ok", (i,)) for i in range(14)), ("arq_fail", ()))
+        wait_until(lambda: last(out).get("processed_total") == 15, 60, lambda: f"15 jobs\n{worker.output()}")
+        before = source.read()
+        # arq wrote its only record at its first poll: the worker's later jobs are not in it.
+        assert before is not None and (before.processed_total or 0) < 15
+        assert worker.stop() is not None  # SIGTERM: arq closes the worker
+        after = source.read()
+        assert after is not None and (after.processed_total, after.failed_total) == (15, 1)
+
     async def test_the_readme_snippet_instruments_a_worker_that_runs_jobs(redis_url: str) -> None:
         from arq.worker import create_worker
 
@@ -205,6 +226,7 @@ else:
         namespace: dict[str, Any] = {"__name__": "readme"}
         exec(compile(code.replace("redis://localhost:6379/0", redis_url), "README.md", "exec"), namespace)
         settings = namespace["WorkerSettings"]
+        assert settings.health_check_interval <= 10  # what `qhealth watch --kind arq` reads, kept fresh
         await enqueue(redis_url, "arq:queue", ("send_email", ("someone@example.com",)))
         worker = create_worker(settings, burst=True, poll_delay=0.01)
         try:

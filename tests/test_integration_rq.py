@@ -16,7 +16,7 @@ import rq
 from qhealth import Monitor
 from qhealth.integrations.rq import instrument
 from tests import integration_jobs as jobs
-from tests.integration_brokers import PYTHON, Proc, procs, redis_url, unique, wait_until
+from tests.integration_brokers import PYTHON, Proc, free_port, procs, redis_url, unique, wait_until
 
 __all__ = ["procs", "redis_url"]  # fixtures used below
 
@@ -129,3 +129,56 @@ def test_the_depth_is_the_length_of_the_rq_queue(redis_url: str) -> None:
 def test_instrumenting_something_else_is_refused() -> None:
     with pytest.raises(TypeError, match="RQ worker"):
         instrument(object(), monitor=Monitor())  # type: ignore[type-var]
+
+
+def scrape(port: int) -> str:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
+def test_the_worker_class_serves_its_counts_on_metrics(procs: Callable[..., Proc], redis_url: str) -> None:
+    """`rq worker --worker-class qhealth.integrations.rq.Worker` exports what it counts
+    (at QHEALTH_RQ_LISTEN, default 127.0.0.1:9808), not into a monitor nobody reads."""
+    name, port = unique("rq-served"), free_port()
+    worker = procs(
+        [PYTHON, "-m", "rq.cli", "worker", "--worker-class", "qhealth.integrations.rq.Worker",
+         "--url", redis_url, name],
+        env={"QHEALTH_RQ_LISTEN": f"127.0.0.1:{port}"},
+    )  # fmt: skip
+    queue = rq.Queue(name, connection=redis.Redis.from_url(redis_url))
+    queue.enqueue(jobs.ok, 1)
+    queue.enqueue(jobs.fail)
+    expected = [
+        f'qhealth_items_processed_total{{outcome="{outcome}",queue="{name}"}} 1.0'
+        for outcome in ("success", "error")
+    ]
+    wait_until(
+        lambda: all(line in scrape(port) for line in expected), 30, lambda: f"{expected}\n{worker.output()}"
+    )
+
+
+def test_a_worker_whose_metrics_port_is_taken_still_runs_its_jobs(
+    procs: Callable[..., Proc], redis_url: str
+) -> None:
+    import socket
+
+    name = unique("rq-port-taken")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = procs(
+            [PYTHON, "-m", "rq.cli", "worker", "--worker-class", "qhealth.integrations.rq.Worker",
+             "--url", redis_url, "--burst", name],
+            env={"QHEALTH_RQ_LISTEN": f"127.0.0.1:{port}"},
+        )  # fmt: skip
+        job = rq.Queue(name, connection=redis.Redis.from_url(redis_url)).enqueue(jobs.ok, 3)
+        assert worker.popen.wait(60) == 0, worker.output()
+    assert job.get_status(refresh=True) == "finished"
+    assert f"cannot serve the RQ worker's metrics on 127.0.0.1:{port}" in worker.output()
+    assert "QHEALTH_RQ_LISTEN" in worker.output()

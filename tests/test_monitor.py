@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from qhealth import ClassifierConfig, Condition, Listener, Monitor, QueueSnapshot
+from qhealth import ClassifierConfig, Condition, Listener, Monitor, QueueSnapshot, Reading
 
 from .test_probe import FakeClock
 
@@ -85,13 +85,16 @@ def test_a_failing_depth_source_skips_the_sample_and_logs_once(caplog: pytest.Lo
 
     monitor.watch("broken", depth=broken)
     monitor.watch("fine", depth=lambda: 1)
-    with caplog.at_level(logging.ERROR, logger="qhealth"):
+    with caplog.at_level(logging.WARNING, logger="qhealth"):
         for _ in range(5):
             clock.advance(1)
             snapshots = monitor.tick()
             assert set(snapshots) == {"fine"}
-    failures = [r for r in caplog.records if "depth source" in r.getMessage()]
+    failures = [r for r in caplog.records if "source of queue 'broken' failed" in r.getMessage()]
     assert len(failures) == 1, "logged once per interval, not once per tick"
+    (line,) = failures
+    assert "secret" not in line.getMessage() and "user:***@host" in line.getMessage()
+    assert not line.exc_info and "\n" not in line.getMessage(), "one line, no traceback"
 
 
 def test_a_failed_read_marks_the_queue_down_and_keeps_its_last_sample_as_stale() -> None:
@@ -181,6 +184,59 @@ def test_listeners_hear_about_unwatched_queues() -> None:
 def test_watching_a_name_twice_returns_the_same_queue() -> None:
     monitor = Monitor()
     assert monitor.watch("q") is monitor.watch("q")
+    source = Scripted()
+    monitor.watch_source("s", source)
+    monitor.watch_source("s", source)  # the same source again: nothing changes
+    assert monitor.queues == ["q", "s"]
+
+
+@pytest.mark.parametrize("second", ["probe", "another source"])
+def test_watching_a_name_in_another_way_is_an_error_naming_it(second: str) -> None:
+    monitor = Monitor()
+    monitor.watch_source("q", Scripted())
+    with pytest.raises(ValueError, match="'q' is already watched"):
+        if second == "probe":
+            monitor.watch("q")
+        else:
+            monitor.watch_source("q", Scripted())
+
+
+def test_a_queue_whose_reading_breaks_the_tick_does_not_stop_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A counter out of float range once froze every queue for 5 ticks."""
+    clock = FakeClock()
+    monitor = Monitor(clock=clock)
+    huge = 10**400  # far out of float range
+    readings = [Reading(depth=1, workers=1, busy=0, processed_total=huge + i) for i in range(20)]
+    monitor.watch_source("broken", Scripted(readings))
+    fine = monitor.watch("fine", workers=1)
+    with caplog.at_level(logging.WARNING, logger="qhealth"):
+        for _ in range(12):
+            fine.enqueued()
+            fine.started()
+            fine.succeeded()
+            clock.advance(1)
+            snapshots = monitor.tick()
+            assert "fine" in snapshots
+    assert snapshots["fine"].sample.processed_total == 12
+    broken = monitor.snapshot("broken")
+    assert broken is not None and not broken.source_up
+    assert "'broken' could not be sampled (ValueError: processed_total" in caplog.text
+
+
+class Scripted:
+    """A source that returns its readings in turn (None once they run out)."""
+
+    def __init__(self, readings: list[Reading] | None = None) -> None:
+        self._readings = list(readings or [])
+
+    @property
+    def unknown(self) -> dict[str, str]:
+        return {}
+
+    def read(self) -> Reading | None:
+        return self._readings.pop(0) if self._readings else None
 
 
 @pytest.mark.parametrize(

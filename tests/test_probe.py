@@ -167,3 +167,46 @@ def test_a_probe_outlives_event_loops_and_serves_one_loop_per_thread() -> None:
 def test_a_probe_made_directly_is_its_own_local_probe() -> None:
     probe = Probe("q")
     assert probe.local() is probe
+
+
+@pytest.mark.slow
+def test_probes_of_finished_threads_fold_into_a_total_and_are_dropped() -> None:
+    """20,000 short-lived threads once left 20,001 probes, a 12.8 ms tick and +8 MB:
+    a finished thread's counts now fold into a retired total, its probe is dropped,
+    and nothing it counted is lost."""
+    import tracemalloc
+
+    clock = FakeClock()
+    monitor = Monitor(clock=clock)
+    source_probe = monitor.watch("churn", workers=1)
+
+    def one_item() -> None:
+        probe = source_probe.local()
+        probe.enqueued()
+        probe.started()
+        probe.succeeded()
+        probe.observe_duration(0.01)
+
+    def churn(count: int) -> None:
+        for _ in range(count // 100):
+            threads = [threading.Thread(target=one_item) for _ in range(100)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            clock.advance(1)
+            monitor.tick()  # as the ticker would, between the batches
+
+    churn(2_000)  # warm up: caches, the window
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    churn(20_000)
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    snapshot = monitor.snapshot("churn")
+    assert snapshot is not None
+    assert snapshot.sample.processed_total == 22_000 and snapshot.sample.enqueued_total == 22_000
+    assert snapshot.sample.busy == 0 and snapshot.sample.workers == 1
+    source = monitor._queues["churn"].source
+    assert source.probe_count <= 2, "the main thread's probe (and at most one thread not yet folded)"
+    assert grown < 1_000_000, f"memory grew {grown:,} bytes over 20,000 threads"

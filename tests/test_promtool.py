@@ -1,5 +1,4 @@
-"""The rules agree with the classifier on the example traces, checked by promtool on
-tests generated from the traces' labels (``qhealth trace-to-promtool``)."""
+"""Traces as promtool tests: the series, the expectations from labels and from the classifier."""
 
 from __future__ import annotations
 
@@ -9,27 +8,24 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alerts import rules
-from alerts.config import RulesConfig
-from qhealth import ClassifierConfig, Sample, Trace, TraceHeader, read_trace
+from qhealth import Sample, Trace, TraceHeader, read_trace
 from qhealth.cli import main
-from qhealth.promtool import (
+from qhealth.rules import RulesConfig, build, dump, duration, parse_duration, render
+from qhealth.rules.promtool import (
     AlertTiming,
     PromtoolError,
     Segment,
+    alert_timings,
     alerts_from_rules,
+    build_agreement_test,
     build_test,
     input_series,
-    parse_duration,
-    prom_duration,
+    on_grid,
     read_labels,
-    to_yaml,
+    resample,
 )
 
-from .conftest import ROOT, TRACES
-from .test_rules import RULES_FILE, need_tool, run
-
-TRACE_FILES = sorted(TRACES.glob("*.jsonl"))
+from .conftest import TRACES
 
 
 def _trace(samples: list[Sample], interval: float = 1.0, capacity: int | None = None) -> Trace:
@@ -52,52 +48,14 @@ def _sample(t: float, **fields: float | None) -> Sample:
     return Sample(t=t, **base)  # type: ignore[arg-type]
 
 
-def _promtool_test(trace_path: Path, rules_file: Path, out: Path) -> Path:
-    status = main(["trace-to-promtool", str(trace_path), "--rules", str(rules_file), "-o", str(out)])
-    assert status == 0
-    return out
+@pytest.fixture
+def rules_1s(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yml"
+    path.write_text(render(build(RulesConfig(scrape_interval_s=1))), encoding="utf-8")
+    return path
 
 
-# -- the agreement ---------------------------------------------------------------
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", TRACE_FILES, ids=lambda p: p.stem)
-def test_rules_say_what_the_labels_say_on_every_labeled_sample(path: Path, tmp_path: Path) -> None:
-    """The rules' verdict holds exactly the labeled conditions at every labeled sample
-    (nothing in healthy segments), and each alert fires once its `for:` has passed."""
-    test = _promtool_test(path, RULES_FILE, tmp_path / f"{path.stem}.test.yml")
-    result = run(need_tool("promtool", "prometheus"), "test", "rules", str(test))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
-
-
-def test_the_generated_tests_fail_when_the_rules_disagree(tmp_path: Path) -> None:
-    """A boom-bust threshold the example cannot reach: the same generated test now fails."""
-    strict = RulesConfig(classifier=ClassifierConfig(boom_bust_backlog_on=1.0, boom_bust_backlog_off=1.0))
-    rules_file = tmp_path / "strict.rules.yml"
-    rules_file.write_text(rules.render(rules.build(strict)), encoding="utf-8")
-    test = _promtool_test(TRACES / "boom-bust-poisson.jsonl", rules_file, tmp_path / "t.test.yml")
-    result = run(need_tool("promtool", "prometheus"), "test", "rules", str(test))
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert 'condition="boom_bust"' in output and "got: nil" in output
-
-
-def test_every_example_trace_has_checks_for_every_labeled_sample() -> None:
-    path = TRACES / "transition-poll-bug.jsonl"
-    trace = read_trace(path)
-    segments = read_labels(path.with_name("transition-poll-bug.labels.json"))
-    test = build_test(trace, segments, ["r.yml"])["tests"][0]
-    checks = [c for c in test["promql_expr_test"] if c["expr"] == "queue:qhealth_condition:active"]
-    labeled = [s for s in trace.samples if any(g.t0 <= s.t < g.t1 for g in segments)]
-    assert len(checks) == len(labeled)
-    healthy = [c for c in checks if not c["exp_samples"]]
-    boom = [c for c in checks if c["exp_samples"]]
-    assert healthy and boom
-    assert all('condition="boom_bust"' in c["exp_samples"][0]["labels"] for c in boom)
-
-
-# -- the converter ------------------------------------------------------------------
+# -- series -----------------------------------------------------------------------------
 
 
 def test_counters_and_gauges_become_contract_series() -> None:
@@ -138,6 +96,24 @@ def test_two_samples_in_one_interval_are_an_error() -> None:
         input_series(_trace([_sample(0.9), _sample(1.1)]))
 
 
+def test_on_grid_moves_jittered_samples_to_their_slots() -> None:
+    gridded = on_grid(_trace([_sample(0.1), _sample(0.95), _sample(2.2)]))
+    assert [s.t for s in gridded.samples] == [0.0, 1.0, 2.0]
+
+
+def test_resample_keeps_every_kth_sample_and_moves_the_labels_by_the_longer_window() -> None:
+    trace = _trace([_sample(float(t), depth=t) for t in range(10)])
+    coarse, segments = resample(
+        trace, 3, [Segment(2, 9, frozenset({"idle"})), Segment(9, 10, frozenset())], window_shift_s=4
+    )
+    assert coarse.header.interval_s == 3
+    assert [s.depth for s in coarse.samples] == [0, 3, 6, 9]
+    assert segments == [Segment(6, 9, frozenset({"idle"}))], "a segment shorter than the shift is dropped"
+
+
+# -- expectations from labels ------------------------------------------------------------
+
+
 def test_expectations_come_from_the_labels() -> None:
     trace = _trace([_sample(float(t)) for t in range(10)])
     segments = [Segment(2, 4, frozenset({"idle"})), Segment(6, 8, frozenset())]
@@ -156,6 +132,17 @@ def test_expectations_come_from_the_labels() -> None:
     assert alerts["7s"] == []
 
 
+def test_every_labeled_sample_of_an_example_is_checked() -> None:
+    path = TRACES / "transition-poll-bug.jsonl"
+    trace = read_trace(path)
+    segments = read_labels(path.with_name("transition-poll-bug.labels.json"))
+    test = build_test(trace, segments, ["r.yml"])["tests"][0]
+    checks = [c for c in test["promql_expr_test"] if c["expr"] == "queue:qhealth_condition:active"]
+    labeled = [s for s in trace.samples if any(g.t0 <= s.t < g.t1 for g in segments)]
+    assert len(checks) == len(labeled)
+    assert any(not c["exp_samples"] for c in checks) and any(c["exp_samples"] for c in checks)
+
+
 def test_every_thins_the_checks_but_not_the_series() -> None:
     trace = _trace([_sample(float(t)) for t in range(10)])
     test = build_test(trace, [Segment(0, 10, frozenset())], ["r.yml"], every=5)["tests"][0]
@@ -168,10 +155,11 @@ def test_no_labeled_sample_is_an_error() -> None:
         build_test(_trace([_sample(0)]), [Segment(50, 60, frozenset())], ["r.yml"])
 
 
-def test_alerts_are_read_from_the_rules_file() -> None:
-    timings = {a.name: a for a in alerts_from_rules(RULES_FILE)}
-    assert timings["QueueBoomBust"] == AlertTiming("QueueBoomBust", "boom_bust", 300.0, 60.0)
-    assert len(timings) == 5
+def test_alert_timings_come_from_the_rules_config_or_a_rules_file(rules_1s: Path) -> None:
+    from_config = {a.name: a for a in alert_timings(RulesConfig())}
+    from_file = {a.name: a for a in alerts_from_rules(rules_1s)}
+    assert from_config == from_file
+    assert from_file["QueueBoomBust"] == AlertTiming("QueueBoomBust", "boom_bust", 300.0, 60.0)
 
 
 def test_bad_labels_are_reported_with_the_file(tmp_path: Path) -> None:
@@ -181,40 +169,74 @@ def test_bad_labels_are_reported_with_the_file(tmp_path: Path) -> None:
         read_labels(bad)
 
 
+# -- expectations from the classifier --------------------------------------------------------
+
+
+def test_the_agreement_test_checks_every_measure_and_the_conditions() -> None:
+    trace = read_trace(TRACES / "boom-bust-slow-poll.jsonl")
+    cfg = RulesConfig(scrape_interval_s=trace.header.interval_s)
+    checks = build_agreement_test(trace, ["r.yml"], cfg, every=50)["tests"][0]["promql_expr_test"]
+    exprs = " ".join(c["expr"] for c in checks)
+    assert "queue:qhealth_idle_capacity_share:window" in exprs and "queue:qhealth_busy_excess:recent" in exprs
+    verdicts = [c for c in checks if c["expr"] == "queue:qhealth_condition:active"]
+    assert verdicts and any('condition="boom_bust"' in str(c["exp_samples"]) for c in verdicts)
+
+
+def test_the_agreement_test_needs_rules_for_the_trace_interval() -> None:
+    trace = read_trace(TRACES / "boom-bust-slow-poll.jsonl")
+    with pytest.raises(PromtoolError, match="15 s scrape interval, the trace is sampled every 5 s"):
+        build_agreement_test(trace, ["r.yml"], RulesConfig())
+
+
+# -- the files ---------------------------------------------------------------------------------
+
+
 def test_durations_round_trip() -> None:
     for seconds in (0, 0.5, 1, 59.5, 60, 90, 300, 3600, 5400.25):
-        assert parse_duration(prom_duration(seconds)) == seconds
-    assert prom_duration(90) == "1m30s"
+        assert parse_duration(duration(seconds)) == seconds
+    assert duration(90) == "1m30s"
     with pytest.raises(ValueError, match="not a Prometheus duration"):
         parse_duration("5 minutes")
 
 
-def test_the_yaml_reads_back_as_the_same_test() -> None:
+def test_the_yaml_reads_back_as_the_same_test_and_rules() -> None:
     trace = _trace([_sample(float(t)) for t in range(3)])
     test = build_test(trace, [Segment(0, 3, frozenset({"stalled"}))], ["../r.yml"])
-    assert yaml.safe_load(to_yaml(test)) == test
+    assert yaml.safe_load(dump(test)) == test
+    rules = build()
+    assert yaml.safe_load(render(rules)) == rules
 
 
-# -- the command -------------------------------------------------------------------------
+# -- the command -------------------------------------------------------------------------------
 
 
-def test_the_command_writes_rule_files_relative_to_the_test(tmp_path: Path) -> None:
+def _convert(trace_path: Path, rules_file: Path, out: Path) -> Path:
+    status = main(["trace-to-promtool", str(trace_path), "--rules", str(rules_file), "-o", str(out)])
+    assert status == 0
+    return out
+
+
+def test_the_command_writes_rule_files_relative_to_the_test(tmp_path: Path, rules_1s: Path) -> None:
     (tmp_path / "sub").mkdir()
-    out = _promtool_test(TRACES / "idle-blocking.jsonl", RULES_FILE, tmp_path / "sub" / "t.yml")
+    out = _convert(TRACES / "idle-polling.jsonl", rules_1s, tmp_path / "sub" / "t.yml")
     loaded = yaml.safe_load(out.read_text())
-    assert (out.parent / loaded["rule_files"][0]).resolve() == RULES_FILE.resolve()
+    assert (out.parent / loaded["rule_files"][0]).resolve() == rules_1s.resolve()
 
 
-def test_the_command_needs_a_labels_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_needs_a_labels_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rules_1s: Path
+) -> None:
     trace = tmp_path / "t.jsonl"
-    trace.write_text((TRACES / "idle-blocking.jsonl").read_text())
-    assert main(["trace-to-promtool", str(trace), "--rules", str(RULES_FILE)]) == 2
+    trace.write_text((TRACES / "idle-polling.jsonl").read_text())
+    assert main(["trace-to-promtool", str(trace), "--rules", str(rules_1s)]) == 2
     assert "t.labels.json: no labels file (pass --labels FILE)" in capsys.readouterr().err
 
 
-def test_the_command_reports_a_bad_trace_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_reports_a_bad_trace_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rules_1s: Path
+) -> None:
     trace = tmp_path / "t.jsonl"
     trace.write_text('{"format":"qhealth-trace","version":1,"queue":"q","interval_s":1}\n{"t":0}\n')
-    labels = ROOT.parent / "shared" / "traces" / "idle-blocking.labels.json"
-    assert main(["trace-to-promtool", str(trace), "--rules", str(RULES_FILE), "--labels", str(labels)]) == 2
+    labels = TRACES / "idle-polling.labels.json"
+    assert main(["trace-to-promtool", str(trace), "--rules", str(rules_1s), "--labels", str(labels)]) == 2
     assert 't.jsonl:2: missing key "depth"' in capsys.readouterr().err

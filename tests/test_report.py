@@ -135,7 +135,7 @@ def test_the_command_writes_html_and_png(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_the_command_passes_classifier_settings(tmp_path: Path) -> None:
     html = tmp_path / "r.html"
-    assert main(["report", str(POLL_BUG), "-o", str(html), "--set", "boom_bust_backlog_on=1"]) == 0
+    assert main(["report", str(POLL_BUG), "-o", str(html), "--set", "boom_bust_idle_capacity_on=1"]) == 0
     assert "boom_bust</td>" not in html.read_text()
 
 

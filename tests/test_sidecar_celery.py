@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from qhealth import ClassifierConfig, Monitor
-from qhealth.sidecar.celery_queue import CelerySource
+from qhealth import ClassifierConfig, Monitor, Reading
+from qhealth.sidecar.celery_queue import CelerySource, RedisCeleryQueue
 from tests.integration_brokers import PYTHON, Proc, amqp_url, procs, redis_url, unique, wait_until
 
 __all__ = ["amqp_url", "procs", "redis_url"]
@@ -144,3 +144,75 @@ def test_task_events_count_a_real_worker_and_a_stopped_one_is_stalled(
     finally:
         worker.stop()
         delete_amqp_queue(amqp_url, queue)
+
+
+def list_lengths(url: str, queue: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return sum(int(client.llen(key)) for key in RedisCeleryQueue(client, queue).keys)
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_depth_on_redis_counts_prefetched_messages_and_every_priority_list_of_a_real_worker(
+    procs: Callable[..., Proc],
+    redis_url: str,
+    producer: Callable[[str], Any],
+    sources: Callable[..., CelerySource],
+    tmp_path: Any,
+) -> None:
+    """A worker running one task with 3 more prefetched (prefetch 4) leaves 3 on
+    the priority lists: depth 6, the running task left out thanks to events. Once
+    it drains them, the lists are missing keys: depth 0, not an error."""
+    queue = unique("celery-prefetch")
+    source = sources(redis_url, queue, events=True)
+    without_events = sources(redis_url, queue)
+    assert source.events is not None and source.events.ready.wait(15), "the event queue was never consumed"
+    options = ["--out", str(tmp_path / "ticks.jsonl"), "--pool", "threads", "--concurrency", "1"]
+    worker = procs(
+        [PYTHON, "-m", "tests.integration_workers", "celery", "--url", redis_url, "--queue", queue,
+         *options, "--prefetch", "4"],
+        env={"QHEALTH_TEST_EVENTS": "1"},
+    )  # fmt: skip
+    app = producer(redis_url)
+    app.send_task("t.hang", (8,), queue=queue)
+    wait_until(lambda: (source.read() or Reading(depth=0)).busy == 1, 30, lambda: f"start\n{worker.output()}")
+    for priority in (0, 0, 5, 5, 9, 9):
+        app.send_task("t.ok", (priority,), queue=queue, priority=priority)
+
+    def seen() -> tuple[int | None, int | None]:
+        reading = source.read()
+        return (reading.depth, reading.busy) if reading is not None else (None, None)
+
+    wait_until(lambda: list_lengths(redis_url, queue) == 3, 20, lambda: f"3 prefetched\n{worker.output()}")
+    assert seen() == (6, 1)  # 3 on the lists + 3 prefetched; the running one is not waiting
+    plain = without_events.read()
+    assert plain is not None and plain.depth == 7  # without events, the running task (acks_late) counts
+    wait_until(lambda: seen() == (0, 0), 30, lambda: f"drained\n{worker.output()}")
+    assert list_lengths(redis_url, queue) == 0
+
+
+def test_the_oldest_age_comes_from_stamped_messages_on_every_priority_list(
+    redis_url: str, producer: Callable[[str], Any], sources: Callable[..., CelerySource]
+) -> None:
+    from qhealth.integrations.celery import stamp_published
+
+    queue = unique("celery-oldest")
+    app = producer(redis_url)
+    source = sources(redis_url, queue)
+    app.send_task("t.ok", queue=queue, priority=9)  # before the stamp: no time to read
+    reading = source.read()
+    assert reading is not None and reading.oldest_age_s is None
+    assert "stamp_published" in source.unknown["oldest_age_s"]
+    stamp_published(app)
+    app.send_task("t.ok", queue=queue, priority=5)  # the oldest stamped one, on the 6 list
+    time.sleep(1.0)
+    app.send_task("t.ok", queue=queue, priority=0)
+    fresh = sources(redis_url, queue)  # the first source looks again only a minute later
+    reading = fresh.read()
+    assert reading is not None and reading.depth == 3
+    assert reading.oldest_age_s is not None and 1.0 <= reading.oldest_age_s < 30
+    assert "oldest_age_s" not in fresh.unknown

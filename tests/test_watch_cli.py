@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+import rq
 
+from tests import integration_jobs as jobs
 from tests.integration_brokers import (
     PYTHON,
     Proc,
@@ -19,9 +22,9 @@ from tests.integration_brokers import (
     unique,
     wait_until,
 )
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, redis_factory
 
-__all__ = ["procs", "redis_url"]
+__all__ = ["procs", "redis_factory", "redis_url"]
 
 SECRET = "pw-Zq81xK"
 
@@ -139,7 +142,7 @@ def test_the_first_verdict_names_the_conditions_it_could_not_judge(redis_url: st
 
 @pytest.mark.slow
 def test_watch_exports_over_otlp(procs: Callable[..., Proc], redis_url: str) -> None:
-    from tests.test_otel_support import OtlpReceiver
+    from tests.otel_support import OtlpReceiver
 
     key = unique("otlp")
     redis.Redis.from_url(redis_url).rpush(key, *range(4))
@@ -156,3 +159,46 @@ def test_watch_exports_over_otlp(procs: Callable[..., Proc], redis_url: str) -> 
         wait_until(depth_arrived, 20, lambda: f"qhealth.queue.depth = 4 over OTLP\n{sidecar.output()}")
         assert "exporting over OTLP (http/protobuf)" in sidecar.output()
         assert sidecar.stop() == 0  # SIGTERM: a clean exit, the last export flushed while the receiver is up
+
+
+def depths(output: str) -> list[int]:
+    return [json.loads(line)["depth"] for line in output.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_a_broker_that_dies_mid_watch_gives_one_line_then_the_watch_resumes(
+    procs: Callable[..., Proc], redis_factory: Callable[..., RedisServer]
+) -> None:
+    server = redis_factory(password=SECRET)
+    key = unique("jobs")
+    redis.Redis.from_url(server.url).rpush(key, 1, 2)
+    args = ["--kind", "redis-list", "--queue", key, "--url", server.url, "--interval", "0.2"]
+    sidecar = procs([PYTHON, "-m", "qhealth", "watch", *args, "--format", "jsonl", "--duration", "60"])
+    wait_until(lambda: depths(sidecar.output()).count(2) >= 2, 20, lambda: f"samples\n{sidecar.output()}")
+    server.stop()
+    time.sleep(3)  # about 15 ticks with the broker gone
+    down = sidecar.output()
+    server.start()  # same port, empty (nothing was saved)
+    redis.Redis.from_url(server.url).rpush(key, 1, 2, 3, 4)
+    wait_until(lambda: 4 in depths(sidecar.output()), 20, lambda: f"depth 4 again\n{sidecar.output()}")
+    output = sidecar.output()
+    assert SECRET not in output
+    assert "Traceback" not in output
+    assert down.count("cannot read redis-list queue") == 1, down  # once, not once per tick
+    (line,) = [text for text in down.splitlines() if "cannot read" in text]
+    assert f"at redis://:***@127.0.0.1:{server.port}/0: " in line and "refused" in line.lower()
+    assert f"reading redis-list queue {key!r} again, after " in output
+    assert sidecar.stop() == 0
+
+
+def test_a_misspelled_rq_queue_exits_2_naming_the_queues_rq_knows(redis_url: str) -> None:
+    name = unique("emails")
+    rq.Queue(name, connection=redis.Redis.from_url(redis_url)).enqueue(jobs.ok, 1)
+    typo = name.replace("emails", "emials")
+    result = watch("--kind", "rq", "--queue", typo, "--url", redis_url, "--duration", "1")
+    assert result.returncode == 2
+    assert (
+        f"RQ knows no queue {typo!r}: no job was ever enqueued to it and no worker serves it" in result.stderr
+    )
+    assert repr(name) in result.stderr  # the closest name RQ knows
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,26 +1,17 @@
-"""The sliding window: bounded, time-based, reset-aware."""
+"""The sliding window: bounded, time-based, one record per sample."""
 
 from __future__ import annotations
 
 import pytest
 
-from qhealth import Sample, Window
+from qhealth import ClassifierConfig, Sample, Window
+from qhealth._evaluate import SeriesComputer
+from qhealth._measures import SERIES
 from qhealth._window import counter_increase
 
 
-def sample(t: float, depth: int = 0, processed: int | None = 0, idle: float | None = 0.0) -> Sample:
-    return Sample(
-        t=t,
-        depth=depth,
-        workers=2,
-        busy=0,
-        enqueued_total=0,
-        processed_total=processed,
-        failed_total=0,
-        attempts_total=0,
-        rate_limited_total=0,
-        idle_s_total=idle,
-    )
+def sample(t: float, depth: int = 0) -> Sample:
+    return Sample(t=t, depth=depth, workers=2, busy=0, processed_total=0, idle_s_total=0.0)
 
 
 def test_it_keeps_exactly_the_span_and_no_more() -> None:
@@ -29,7 +20,6 @@ def test_it_keeps_exactly_the_span_and_no_more() -> None:
         window.append(sample(float(t)))
     assert [s.t for s in window.samples] == [float(t) for t in range(19, 30)]
     assert window.covered_s == 10
-    assert len(window.intervals) == len(window.samples) - 1
 
 
 def test_it_never_holds_more_than_max_samples() -> None:
@@ -37,34 +27,24 @@ def test_it_never_holds_more_than_max_samples() -> None:
     for t in range(50):
         window.append(sample(float(t)))
     assert len(window) == 5
-    assert len(window.intervals) == 4
-    assert [iv.start.t for iv in window.intervals] == [45.0, 46.0, 47.0, 48.0]
+    assert [s.t for s in window.samples] == [45.0, 46.0, 47.0, 48.0, 49.0]
 
 
-def test_intervals_hold_counter_increases() -> None:
-    window = Window(span_s=60, max_samples=100)
-    window.append(sample(0, processed=10, idle=1.0))
-    window.append(sample(1, processed=25, idle=2.5))
-    (interval,) = window.intervals
-    assert (interval.processed, interval.idle_s, interval.dt) == (15, 1.5, 1)
-    assert interval.worker_seconds == 2
+def test_each_sample_is_kept_with_its_sample_series_computed_once() -> None:
+    computer = SeriesComputer(ClassifierConfig(), capacity=None)
+    window = Window(span_s=10, max_samples=100, row=computer.row)
+    window.append(sample(0, depth=3))
+    (row,) = window.rows
+    values = dict(zip((s.name for s in SERIES), row.values, strict=True))
+    assert values["queue_depth"] == 3 and values["waiting"] == 1
+    assert values["idle_next_to_work"] == 2, "min(3 items, 2 idle workers)"
+    assert values["queue_capacity"] is None, "unbounded"
 
 
 def test_a_counter_that_goes_down_was_reset_and_counts_from_zero() -> None:
     assert counter_increase(100, 130) == 30
     assert counter_increase(100, 7) == 7  # process restarted, then processed 7
     assert counter_increase(None, 7) is None
-    window = Window(span_s=60, max_samples=100)
-    for t, processed in enumerate([100, 150, 5, 20]):
-        window.append(sample(float(t), processed=processed))
-    assert [iv.processed for iv in window.intervals] == [50, 5, 15]
-
-
-def test_an_unknown_counter_makes_its_increase_unknown() -> None:
-    window = Window(span_s=60, max_samples=100)
-    window.append(sample(0, processed=None))
-    window.append(sample(1, processed=None))
-    assert [iv.processed for iv in window.intervals] == [None]
 
 
 def test_samples_must_move_forward_in_time() -> None:

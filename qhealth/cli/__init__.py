@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("demo", "classify", "report", "trace-to-promtool", "watch", "serve")
+COMMANDS: tuple[str, ...] = ("demo", "classify", "report", "rules", "trace-to-promtool", "watch", "serve")
 
 
 class UsageError(Exception):

@@ -10,7 +10,7 @@ from typing import TextIO
 from .._classifier import SEVERITY, WARMING_UP, Classifier, Condition, Health
 from .._config import ClassifierConfig
 from .._sample import Sample, TraceHeader
-from .._text import finding_lines
+from .._text import finding_lines, printable
 from .._trace import TraceError, iter_trace
 from . import UsageError
 
@@ -119,7 +119,7 @@ class _Table:
         self.not_judged: dict[Condition, str] = {}
         capacity = f"capacity {header.capacity:,}" if header.capacity else "unbounded"
         out.write(
-            f"queue {header.queue}: sampled every {header.interval_s:g} s, {capacity}, "
+            f"queue {printable(header.queue)}: sampled every {header.interval_s:g} s, {capacity}, "
             f"window {span_s:g} s\n\n"
         )
         out.write(f"{'t (s)':>9}  {'state':<13} conditions\n")

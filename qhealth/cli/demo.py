@@ -7,8 +7,8 @@ import math
 import sys
 from pathlib import Path
 
-from .._exports import add_export_arguments
 from . import UsageError
+from ._exports import add_export_arguments
 
 #: Bounds that keep a mistyped option from turning the demo into a load test.
 MAX_WORKERS = 500

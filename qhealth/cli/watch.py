@@ -1,32 +1,37 @@
 """``qhealth watch``: the sidecar. Watch a queue from outside, judge it, export it.
 
 It reads the broker every interval (see :mod:`qhealth.sidecar` for what each
-kind of queue reveals), prints one line per sample, and optionally serves the
-metric contract on ``/metrics``, exports it over OTLP, and records a trace. The
-broker URL's password is never printed: pass the URL in ``QHEALTH_WATCH_URL``
-to keep it off the process list too.
+kind of queue reveals), prints what it sees (:mod:`.watch_output`), and
+optionally serves the metric contract on ``/metrics``, exports it over OTLP,
+and records a trace. One process watches one queue or many: ``--queue`` may be
+repeated or be a pattern, and all the queues are read together, in two
+pipelined round trips per tick on Redis. The broker URL's password is never
+printed: pass the URL in ``QHEALTH_WATCH_URL`` to keep it off the process list
+too.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import signal
 import sys
 import threading
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any
 
-from .._classifier import SEVERITY, WARMING_UP, Health
-from .._exports import add_export_arguments, start_exports
+from .._log import ThrottledLog
 from .._monitor import Listener, Monitor, QueueSnapshot
+from .._record import TraceRecorder
 from .._sample import TraceHeader
-from .._source import Source
-from .._text import finding_lines
 from .._trace import TraceWriter
 from . import UsageError
+from ._exports import add_export_arguments, start_exports
 from .classify import config_from_args
+from .watch_output import WatchOutput
+
+if TYPE_CHECKING:
+    from ..sidecar import Sidecar
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 URL_ENV = "QHEALTH_WATCH_URL"
@@ -50,6 +55,14 @@ kinds (--queue is):
 Every other field is reported unknown, and the conditions that need it are
 not judged: the first lines of output say which, and why.
 
+Many queues: repeat --queue, or give a shell pattern ('emails-*'), which finds
+queues where the framework records them (RQ's queue registry, kombu's bindings
+for Celery on Redis, arq's sorted sets and health-check keys, keys of the
+type for lists and streams), at start and every minute. All the queues are
+read together: two pipelined round trips per tick on Redis, whatever their
+number. A queue that cannot be read is reported in one line a minute, and
+its metrics are withdrawn until it reads again.
+
 The broker URL comes from --url, else ${URL_ENV}, else {DEFAULT_URL}; its
 password is never printed.
 """
@@ -68,7 +81,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_export_arguments(
         parser, "serve /metrics and the status page / here (e.g. 127.0.0.1:9808; 0.0.0.0:PORT for all)"
     )
-    parser.add_argument("--record", metavar="FILE", help="also write the samples as a trace (JSON Lines)")
+    parser.add_argument(
+        "--record",
+        metavar="FILE",
+        help="also write the samples as a trace (JSON Lines); with several queues, a folder of traces",
+    )
     parser.add_argument(
         "--format", choices=("text", "jsonl"), default="text", help="output (default: %(default)s)"
     )
@@ -91,7 +108,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _add_source_arguments(parser: argparse.ArgumentParser, kinds: tuple[str, ...]) -> None:
     parser.add_argument("--kind", required=True, choices=kinds, help="what the queue is")
-    parser.add_argument("--queue", required=True, help="queue name or key (see above)")
+    parser.add_argument(
+        "--queue",
+        required=True,
+        action="append",
+        metavar="NAME",
+        help="queue name or key (see above); repeat it for several, or give a pattern (*, ?, [...])",
+    )
+    parser.add_argument(
+        "--max-queues",
+        type=int,
+        default=None,
+        metavar="N",
+        help="watch at most this many queues (default: 10000); patterns matching more are cut",
+    )
     parser.add_argument("--url", help=f"broker URL (default: ${URL_ENV}, else {DEFAULT_URL})")
     parser.add_argument("--group", help="consumer group (--kind redis-stream)")
     parser.add_argument(
@@ -116,63 +146,6 @@ def _run_record(args: argparse.Namespace) -> int:
     return run(args)
 
 
-class _Printer(Listener):
-    """Prints each tick: a line of numbers, and the findings when the state changes."""
-
-    def __init__(self, out: TextIO, fmt: str, source: Source) -> None:
-        self._out = out
-        self._format = fmt
-        self._source = source
-        self._last_state: str | None = None
-        self._lock = threading.Lock()
-
-    def on_tick(self, snapshot: QueueSnapshot) -> None:
-        with self._lock:
-            if self._format == "jsonl":
-                self._out.write(json.dumps(_as_json(snapshot), separators=(",", ":")) + "\n")
-            else:
-                self._write_text(snapshot)
-            self._out.flush()
-
-    def _write_text(self, snapshot: QueueSnapshot) -> None:
-        s, health = snapshot.sample, snapshot.health
-
-        def shown(value: float | None) -> str:
-            if value is None:
-                return "-"
-            return f"{value:.1f}" if isinstance(value, float) and not value.is_integer() else f"{value:.0f}"
-
-        line = (
-            f"{s.t:8.1f}  depth {shown(s.depth):>6}  workers {shown(s.workers):>3}  busy {shown(s.busy):>3}"
-            f"  processed {shown(s.processed_total):>7}  failed {shown(s.failed_total):>6}"
-            f"  {health.state}"
-        )
-        consumers = getattr(self._source, "consumers", None)
-        if isinstance(consumers, list) and consumers:
-            line += "  idle ms: " + ", ".join(f"{name}={idle}" for name, _, idle in consumers[:8])
-        self._out.write(line + "\n")
-        if health.state != self._last_state:
-            first_verdict = self._last_state in (None, WARMING_UP) and health.state != WARMING_UP
-            self._last_state = health.state
-            for text in finding_lines(health, indent=10):
-                self._out.write(text + "\n")
-            if first_verdict:
-                for condition, why in health.not_judged.items():
-                    self._out.write(f"          not judged: {condition}: {why}\n")
-
-
-def _as_json(snapshot: QueueSnapshot) -> dict[str, Any]:
-    health: Health = snapshot.health
-    return {
-        "queue": snapshot.queue,
-        **snapshot.sample.to_dict(),
-        "oldest_age_s": snapshot.oldest_age_s,
-        "state": health.state,
-        "conditions": [str(c) for c in SEVERITY if c in health.conditions],
-        "not_judged": {str(c): why for c, why in health.not_judged.items()},
-    }
-
-
 class _Recorder(Listener):
     def __init__(self, writer: TraceWriter) -> None:
         self._writer = writer
@@ -187,44 +160,67 @@ def _positive(name: str, value: float | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..sidecar import open_source, redact_url, scrub
+    from ..sidecar import MAX_QUEUES, Sidecar, redact_url, scrub
 
     _positive("--interval", args.interval)
     _positive("--duration", args.duration)
     if args.capacity is not None and args.capacity <= 0:
         raise UsageError(f"--capacity must be a positive integer, got {args.capacity}")
+    max_queues = MAX_QUEUES if args.max_queues is None else args.max_queues
+    if max_queues <= 0:
+        raise UsageError(f"--max-queues must be a positive integer, got {max_queues}")
     config = config_from_args(args.window, args.set)
     url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
     shown_url = redact_url(url)
     try:
-        source = open_source(args.kind, url, args.queue, group=args.group, events=args.events)
+        sidecar = Sidecar(args.kind, url, group=args.group, events=args.events)
     except (ValueError, ImportError) as exc:
         raise UsageError(scrub(str(exc), url)) from None
     try:
-        source.read()
-    except Exception as exc:
-        _close(source)
-        why = scrub(str(exc), url) or type(exc).__name__
-        raise UsageError(f"cannot read {args.kind} queue {args.queue!r} at {shown_url}: {why}") from None
+        names = _start(sidecar, args.queue, max_queues, shown_url)
+    except BaseException:
+        sidecar.group.close()
+        raise
 
     out = sys.stdout
+    many = len(names) > 1 or any(_is_pattern(q) for q in args.queue)
+    what = (
+        f"queue {names[0]!r}"
+        if not many
+        else f"{len(names)} queues ({', '.join(map(repr, names[:3]))}" + (", ...)" if len(names) > 3 else ")")
+    )
     out.write(
-        f"watching {args.kind} queue {args.queue!r} at {shown_url} every {args.interval:g} s "
+        f"watching {args.kind} {what} at {shown_url} every {args.interval:g} s "
         f"(window {config.span_for(args.interval):g} s)\n"
     )
-    for field, why in source.unknown.items():
+    first = sidecar.group.sources[names[0]]
+    for field, why in first.unknown.items():
         out.write(f"  unknown: {field}: {why}\n")
+    for name, problem in sorted(sidecar.group.problems.items())[:3]:
+        out.write(f"  not read now: {name!r}: {problem}\n")
     out.flush()
 
     monitor = Monitor(interval=args.interval, config=config)
-    monitor.watch_source(args.queue, source, capacity=args.capacity)
-    monitor.add_listener(_Printer(out, args.format, source))
+    for name, source in sidecar.group.sources.items():
+        monitor.watch_source(name, source, capacity=args.capacity)
+    group = sidecar.group
+    monitor.add_listener(
+        WatchOutput(
+            out,
+            sys.stderr,
+            fmt=args.format,
+            kind=args.kind,
+            where=shown_url,
+            many=many,
+            why_down=lambda q: group.error or group.problems.get(q) or "no reading",
+            watched=lambda: len(group.sources),
+            consumers=lambda q: getattr(group.sources.get(q), "consumers", None),
+        )
+    )
     closers: list[Any] = []
     try:
         if args.record:
-            writer = TraceWriter(args.record, TraceHeader(args.queue, args.interval, args.capacity))
-            closers.append(writer.close)
-            monitor.add_listener(_Recorder(writer))
+            closers.append(_start_recording(monitor, args.record, many, names[0], args))
         try:
             exports = start_exports(
                 monitor,
@@ -239,19 +235,136 @@ def run(args: argparse.Namespace) -> int:
         for kind, where in exports.running:
             out.write(f"{kind} {where}\n")
         out.flush()
+        patterns = [q for q in args.queue if _is_pattern(q)]
+        if patterns:
+            discovery = _Discovery(sidecar, monitor, args.queue, max_queues, args.capacity)
+            closers.append(discovery.start().stop)
         _run_until_stopped(monitor, args.duration)
     finally:
         monitor.stop()
         for close in reversed(closers):
             close()
-        _close(source)
+        sidecar.group.close()
     return 0
 
 
-def _close(source: Source) -> None:
-    close = getattr(source, "close", None)
-    if callable(close):
-        close()
+def _is_pattern(name: str) -> bool:
+    from ..sidecar._discover import is_pattern
+
+    return is_pattern(name)
+
+
+def _names(sidecar: Sidecar, queues: list[str], max_queues: int) -> tuple[list[str], int]:
+    """The queues named or matched (in the order given, each once), cut at
+    ``max_queues``; and how many matched in all."""
+    names: dict[str, None] = {}
+    for queue in queues:
+        for name in sidecar.discover(queue) if _is_pattern(queue) else [queue]:
+            names[name] = None
+    return list(names)[:max_queues], len(names)
+
+
+def _start(sidecar: Sidecar, queues: list[str], max_queues: int, shown_url: str) -> list[str]:
+    """Find the queues, read them once, and refuse to start on what cannot work:
+    a broker that cannot be read, or a queue named outright that cannot be."""
+    from ..sidecar import scrub
+    from ..sidecar._rounds import CannotTell
+
+    kind, url = sidecar.kind, sidecar.url
+    try:
+        names, matched = _names(sidecar, queues, max_queues)
+    except ValueError as exc:
+        raise UsageError(scrub(str(exc), url)) from None
+    except Exception as exc:
+        why = scrub(" ".join(str(exc).split()), url) or type(exc).__name__
+        raise UsageError(f"cannot find {kind} queues at {shown_url}: {why}") from None
+    if not names:
+        raise UsageError(f"no {kind} queue at {shown_url} matches {', '.join(map(repr, queues))}")
+    if matched > len(names):
+        print(
+            f"qhealth watch: {matched} queues match; watching the first {len(names)} (--max-queues)",
+            file=sys.stderr,
+        )
+    try:
+        for name in names:
+            sidecar.watch(name)
+    except ValueError as exc:
+        raise UsageError(scrub(str(exc), url)) from None
+    group = sidecar.group
+    group.read()
+    if group.error is not None:
+        what = f"queue {names[0]!r}" if len(names) == 1 else f"{len(names)} queues"
+        raise UsageError(f"cannot read {kind} {what} at {shown_url}: {group.error}")
+    failed = {
+        name: group.problems[name]
+        for name, result in group.results.items()
+        if isinstance(result, Exception) and not isinstance(result, CannotTell) and name in queues
+    }
+    if failed:
+        name, why = next(iter(failed.items()))
+        raise UsageError(f"cannot read {kind} queue {name!r} at {shown_url}: {why}")
+    return names
+
+
+def _start_recording(monitor: Monitor, path: str, many: bool, queue: str, args: argparse.Namespace) -> Any:
+    if many:
+        recorder = TraceRecorder(path)
+        monitor.add_listener(recorder)
+        return recorder.close
+    writer = TraceWriter(path, TraceHeader(queue, args.interval, args.capacity))
+    monitor.add_listener(_Recorder(writer))
+    return writer.close
+
+
+class _Discovery:
+    """Finds the queues the patterns match every minute, off the ticker: new
+    ones are watched, ones gone from the registry are dropped."""
+
+    EVERY_S = 60.0
+
+    def __init__(
+        self, sidecar: Sidecar, monitor: Monitor, queues: list[str], max_queues: int, capacity: int | None
+    ) -> None:
+        self._sidecar = sidecar
+        self._monitor = monitor
+        self._queues = queues
+        self._max = max_queues
+        self._capacity = capacity
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="qhealth-discovery", daemon=True)
+        self._log = ThrottledLog(interval_s=self.EVERY_S)
+
+    def start(self) -> _Discovery:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.EVERY_S):
+            try:
+                self.once()
+            except Exception as exc:
+                from ..sidecar import scrub
+
+                self._log.warning(
+                    "discovery",
+                    "qhealth watch: finding queues failed (%s); trying again in a minute",
+                    scrub(" ".join(str(exc).split()), self._sidecar.url),
+                )
+
+    def once(self) -> None:
+        names, _ = _names(self._sidecar, self._queues, self._max)
+        group = self._sidecar.group
+        watched = set(group.sources)
+        for name in names:
+            if name not in watched and len(group.sources) < self._max:
+                self._monitor.watch_source(name, self._sidecar.watch(name), capacity=self._capacity)
+        for name in watched - set(names):
+            self._monitor.unwatch(name)
+            group.remove(name)
 
 
 def _run_until_stopped(monitor: Monitor, duration: float | None) -> None:

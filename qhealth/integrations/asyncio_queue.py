@@ -10,7 +10,9 @@ pays one attribute increment and ``task_done`` another, and neither makes an
 extra function call (the counting is folded into the queue's own ``_get`` and
 ``task_done``). Everything else is derived on the monitor's tick: busy =
 started - done, enqueued = started + items waiting. Queue waits and processing
-times are timed for a few items per tick (``timed_per_tick``), not all.
+times are timed for a few items per monitor interval (``timed_per_tick``),
+not all; the event loop re-arms the timing itself, so the monitor's ticker
+only ever reads the queue.
 
 Idle time, two ways (``idle=``):
 
@@ -190,6 +192,10 @@ def _time_enqueue(q: Any) -> None:
 
 def _time_start(q: Any) -> None:
     q._qh_arm -= 1
+    if q._qh_arm == 0:
+        # The last timed item of this round: the event loop (the queue's one
+        # writer) arms the next round an interval from now.
+        asyncio.get_running_loop().call_later(q._qh_rearm[1], _rearm, q)
     now = time.monotonic()
     task = asyncio.current_task()
     if task is not None and len(q._qh_timing) < _MAX_TIMING:
@@ -199,6 +205,11 @@ def _time_start(q: Any) -> None:
         times.pop(0)
     if times and times[0][0] == q._qh_started:
         q._qh_probe.observe_wait(now - times.pop(0)[1])
+
+
+def _rearm(q: Any) -> None:
+    q._qh_arm = q._qh_rearm[0]
+    del q._qh_enqueue_times[:-_MAX_TIMING]
 
 
 def _time_end(q: Any) -> None:
@@ -323,7 +334,6 @@ def _attach(
     q: Any = queue
     q._qh_started = 0
     q._qh_done = 0
-    q._qh_arm = 0
     q._qh_timing = {}
     q._qh_enqueue_times = []
     q._qh_waiters = weakref.WeakSet() if workers is None else None
@@ -333,15 +343,14 @@ def _attach(
     q._qh_idle = {}
     q._qh_known = weakref.WeakSet()
 
-    def before_tick() -> None:
-        # Runs on the ticker: copy the queue's counters into its probe and arm
-        # timing for the next few items.
-        started, done, waiting = q._qh_started, q._qh_done, queue.qsize()
-        probe.processed_total = done
-        probe.busy = max(started - done, 0)
-        probe.enqueued_total = started + waiting
-        q._qh_arm = timed_per_tick
-        del q._qh_enqueue_times[:-_MAX_TIMING]
+    def counts() -> dict[str, int]:
+        # Read on the ticker: the queue's own counters, written only by the event loop.
+        started, done = q._qh_started, q._qh_done
+        return {
+            "processed_total": done,
+            "busy": max(started - done, 0),
+            "enqueued_total": started + queue.qsize(),
+        }
 
     maxsize = queue.maxsize
     probe = monitor.watch(
@@ -350,8 +359,10 @@ def _attach(
         capacity=maxsize if maxsize > 0 else None,
         workers=workers,
         timed=False,
-        before_tick=before_tick,
+        counts=counts,
     )
+    q._qh_rearm = (timed_per_tick, monitor.interval)
+    q._qh_arm = timed_per_tick
     q._qh_probe = probe
     if idle == "transitions":
         for _ in range(workers or 0):  # every worker starts idle

@@ -31,6 +31,11 @@ prefetched wait inside the worker and are not in it. Run workers with
 that tells the whole backlog.
 
 Tasks are published by other processes, so arrivals are reported unknown.
+
+In the producers, :func:`stamp_published` adds the time each task message is
+published to its headers, from which ``qhealth watch --kind celery`` on a Redis
+broker reads the oldest waiting message's age (Celery's messages carry no such
+time of their own).
 """
 
 from __future__ import annotations
@@ -291,3 +296,23 @@ def instrument(
         signal.connect(handler, weak=False, dispatch_uid=f"{uid}-{handler.__name__}")
     _instrumented[id(app)] = inst
     return inst
+
+
+def stamp_published(app: Any) -> None:
+    """Stamp every task message this process publishes with the time it was
+    published (header ``qhealth-published-at``, Unix seconds), so that
+    ``qhealth watch --kind celery`` on a Redis broker can tell how long the
+    oldest waiting message has waited. Call it once where tasks are sent (the
+    producers: web processes, and workers that send tasks). A retried task is
+    stamped again when it is republished. Costs one header per message."""
+    celery = require("celery", extra="celery", who="qhealth.integrations.celery.stamp_published")
+    if not isinstance(app, celery.Celery):
+        raise TypeError(f"stamp_published() takes a Celery app, got {type(app).__name__}")
+    from ..sidecar.celery_queue import PUBLISHED_HEADER
+
+    def stamp(sender: Any = None, headers: Any = None, **kwargs: Any) -> None:
+        if isinstance(headers, dict):
+            headers[PUBLISHED_HEADER] = time.time()
+
+    # Celery's publish signal is process-wide: one receiver, whatever the number of apps.
+    celery.signals.before_task_publish.connect(stamp, weak=False, dispatch_uid="qhealth-stamp-published")

@@ -4,7 +4,11 @@ From the command line::
 
     rq worker --worker-class qhealth.integrations.rq.Worker emails
 
-or in code::
+which also serves the worker's metrics (``/metrics``, and the status page at
+``/``) on ``127.0.0.1:9808``, or wherever ``QHEALTH_RQ_LISTEN`` says
+(``HOST:PORT``; ``off`` for none: give each worker of a host its own port, or
+watch them all from one ``qhealth watch --kind rq``). A port that cannot be
+bound is logged, and the worker runs on. Or in code, exporting as you choose::
 
     worker = instrument(rq.Worker(["emails"], connection=redis))
     worker.work()
@@ -32,6 +36,9 @@ processes, export each (Prometheus sums them by queue) or run ``qhealth watch
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -47,6 +54,13 @@ from .._probe import Probe
 from .._ratelimit import is_rate_limited
 
 W = TypeVar("W", bound=rq.worker.BaseWorker)
+
+#: Where ``Worker`` and ``SimpleWorker`` serve ``/metrics``: ``HOST:PORT``, or ``off``.
+LISTEN_ENV = "QHEALTH_RQ_LISTEN"
+DEFAULT_LISTEN = "127.0.0.1:9808"
+log = logging.getLogger("qhealth")
+_serving: list[Any] = []
+_serving_lock = threading.Lock()
 
 #: Key of the mark the horse leaves in ``job.meta`` for a rate-limited job.
 RATE_LIMITED_META = "qhealth.rate_limited"
@@ -167,17 +181,48 @@ def _job_ended(probe: Probe, job: Any, count_calls: bool) -> None:
             probe.rate_limited()
 
 
+def serve_metrics(monitor: Monitor) -> Any:
+    """Serve ``monitor`` on ``/metrics`` where ``QHEALTH_RQ_LISTEN`` says (default
+    127.0.0.1:9808), once per process; None when turned off or not possible
+    (logged: the worker runs on without it)."""
+    listen = os.environ.get(LISTEN_ENV, DEFAULT_LISTEN).strip()
+    if listen.lower() in ("", "off", "none", "no", "false"):
+        return None
+    with _serving_lock:
+        if _serving:
+            return _serving[0]
+        try:
+            from .. import prometheus
+
+            server = prometheus.serve(monitor, listen=listen)
+        except (ImportError, OSError, ValueError) as exc:
+            log.warning(
+                "qhealth: cannot serve the RQ worker's metrics on %s (%s); set %s to a free HOST:PORT, "
+                "or to off",
+                listen,
+                exc,
+                LISTEN_ENV,
+            )
+            return None
+        _serving.append(server)
+    log.info("qhealth: serving the RQ worker's metrics on http://%s/metrics", listen)
+    return server
+
+
 class Worker(rq.Worker):
-    """``rq.Worker``, instrumented on the default monitor (``--worker-class``)."""
+    """``rq.Worker``, instrumented on the default monitor and served on
+    ``/metrics`` (``--worker-class``; see :func:`serve_metrics`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         instrument(self)
+        serve_metrics(default_monitor())
 
 
 class SimpleWorker(rq.SimpleWorker):
-    """``rq.SimpleWorker`` (no fork), instrumented on the default monitor."""
+    """``rq.SimpleWorker`` (no fork), instrumented and served like :class:`Worker`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         instrument(self)
+        serve_metrics(default_monitor())

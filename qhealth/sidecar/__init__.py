@@ -1,10 +1,14 @@
 """The sidecar: watch a queue from outside, with no change to the pool's code.
 
 :func:`open_source` builds a :class:`~qhealth.Source` for one queue of one
-kind of broker; ``Monitor.watch_source`` samples it; ``qhealth watch`` is the
-command line around both. Each source reads what the framework's own keys
+kind of broker; :class:`Sidecar` reads many queues of one broker together (two
+pipelined round trips per tick on Redis, whatever their number) and finds them
+by pattern; ``Monitor.watch_source`` samples them; ``qhealth watch`` is the
+command line around it all. Each source reads what the framework's own keys
 reveal and reports every other field as unknown (its ``unknown`` property says
-why), so the classifier judges only what can be known.
+why), so the classifier judges only what can be known. No read walks a queue:
+each costs Redis O(1) or O(log n) commands, or work bounded by a constant,
+whatever the queue's length (see each module).
 
 =================  ===============================================================
 kind               queue is
@@ -20,14 +24,11 @@ kind               queue is
 
 from __future__ import annotations
 
-from typing import Any
-
 from .._redact import redact_url, scrub
 from .._source import Source
+from ._sidecar import KINDS, MAX_QUEUES, Sidecar, check_arguments
 
-KINDS: tuple[str, ...] = ("redis-list", "redis-stream", "rq", "arq", "celery")
-
-__all__ = ["KINDS", "open_source", "redact_url", "scrub"]
+__all__ = ["KINDS", "MAX_QUEUES", "Sidecar", "open_source", "redact_url", "scrub"]
 
 
 def open_source(
@@ -40,40 +41,15 @@ def open_source(
 ) -> Source:
     """A source for ``queue`` of ``kind`` at ``url``; ``ValueError`` names a bad argument.
 
-    Nothing is read yet: connections open on the first read.
+    Nothing is read yet: connections open on the first read. To read many
+    queues of one broker together, use :class:`Sidecar`.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    check_arguments(kind, url, group=group, events=events)
     if not queue:
         raise ValueError("a queue name is needed")
-    if group is not None and kind != "redis-stream":
-        raise ValueError("a consumer group applies to --kind redis-stream only")
-    if events and kind != "celery":
-        raise ValueError("task events apply to --kind celery only")
     if kind == "celery":
         from .celery_queue import CelerySource
 
         return CelerySource(url, queue, events=events)
-    scheme = url.split(":", 1)[0].lower()
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"--kind {kind} needs a redis:// URL, got {redact_url(url)!r}")
-    from ._redis import connect
-
-    client: Any = connect(url)
-    if kind == "redis-list":
-        from .redis_list import RedisListSource
-
-        return RedisListSource(client, queue)
-    if kind == "redis-stream":
-        if not group:
-            raise ValueError("--kind redis-stream needs the consumer group (--group)")
-        from .redis_stream import RedisStreamSource
-
-        return RedisStreamSource(client, queue, group)
-    if kind == "rq":
-        from .rq_queue import RQSource
-
-        return RQSource(client, queue)
-    from .arq_queue import ArqSource
-
-    return ArqSource(client, queue)
+    source: Source = Sidecar(kind, url, group=group).reader(queue)  # type: ignore[assignment]
+    return source

@@ -1,21 +1,21 @@
-"""Turn a labeled trace into a ``promtool test rules`` file.
+"""Traces as ``promtool test rules`` files.
 
-The Prometheus rules in ``alerts/`` must say what the in-process classifier
-says on the same data. A trace (``shared/spec/trace-format.md``) converts
-one-to-one into Prometheus series: each sample is one scrape at its ``t``, the
-cumulative counters are already Prometheus counters, and a ``null`` field
-becomes a missing sample. Its ``.labels.json`` says which conditions hold in
-which segments; the test expects, at every labeled sample:
+A trace (``shared/spec/trace-format.md``) converts one-to-one into Prometheus
+series: each sample is one scrape at its ``t``, the cumulative counters are
+already Prometheus counters, and a ``null`` field is a missing sample. Two kinds
+of test are written from it:
 
-* ``queue:qhealth_condition:active`` (the rules' verdict) to hold exactly the
-  labeled conditions, and nothing in a healthy segment;
-* each alert on a condition to be firing once the segment has lasted its
-  ``for:``, and to be gone from a segment without its condition once
-  ``keep_firing_for:`` has passed.
+* :func:`build_test`, from the trace's labels (``NAME.labels.json``): at every
+  labeled sample, ``queue:qhealth_condition:active`` must hold exactly the
+  labeled conditions, and each alert on a condition must fire once the segment
+  has lasted its ``for:`` (and be gone ``keep_firing_for`` into a segment
+  without it). The expectations come from the labels, never from the rules.
+* :func:`build_agreement_test`, from the in-process classifier: every measure
+  the rules record must equal, within a tolerance, what the classifier
+  computed on the same samples, and the conditions must be the classifier's.
 
-The expectations come from the labels, never from running the rules. The
-output is YAML written by hand (the core needs only the standard library);
-reading the alerts' ``for:`` durations from a rules file needs PyYAML.
+:func:`resample` makes a coarser trace (every k-th sample), as a slower
+scraper sees the same pool, with labels moved to match the longer window.
 """
 
 from __future__ import annotations
@@ -23,56 +23,25 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ._classifier import SEVERITY
-from ._sample import Sample
-from ._trace import Trace
-
-CONDITION_SERIES = "queue:qhealth_condition:active"
-
-_ALERT_EXPR = re.compile(r'^\s*queue:qhealth_condition:active\{condition="(\w+)"\}\s*$')
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
-_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+from .._condition import SEVERITY
+from .._sample import Sample
+from .._trace import Trace
+from ._config import RulesConfig, duration, parse_duration
+from ._promql import CONDITION_SERIES, Compiler
 
 
 class PromtoolError(ValueError):
-    """Input the converter cannot turn into a test (names the file and the problem)."""
-
-
-def prom_duration(seconds: float) -> str:
-    """A Prometheus duration (``90`` -> ``1m30s``, ``0`` -> ``0s``)."""
-    if seconds < 0 or not math.isfinite(seconds):
-        raise ValueError(f"a duration must be a finite number >= 0, got {seconds!r}")
-    ms = round(seconds * 1000)
-    parts = []
-    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        count, ms = divmod(ms, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Prometheus duration such as ``1m30s``."""
-    pos, total = 0, 0.0
-    for match in _DURATION.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_S[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"not a Prometheus duration: {text!r}")
-    return total
+    """Input that cannot become a test (names the file and the problem)."""
 
 
 @dataclass(frozen=True, slots=True)
 class AlertTiming:
-    """What the test needs to know of one alert on a condition."""
+    """What a test needs to know of one alert on a condition."""
 
     name: str
     condition: str
@@ -97,10 +66,10 @@ def read_labels(path: str | os.PathLike[str]) -> list[Segment]:
     except ValueError as exc:
         raise PromtoolError(f"{source}: not valid JSON ({exc})") from None
     known = {str(c) for c in SEVERITY}
-    segments = []
     raw = data.get("segments") if isinstance(data, dict) else None
     if not isinstance(raw, list):
         raise PromtoolError(f'{source}: expected an object with a "segments" list')
+    segments = []
     for i, item in enumerate(raw):
         try:
             t0, t1, conditions = float(item["t0"]), float(item["t1"]), item["conditions"]
@@ -117,13 +86,24 @@ def read_labels(path: str | os.PathLike[str]) -> list[Segment]:
     return segments
 
 
+def alert_timings(cfg: RulesConfig) -> list[AlertTiming]:
+    """The condition alerts of the rules generated from ``cfg``."""
+    return [AlertTiming(a.name, str(a.condition), a.for_s, cfg.keep_firing_for_s) for a in cfg.alerts]
+
+
 def alerts_from_rules(path: str | os.PathLike[str]) -> list[AlertTiming]:
-    """The alerts of a rules file whose expression is one condition of
-    ``queue:qhealth_condition:active``, with their ``for:`` and ``keep_firing_for:``."""
+    """The alerts of a rules file (yours, possibly edited) whose expression is one
+    condition of ``queue:qhealth_condition:active``. Needs PyYAML
+    (``pip install 'qhealth[promtool]'``)."""
+    import re
+
     try:
         import yaml
-    except ImportError:  # pragma: no cover - PyYAML is in the dev extra
-        raise PromtoolError("reading a rules file needs PyYAML: pip install pyyaml") from None
+    except ImportError:
+        raise PromtoolError(
+            "reading a rules file needs PyYAML: pip install 'qhealth[promtool]' (or pass no --rules "
+            "to test the rules qhealth generates for --scrape-interval)"
+        ) from None
     source = os.fspath(path)
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -131,15 +111,14 @@ def alerts_from_rules(path: str | os.PathLike[str]) -> list[AlertTiming]:
         raise PromtoolError(f"{source}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise PromtoolError(f"{source}: not valid YAML ({exc})") from None
-    alerts = []
+    pattern = re.compile(r'^\s*queue:qhealth_condition:active\{condition="(\w+)"\}\s*$')
     groups = data.get("groups") if isinstance(data, dict) else None
     if not isinstance(groups, list):
         raise PromtoolError(f'{source}: expected a Prometheus rules file with a "groups" list')
+    alerts = []
     for group in groups:
         for rule in group.get("rules") or []:
-            if "alert" not in rule:
-                continue
-            match = _ALERT_EXPR.match(str(rule.get("expr", "")))
+            match = pattern.match(str(rule.get("expr", ""))) if "alert" in rule else None
             if match is None:
                 continue
             try:
@@ -156,7 +135,7 @@ def alerts_from_rules(path: str | os.PathLike[str]) -> list[AlertTiming]:
     return alerts
 
 
-# -- series ----------------------------------------------------------------------
+# -- series ------------------------------------------------------------------------
 
 
 def _slots(trace: Trace, source: str) -> dict[int, Sample]:
@@ -179,6 +158,31 @@ def _slots(trace: Trace, source: str) -> dict[int, Sample]:
     return slots
 
 
+def on_grid(trace: Trace, source: str = "<trace>") -> Trace:
+    """The trace with each sample moved to its slot on the sampling grid: the
+    samples promtool replays, for the classifier to judge the same data."""
+    interval = trace.header.interval_s
+    samples = [replace(s, t=k * interval) for k, s in sorted(_slots(trace, source).items())]
+    return Trace(trace.header, samples)
+
+
+def resample(
+    trace: Trace, every: int, segments: Sequence[Segment] = (), *, window_shift_s: float = 0.0
+) -> tuple[Trace, list[Segment]]:
+    """Every ``every``-th sample (a scraper ``every`` times slower), and the
+    segments with their starts moved ``window_shift_s`` later (the longer
+    window of the slower sampling still reaches back into the previous phase
+    until then)."""
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
+    header = replace(trace.header, interval_s=trace.header.interval_s * every)
+    samples = list(trace.samples[::every])
+    moved = [
+        Segment(s.t0 + window_shift_s, s.t1, s.conditions) for s in segments if s.t0 + window_shift_s < s.t1
+    ]
+    return Trace(header, samples), moved
+
+
 def _fmt(value: float | None) -> str:
     if value is None:
         return "_"
@@ -192,7 +196,7 @@ def _label_set(labels: Mapping[str, str]) -> str:
 
 
 def input_series(trace: Trace, source: str = "<trace>") -> list[dict[str, str]]:
-    """The trace as promtool ``input_series`` (the qhealth metric contract's names).
+    """The trace as promtool ``input_series`` (the metric contract's names).
 
     ``processed_total`` splits into ``outcome="success"`` and ``outcome="error"``
     (``failed_total``); when failures are unknown, every processed item counts as
@@ -234,7 +238,25 @@ def input_series(trace: Trace, source: str = "<trace>") -> list[dict[str, str]]:
     return out
 
 
-# -- expectations ------------------------------------------------------------------
+def _test_file(
+    trace: Trace, rule_files: Sequence[str], name: str, source: str, tests: list[dict[str, Any]]
+) -> dict[str, Any]:
+    interval = trace.header.interval_s
+    return {
+        "rule_files": list(rule_files),
+        "evaluation_interval": duration(interval),
+        "tests": [
+            {
+                "name": name,
+                "interval": duration(interval),
+                "input_series": input_series(trace, source),
+                "promql_expr_test": tests,
+            }
+        ],
+    }
+
+
+# -- tests from labels ---------------------------------------------------------------------
 
 
 def _labeled_times(
@@ -259,24 +281,23 @@ def build_test(
     name: str | None = None,
     source: str = "<trace>",
 ) -> dict[str, Any]:
-    """The promtool test file (as a dict) for one labeled trace.
+    """The promtool test (as a dict) checking the rules against a trace's labels.
 
     ``every`` thins the checked samples (seconds between checks; default: every
     sample). The rules are evaluated at every sample whatever ``every`` is.
     """
-    interval = trace.header.interval_s
     queue = trace.header.queue
     times = _labeled_times(trace, segments, every)
     if not times:
         raise PromtoolError(f"{source}: no sample falls inside a labeled segment")
     alerts = list(alerts)
-    expr_tests: list[dict[str, Any]] = []
+    tests: list[dict[str, Any]] = []
     for t, segment in times:
         expected = [
             {"labels": CONDITION_SERIES + _label_set({"condition": c, "queue": queue}), "value": 1}
             for c in sorted(segment.conditions)
         ]
-        expr_tests.append({"expr": CONDITION_SERIES, "eval_time": prom_duration(t), "exp_samples": expected})
+        tests.append({"expr": CONDITION_SERIES, "eval_time": duration(t), "exp_samples": expected})
     for alert in alerts:
         for t, segment in times:
             query = f"count by (alertname, alertstate, queue) (ALERTS{_label_set({'alertname': alert.name})})"
@@ -287,62 +308,82 @@ def build_test(
                 expected = []
             else:
                 continue  # pending, or still firing for keep_firing_for: not determined by the labels
-            expr_tests.append({"expr": query, "eval_time": prom_duration(t), "exp_samples": expected})
-    return {
-        "rule_files": list(rule_files),
-        "evaluation_interval": prom_duration(interval),
-        "tests": [
-            {
-                "name": name or queue,
-                "interval": prom_duration(interval),
-                "input_series": input_series(trace, source),
-                "promql_expr_test": expr_tests,
-            }
-        ],
-    }
+            tests.append({"expr": query, "eval_time": duration(t), "exp_samples": expected})
+    return _test_file(trace, rule_files, name or queue, source, tests)
 
 
-# -- YAML out ------------------------------------------------------------------------
+# -- tests from the classifier ---------------------------------------------------------------
 
 
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return _fmt(value)
-    if value is None:
-        return "null"
-    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a YAML double-quoted scalar
+def build_agreement_test(
+    trace: Trace,
+    rule_files: Sequence[str],
+    cfg: RulesConfig,
+    *,
+    every: int = 1,
+    tolerance: float = 1e-6,
+    name: str | None = None,
+    source: str = "<trace>",
+) -> dict[str, Any]:
+    """A promtool test that the rules compute what the classifier computes.
 
+    The trace is put on its sampling grid and judged by the in-process
+    classifier (:func:`on_grid`); at every ``every``-th judged sample, each
+    measure the rules record must be within ``tolerance`` of the classifier's
+    (relative to the larger of 1 and the value), or absent where the
+    classifier's is unknown, and the rules' conditions must be the classifier's.
+    """
+    from .._classifier import Classifier
+    from .._evaluate import Evaluation
+    from .._measures import MEASURES
 
-def _inline(value: Any) -> str | None:
-    """A value written on its key's line, or None for a block below it."""
-    if isinstance(value, dict | list):
-        return None if value else ("{}" if isinstance(value, dict) else "[]")
-    return _scalar(value)
-
-
-def to_yaml(value: Any, indent: int = 0) -> str:
-    """Block-style YAML for dicts, lists and scalars (enough for promtool files)."""
-    pad = " " * indent
-    if not isinstance(value, dict | list) or not value:
-        return f"{pad}{_inline(value)}\n"
-    out = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            inline = _inline(item)
-            out.append(
-                f"{pad}{key}: {inline}\n"
-                if inline is not None
-                else f"{pad}{key}:\n{to_yaml(item, indent + 2)}"
-            )
-    else:
-        for item in value:
-            inline = _inline(item)
-            # A block item starts on the dash's line: drop its own indentation there.
-            out.append(
-                f"{pad}- {inline}\n"
-                if inline is not None
-                else f"{pad}- {to_yaml(item, indent + 2)[indent + 2 :]}"
-            )
-    return "".join(out)
+    if cfg.scrape_interval_s != trace.header.interval_s:
+        raise PromtoolError(
+            f"{source}: the rules are for a {cfg.scrape_interval_s:g} s scrape interval, the trace is "
+            f"sampled every {trace.header.interval_s:g} s"
+        )
+    gridded = on_grid(trace, source)
+    classifier = Classifier(trace.header.interval_s, cfg.classifier, trace.header.capacity)
+    queue = trace.header.queue
+    q = Compiler(cfg)
+    tests: list[dict[str, Any]] = []
+    judged = 0
+    for sample in gridded.samples:
+        health = classifier.update(sample)
+        if health.state == "warming_up":
+            continue
+        judged += 1
+        if (judged - 1) % every:
+            continue
+        ev = Evaluation.of_rows(
+            classifier.window.rows,
+            cfg.classifier,
+            interval_s=cfg.scrape_interval_s,
+            span_s=cfg.window_s,
+            recent_s=cfg.recent_s,
+        )
+        at = duration(sample.t)
+        selector = _label_set({"queue": queue})
+        for measure in MEASURES:
+            for part in measure.parts:
+                value = ev.measure(measure.name, part)
+                series = q.measure_name(measure.name, part) + selector
+                if value is None or not math.isfinite(value):
+                    tests.append({"expr": series, "eval_time": at, "exp_samples": []})
+                    continue
+                bound = repr(tolerance * max(1.0, abs(value)))
+                tests.append(
+                    {
+                        "expr": f"abs({series} - {value!r}) <= bool {bound}",
+                        "eval_time": at,
+                        "exp_samples": [{"labels": selector, "value": 1}],
+                    }
+                )
+        expected = [
+            {"labels": CONDITION_SERIES + _label_set({"condition": str(c), "queue": queue}), "value": 1}
+            for c in sorted(str(c) for c in health.conditions)
+        ]
+        tests.append({"expr": CONDITION_SERIES, "eval_time": at, "exp_samples": expected})
+    if not tests:
+        raise PromtoolError(f"{source}: the trace is shorter than one window: nothing is judged")
+    return _test_file(gridded, rule_files, name or queue, source, tests)
