@@ -74,6 +74,16 @@ async def wait_until_waiting(broker: RedisBroker, n: int, timeout: float = 3.0) 
             await asyncio.sleep(0.02)
 
 
+async def taken_then_reaped(slow: RedisBroker, reaper: RedisBroker) -> Envelope:
+    """An item ``slow`` took, then held past its visibility timeout (its
+    heartbeat stopped) until ``reaper`` gave it back to the queue."""
+    await slow.put("slow job")
+    [envelope] = await slow.fetch(1)
+    await stall(slow)
+    await wait_until_waiting(reaper, 1)
+    return envelope
+
+
 # -- item 9: a restarted consumer never adopts its predecessor's items ---------------
 
 
@@ -117,10 +127,7 @@ async def test_a_stalled_consumer_that_fetches_its_own_reaped_copy_settles_both_
     redis_brokers: RedisFactory,
 ) -> None:
     async with redis_brokers(**FAST) as slow, redis_brokers(**FAST) as reaper:
-        await slow.put("slow job")
-        [first] = await slow.fetch(1)
-        await stall(slow)
-        await wait_until_waiting(reaper, 1)  # the reaper gave it back to the queue
+        first = await taken_then_reaped(slow, reaper)
         [second] = await slow.fetch(1)
         assert (second.id, second.lost) == (first.id, 1)
         slow.ack(second)
@@ -187,10 +194,7 @@ async def test_a_late_ack_from_a_reaped_consumer_is_counted_as_no_longer_held(
     redis_brokers: RedisFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with redis_brokers(**FAST) as slow, redis_brokers(**FAST) as reaper:
-        await slow.put("slow job")
-        [envelope] = await slow.fetch(1)
-        await stall(slow)
-        await wait_until_waiting(reaper, 1)
+        envelope = await taken_then_reaped(slow, reaper)
         with caplog.at_level(logging.WARNING, logger="src_pool"):
             slow.ack(envelope)
             await slow.flush()
@@ -203,10 +207,7 @@ async def test_a_late_dead_letter_from_a_reaped_consumer_changes_nothing_and_is_
     redis_brokers: RedisFactory,
 ) -> None:
     async with redis_brokers(**FAST) as slow, redis_brokers(**FAST) as reaper:
-        await slow.put("slow job")
-        [envelope] = await slow.fetch(1)
-        await stall(slow)
-        await wait_until_waiting(reaper, 1)
+        envelope = await taken_then_reaped(slow, reaper)
         await slow.dead_letter(envelope, error="Reject: too late")
         assert (slow.stats.dead_lettered_total, slow.stats.stale_total) == (0, 1)
         counts = await reaper.counts()
