@@ -12,9 +12,12 @@ file (one ``write``), and the bench polls the file's size. The systems:
 
 * qhealth: :class:`src_pool.Pool` (``--concurrency`` asyncio workers, 20 by
   default, qhealth instrumentation on through the default monitor) on
-  :class:`src_pool.rabbit_broker.RabbitBroker` with its defaults: durable
-  queue, persistent messages, manual acks (batched), prefetch = concurrency;
-  producer ``put_many`` (every publish confirmed by RabbitMQ);
+  :class:`src_pool.rabbit_broker.RabbitBroker` with its defaults: a durable
+  quorum queue (deliveries counted, poison items dead-lettered), persistent
+  messages, manual acks (batched), prefetch = concurrency; producer
+  ``put_many`` (every publish confirmed by RabbitMQ);
+* qhealth-classic: the same on a classic queue (``queue_type="classic"``:
+  ten priority levels, no delivery count);
 * Celery 5 with acks on (``task_acks_late=True``), results ignored, in three
   set-ups: ``--pool=solo``; ``--pool=threads -c 10``; ``--pool=prefork -c 2``
   (the machine's cores); everything else Celery's defaults (prefetch
@@ -56,14 +59,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
-SYSTEMS = ("qhealth", "celery-solo", "celery-threads", "celery-prefork")
+SYSTEMS = ("qhealth", "qhealth-classic", "celery-solo", "celery-threads", "celery-prefork")
+#: The queue type of each qhealth system.
+QUEUE_TYPES = {"qhealth": "quorum", "qhealth-classic": "classic"}
 
 QHEALTH_WORKER = """
 import asyncio, os, signal, sys
 from src_pool import Pool
 from src_pool.rabbit_broker import RabbitBroker
 
-url, queue, count_file, ready_file, concurrency, prefetch = sys.argv[1:7]
+url, queue, count_file, ready_file, concurrency, prefetch, queue_type = sys.argv[1:8]
 concurrency = int(concurrency)
 prefetch = int(prefetch) if prefetch != "default" else None
 fd = os.open(count_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -74,7 +79,9 @@ async def noop(item):
 async def main():
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with RabbitBroker(url, queue, concurrency=concurrency, prefetch=prefetch, capacity=None) as broker:
+    async with RabbitBroker(
+        url, queue, concurrency=concurrency, prefetch=prefetch, capacity=None, queue_type=queue_type
+    ) as broker:
         async with Pool(noop, broker=broker, concurrency=concurrency, name=queue):
             await asyncio.sleep(0.5)  # the workers' first fetch starts the consumer
             open(ready_file, "w").close()
@@ -172,11 +179,12 @@ class Worker:
         ready_file = tmp / f"{queue}.ready"
         self._log = (tmp / f"{queue}.log").open("wb")
         env = {**os.environ, "PYTHONPATH": f"{ROOT}:{tmp}"}
-        if system == "qhealth":
+        if system in QUEUE_TYPES:
             script = tmp / "qhbench_worker.py"
             script.write_text(QHEALTH_WORKER)
             args = [sys.executable, str(script), URL, queue, str(self.count_file), str(ready_file),
-                    str(concurrency), "default" if prefetch is None else str(prefetch)]  # fmt: skip
+                    str(concurrency), "default" if prefetch is None else str(prefetch),
+                    QUEUE_TYPES[system]]  # fmt: skip
         else:
             (tmp / "qhbench_celery.py").write_text(CELERY_APP)
             env.update(
@@ -212,8 +220,8 @@ class Worker:
 
 
 def produce(system: str, queue: str, items: int) -> None:
-    if system == "qhealth":
-        asyncio.run(produce_qhealth(queue, items))
+    if system in QUEUE_TYPES:
+        asyncio.run(produce_qhealth(queue, items, QUEUE_TYPES[system]))
     else:
         produce_celery(queue, items)
 
@@ -258,10 +266,10 @@ def run_one(system: str, items: int, concurrency: int, prefetch: int | None, tmp
     )
 
 
-async def produce_qhealth(queue: str, items: int) -> None:
+async def produce_qhealth(queue: str, items: int, queue_type: str) -> None:
     from src_pool.rabbit_broker import RabbitBroker
 
-    async with RabbitBroker(URL, queue, capacity=None) as broker:
+    async with RabbitBroker(URL, queue, capacity=None, queue_type=queue_type) as broker:
         await broker.put_many(range(items))
 
 
@@ -282,7 +290,7 @@ async def cleanup(system: str, queue: str) -> None:
 
     from src_pool.rabbit_broker import RabbitBroker
 
-    if system == "qhealth":
+    if system in QUEUE_TYPES:
         await RabbitBroker(URL, queue).delete()
         return
     connection = await aio_pika.connect(URL)

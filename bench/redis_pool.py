@@ -14,7 +14,10 @@ single-process set-up that we know of):
 * qhealth: :class:`src_pool.pool.Pool` (10 workers, qhealth instrumentation
   on) on :class:`src_pool.redis_broker.RedisBroker` (reliable delivery on:
   processing list, heartbeat, acks; ``batch_size=100, prefetch=100``);
-  producer ``put_many``;
+  producer ``put_many`` (500 items, at most 8 MiB, per round trip);
+* qhealth-single: the same pool, with a producer that sends one ``put`` per
+  item, as the peers below do (not in the summary line, which keeps the
+  batched row);
 * arq 0.28: ``Worker(max_jobs=10, poll_delay=0.01)`` (fast polling; its default
   is 0.5 s); producer ``enqueue_job`` per job. arq needs redis-py < 6, which
   the main environment cannot have (Celery's transport needs >= 6.4), so it
@@ -57,7 +60,7 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ARQ_PYTHON = "/tmp/.venv-bench-arq/bin/python"
-SYSTEMS = ("qhealth", "arq", "rq", "celery", "dramatiq", "naive")
+SYSTEMS = ("qhealth", "qhealth-single", "arq", "rq", "celery", "dramatiq", "naive")
 PEERS = ("arq", "rq", "celery", "dramatiq")
 
 REPORTER = """
@@ -110,12 +113,20 @@ async def produce(n):
         _redis_client().set("bench:t0", repr(time.time()))
         await broker.put_many(range(n))
 
+async def produce_single(n):
+    async with RedisBroker(URL, "bench", capacity=None) as broker:
+        await broker.start()
+        _redis_client().set("bench:t0", repr(time.time()))
+        for i in range(n):
+            await broker.put(i)
+
 def _redis_client():
     import redis
     return redis.Redis.from_url(URL)
 
 if __name__ == "__main__":
-    asyncio.run(work() if sys.argv[1] == "work" else produce(int(sys.argv[2])))
+    verb = {"work": work, "produce": produce, "produce-single": produce_single}[sys.argv[1]]
+    asyncio.run(verb() if sys.argv[1] == "work" else verb(int(sys.argv[2])))
 """,
     "arq": """
 import asyncio, os, sys, time
@@ -279,7 +290,12 @@ class Server:
         self.proc.wait(10)
 
 
+#: Systems that run another system's module, and the producer verb they use.
+SAME_WORKER = {"qhealth-single": ("qhealth", "produce-single")}
+
+
 def worker_command(system: str, python: str) -> list[str]:
+    system = SAME_WORKER.get(system, (system, ""))[0]
     if system in ("qhealth", "naive", "arq"):
         return [python, "-m", f"bench_{system}", "work"]
     if system == "rq":
@@ -309,7 +325,8 @@ def run_one(
         if worker.poll() is not None:
             print(f"  {system}: worker exited: {Path(log.name).read_text()[-1500:]}", file=sys.stderr)
             return None
-        producer = subprocess.Popen([python, "-m", f"bench_{system}", "produce", str(items)], env=env)
+        module, verb = SAME_WORKER.get(system, (system, "produce"))
+        producer = subprocess.Popen([python, "-m", f"bench_{module}", verb, str(items)], env=env)
         deadline = time.monotonic() + timeout
         while (done := done_count(server.client)) < items:
             if time.monotonic() > deadline:
@@ -380,14 +397,14 @@ def print_table(results: dict[str, list[float]], items: int) -> None:
     peers = [m for p in PEERS if (m := median(p)) is not None]
     fastest = max(peers) if peers else None
     print(f"\n{items} no-op jobs, enqueue to last processed, one local redis-server (median of rounds)\n")
-    print(f"{'system':<10} {'items/s':>9} {'vs fastest peer':>16}")
+    print(f"{'system':<14} {'items/s':>9} {'vs fastest peer':>16}")
     for system in SYSTEMS:
         value = median(system)
         if value is None:
-            print(f"{system:<10} {'not run':>9}")
+            print(f"{system:<14} {'not run':>9}")
             continue
         ratio = f"{value / fastest:.2f}x" if fastest else "-"
-        print(f"{system:<10} {value:>9.0f} {ratio:>16}")
+        print(f"{system:<14} {value:>9.0f} {ratio:>16}")
 
     def fmt(system: str) -> str:
         value = median(system)

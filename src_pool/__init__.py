@@ -18,6 +18,7 @@ from .backpressure import Watermarks
 from .broker import (
     MAX_PRIORITY,
     MIN_PRIORITY,
+    AuthenticationFailed,
     Broker,
     BrokerClosed,
     BrokerError,
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_PRIORITY",
     "MIN_PRIORITY",
     "AdaptivePoller",
+    "AuthenticationFailed",
     "Broker",
     "BrokerClosed",
     "BrokerError",

@@ -39,8 +39,9 @@ Who does what
 
 Envelopes
     Every item travels in an :class:`Envelope`: an id unique within the
-    broker, the payload (JSON-able: networked brokers serialise it as JSON,
-    never pickle), the attempts already made, its priority, and when it was
+    broker (a string, or the in-memory broker's count), the payload
+    (JSON-able: networked brokers serialise it as JSON, never pickle), the
+    attempts already made, its priority, and when it was
     first enqueued (wall-clock seconds, comparable across hosts). ``receipt``
     is the broker's own handle on the delivery (the raw bytes in a processing
     list, a delivery tag) and means nothing to anyone else.
@@ -86,6 +87,11 @@ class BrokerClosed(BrokerError):
     """The broker was closed: it accepts and hands out nothing more."""
 
 
+class AuthenticationFailed(BrokerError):
+    """The server refused the login (a wrong or missing password): no retry
+    can cure it, so it is raised at once, never retried as an outage."""
+
+
 class PayloadError(BrokerError, ValueError):
     """A payload that cannot travel: not JSON-able, too large, or malformed."""
 
@@ -125,13 +131,15 @@ class Envelope:
     to create, once per item.)
     """
 
-    id: str
-    """Unique within the broker (for its lifetime, or for ever when persistent)."""
+    id: str | int
+    """Unique within the broker (for its lifetime, or for ever when
+    persistent): a string on Redis and RabbitMQ; the in-memory broker counts
+    (an int: a string made per item costs as much as the rest of a put)."""
     payload: Any
     """What the handler receives. JSON-able for networked brokers."""
     attempts: int = 0
-    """Processing attempts already made and failed (or lost with a dead
-    consumer) before this delivery: 0 the first time."""
+    """Attempts of the handler already made and failed before this delivery
+    (counted by the pool): 0 the first time."""
     priority: int = 0
     enqueued_at: float = 0.0
     """``time.time()`` when the item was first put."""
@@ -139,6 +147,10 @@ class Envelope:
     """What the last failed attempt raised, as ``"TypeName: message"``."""
     receipt: Any = field(default=None, repr=False)
     """The broker's own handle on this delivery; opaque to everyone else."""
+    lost: int = 0
+    """Deliveries of this item lost with a dead consumer before this one
+    (counted by brokers that can tell: Redis's reaper). Separate from
+    ``attempts``: a crash is not the handler's failure, nor the other way round."""
 
 
 class Broker(abc.ABC):

@@ -35,7 +35,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from qhealth import Probe
-from qhealth._log import ThrottledLog
+
+from .throttled_log import ThrottledLog
 
 logger = logging.getLogger("src_pool.poller")
 

@@ -69,13 +69,13 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from qhealth import Monitor, Probe, default_monitor, is_rate_limited, retry_after
-from qhealth._log import ThrottledLog
 
 from .aimd import AIMD
 from .broker import Broker, BrokerClosed, Envelope, check_positive_int, check_timeout
 from .limiter import Limiter
 from .memory import MemoryBroker
 from .retry import Reject, RetryPolicy
+from .throttled_log import ThrottledLog
 
 logger = logging.getLogger("src_pool")
 
@@ -110,6 +110,14 @@ def describe(exc: BaseException) -> str:
     except Exception:
         text = f"{type(exc).__name__}: <unprintable>"
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+def queue_order(envelope: Envelope) -> tuple[int, float, int]:
+    """Where an item stood in its queue: higher priority first, then the
+    earlier enqueued (the in-memory broker stamps a burst of puts alike, and
+    its int ids tell them apart)."""
+    id_ = envelope.id
+    return -envelope.priority, envelope.enqueued_at, id_ if isinstance(id_, int) else 0
 
 
 def holding_a_slot(
@@ -175,7 +183,8 @@ class Pool:
         self.name = name
         self._handler = handler
         self._owns_broker = broker is None
-        self.broker: Broker = MemoryBroker(capacity) if broker is None else broker
+        # A broker of its own hands envelopes to nobody else: it may reuse them.
+        self.broker: Broker = MemoryBroker(capacity, reuse_envelopes=True) if broker is None else broker
         self.concurrency = concurrency
         if isinstance(adaptive, AIMD):
             if adaptive.maximum != concurrency:
@@ -225,9 +234,15 @@ class Pool:
                 timed=False,
                 counts=self._broker_counts,
             )
-        if self._counted_by_broker:
-            # Decided once: the broker counts the puts, and stop() closes it.
-            self.submit = self.broker.put  # type: ignore[method-assign]
+        # Decided once, here: on a broker of its own, which counts its puts,
+        # submit *is* that broker's push (no call of ours around it per item).
+        self.submit: Callable[..., Awaitable[None]] = (
+            self.broker.push if isinstance(self.broker, MemoryBroker) and self._counted_by_broker
+            else self._submit
+        )  # fmt: skip
+        """Enqueue an item: ``await pool.submit(payload, priority=0, timeout=None)``.
+        Blocks while the broker is at its high watermark; :class:`~src_pool.QueueFull`
+        after ``timeout`` seconds; :class:`PoolClosed` once the pool is stopped."""
         self._workers: set[asyncio.Task[None]] = set()
         self._idle: set[asyncio.Task[None]] = set()  # blocked in fetch()
         self._parked: deque[asyncio.Future[None]] = deque()
@@ -248,20 +263,15 @@ class Pool:
 
     # -- producing ------------------------------------------------------------
 
-    def submit(self, payload: Any, *, priority: int = 0, timeout: float | None = None) -> Awaitable[Envelope]:
-        """Enqueue an item: ``await pool.submit(payload)``. Blocks while the
-        broker is at its high watermark; :class:`~src_pool.QueueFull` after
-        ``timeout`` seconds; :class:`~src_pool.BrokerClosed` once the pool is
-        stopped (a pool binds ``submit`` straight to its own in-memory
-        broker's ``put``: one call less per item)."""
+    async def _submit(self, payload: Any, priority: int = 0, timeout: float | None = None) -> None:
+        """:attr:`submit` on a broker that does not count for the pool."""
         if self._stopping:
-            raise PoolClosed(f"pool {self.name!r} is stopped: it takes no more items")
-        return self._submit_counted(payload, priority, timeout)
-
-    async def _submit_counted(self, payload: Any, priority: int, timeout: float | None) -> Envelope:
-        envelope = await self.broker.put(payload, priority=priority, timeout=timeout)
+            raise self._closed_error()
+        await self.broker.put(payload, priority=priority, timeout=timeout)
         self._probe.enqueued_total += 1
-        return envelope
+
+    def _closed_error(self) -> PoolClosed:
+        return PoolClosed(f"pool {self.name!r} is stopped: it takes no more items")
 
     def _broker_counts(self) -> dict[str, int]:
         """The counts the in-memory broker keeps when it does the counting (the
@@ -295,7 +305,7 @@ class Pool:
     ) -> list[Envelope]:
         """Enqueue several items in order (one round trip on networked brokers)."""
         if self._stopping:
-            raise PoolClosed(f"pool {self.name!r} is stopped: it takes no more items")
+            raise self._closed_error()
         envelopes = await self.broker.put_many(payloads, priority=priority, timeout=timeout)
         if not self._counted_by_broker:
             self._probe.enqueued_total += len(envelopes)
@@ -341,6 +351,12 @@ class Pool:
         asyncio.get_running_loop().call_later(delay, self._spawn)
 
     async def _work(self) -> None:
+        """The worker: take an item, call the handler, settle, and again.
+
+        This is the one path every item takes, its first attempt and the
+        retries its worker makes holding it alike (so it is written out once,
+        inline: it runs once per item). ``envelope`` is the item this worker
+        holds, None between items."""
         probe = self._probe
         get_nowait = self.broker.get_nowait
         ack = self.broker.ack
@@ -349,36 +365,39 @@ class Pool:
         counting = not self._counted_by_broker
         every = self._observe_every
         countdown = every
+        timed = False
+        started = 0.0
+        envelope: Envelope | None = None
         self._active += 1
         self._update_hold()
         probe.worker_started()
         parked = False
         try:
             while True:
-                if self._hold:  # stopping, or AIMD wants fewer workers
-                    if self._stopping:
-                        break
-                    if self._active > self._allowed:
-                        parked = True
-                        await self._park()
-                        parked = False
-                    else:
-                        self._update_hold()
-                    continue
-                envelope = get_nowait()
-                if envelope is None:
-                    envelope = await self._wait_for_item()
-                    if envelope is None:
+                if envelope is None:  # between items: take the next one
+                    if self._hold:  # stopping, or AIMD wants fewer workers
+                        if self._stopping:
+                            break
+                        if self._active > self._allowed:
+                            parked = True
+                            await self._park()
+                            parked = False
+                        else:
+                            self._update_hold()
                         continue
-                    countdown = 1  # after an idle wait the clock is cheap: a slow pool times every item
-                countdown -= 1
-                if not countdown:  # one item in `every` is timed: the clock costs more than the rest
-                    countdown = every
-                    await self._process_timed(envelope)
-                    continue
-                # What follows is _process(), inlined: it runs once per item.
-                if counting:
-                    probe.busy += 1
+                    envelope = get_nowait()
+                    if envelope is None:
+                        envelope = await self._wait_for_item()
+                        if envelope is None:
+                            continue
+                        countdown = 1  # after an idle wait the clock is cheap: a slow pool times every item
+                    if counting:
+                        probe.busy += 1
+                    countdown -= 1
+                    timed = not countdown  # one item in `every` is timed: the clock costs more than the rest
+                    if timed:
+                        countdown = every
+                        started = self._time_wait(envelope)
                 epoch = self._epoch  # a 429 to this call says something only if no cut came since
                 try:
                     if limiter is not None:
@@ -387,50 +406,29 @@ class Pool:
                         probe.attempts_total += 1
                     await handler(envelope.payload)
                 except BaseException as exc:  # _recover re-raises what it must
-                    await self._recover(envelope, exc, epoch)
-                else:
-                    ack(envelope)
-                    if counting:
-                        probe.busy -= 1
-                        probe.processed_total += 1
-                    if self._growing:
-                        self._grow()
+                    envelope = await self._recover(envelope, exc, epoch)
+                    if envelope is None and timed:
+                        probe.observe_duration(time.monotonic() - started)
+                    continue
+                ack(envelope)
+                envelope = None
+                if counting:
+                    probe.busy -= 1
+                    probe.processed_total += 1
+                if timed:
+                    probe.observe_duration(time.monotonic() - started)
+                if self._growing:
+                    self._grow()
         finally:
             if not parked:
                 self._active -= 1
                 self._update_hold()
             probe.worker_stopped()
 
-    async def _process(self, envelope: Envelope) -> None:
-        """One item: token, handler, then ack, or recovery (see _work)."""
-        probe = self._probe
-        counting = not self._counted_by_broker
-        if counting:
-            probe.started()
-        epoch = self._epoch
-        try:
-            if self._gate is not None:
-                await self._gate.acquire()
-            if counting:
-                probe.attempted()
-            await self._handler(envelope.payload)
-        except BaseException as exc:
-            await self._recover(envelope, exc, epoch)
-        else:
-            self.broker.ack(envelope)
-            if counting:
-                probe.succeeded()
-            if self._growing:
-                self._grow()
-
-    async def _process_timed(self, envelope: Envelope) -> None:
-        probe = self._probe
-        t0 = time.monotonic()
-        probe.observe_wait(max(0.0, time.time() - envelope.enqueued_at))
-        try:
-            await self._process(envelope)
-        finally:
-            probe.observe_duration(time.monotonic() - t0)
+    def _time_wait(self, envelope: Envelope) -> float:
+        """Record how long the item waited in the queue; when its processing starts."""
+        self._probe.observe_wait(max(0.0, time.time() - envelope.enqueued_at))
+        return time.monotonic()
 
     def _update_hold(self) -> None:
         self._hold = self._stopping or self._active > self._allowed
@@ -457,50 +455,39 @@ class Pool:
 
     # -- failures -------------------------------------------------------------
 
-    async def _recover(self, envelope: Envelope, exc: BaseException, epoch: int) -> None:
-        """An attempt (begun in AIMD ``epoch``) raised ``exc``: retry it while
-        holding the item, hand it back for a later retry, dead-letter it, or
-        (cancelled) release it."""
+    async def _recover(self, envelope: Envelope, exc: BaseException, epoch: int) -> Envelope | None:
+        """An attempt (begun in AIMD ``epoch``) raised ``exc``. Returns the
+        item to try again at once, after a short backoff slept holding it (the
+        worker stays busy); None once it is dead-lettered, handed back for a
+        later retry, or released; re-raises a cancellation (the item released)."""
+        if not isinstance(exc, Exception):  # cancelled, KeyboardInterrupt, SystemExit
+            await self._give_back(envelope)
+            raise exc
         policy = self.retry_policy
-        probe = self._probe
-        attempts = envelope.attempts
-        while True:
-            if not isinstance(exc, Exception):  # cancelled, KeyboardInterrupt, SystemExit
-                await self._give_back(envelope)
-                raise exc
-            attempts += 1
-            self._failed_attempts += 1
-            error = describe(exc)
-            limited = is_rate_limited(exc)
-            if limited:
-                probe.rate_limited()
-                self._on_rate_limited(epoch)
-            if isinstance(exc, Reject) or attempts >= policy.max_attempts:
-                await self._settle(envelope, attempts, error, dead=True)
-                return
-            if limited:
-                delay = policy.after_rate_limit(retry_after(exc), attempts, self._rng)
-            else:
-                delay = policy.backoff(attempts, self._rng)
-            if delay > policy.hold_up_to_s:
-                await self._settle(envelope, attempts, error, dead=False, delay=delay)
-                return
-            try:
-                await self._sleep(delay)  # holding the item: the worker stays busy
-                epoch = self._epoch
-                if self._gate is not None:
-                    await self._gate.acquire()
-                probe.attempted()
-                await self._handler(envelope.payload)
-            except BaseException as again:  # looped back to the top
-                exc = again
-                envelope = replace(envelope, attempts=attempts, last_error=error)
-                continue
-            self.broker.ack(envelope)
-            probe.succeeded()
-            if self._growing:
-                self._grow()
-            return
+        attempts = envelope.attempts + 1
+        self._failed_attempts += 1
+        error = describe(exc)
+        limited = is_rate_limited(exc)
+        if limited:
+            self._probe.rate_limited()
+            self._on_rate_limited(epoch)
+        if isinstance(exc, Reject) or attempts >= policy.max_attempts:
+            await self._settle(envelope, attempts, error, dead=True)
+            return None
+        if limited:
+            delay = policy.after_rate_limit(retry_after(exc), attempts, self._rng)
+        else:
+            delay = policy.backoff(attempts, self._rng)
+        if delay > policy.hold_up_to_s:
+            await self._settle(envelope, attempts, error, dead=False, delay=delay)
+            return None
+        failed = replace(envelope, attempts=attempts, last_error=error)
+        try:
+            await self._sleep(delay)  # holding the item: the worker stays busy
+        except BaseException:
+            await self._give_back(failed)
+            raise
+        return failed
 
     async def _settle(
         self, envelope: Envelope, attempts: int, error: str, *, dead: bool, delay: float = 0.0
@@ -640,7 +627,9 @@ class Pool:
         owned broker. Idempotent: a second call waits for the first."""
         deadline = self.drain_timeout if drain_timeout is None else check_timeout(drain_timeout) or 0.0
         if self._stop_task is None:
-            self._stopping = True  # from this instant, no worker takes another item
+            self._stopping = True  # from this instant, no worker takes another item, nor submit an item
+            if self._owns_broker and isinstance(self.broker, MemoryBroker):
+                self.broker.refuse_puts(self._closed_error)
             self._update_hold()
             self._stop_task = asyncio.ensure_future(self._stop(deadline))
         return await asyncio.shield(self._stop_task)
@@ -661,7 +650,7 @@ class Pool:
                 _, pending = await asyncio.wait(pending, timeout=max(1.0, deadline))
         if self._leftovers:
             leftovers, self._leftovers = self._leftovers, []
-            leftovers.sort(key=lambda e: (-e.priority, e.enqueued_at))
+            leftovers.sort(key=queue_order)
             await self._release(leftovers)
         for joiner in self._joiners:
             if not joiner.done():

@@ -13,10 +13,8 @@ import asyncio
 from types import ModuleType
 from urllib.parse import urlsplit
 
-from qhealth._redact import redact_url as _redact
-from qhealth._redact import scrub as _scrub
-
 from .broker import BrokerError
+from .redact import redact_url
 
 SCHEMES = ("amqp", "amqps")
 
@@ -35,16 +33,6 @@ def import_aio_pika() -> ModuleType:
             "pip install 'qhealth[rabbitmq]'"
         ) from exc
     return aio_pika
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (user, host and vhost kept)."""
-    return _redact(url)
-
-
-def scrub(text: str, url: str) -> str:
-    """``text`` with every secret of ``url`` (raw or URL-quoted) hidden."""
-    return _scrub(text, url)
 
 
 def check_url(url: object) -> str:

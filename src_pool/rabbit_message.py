@@ -34,6 +34,8 @@ H_ENQUEUED_AT = "src-enqueued-us"
 H_ATTEMPTS = "src-attempts"
 H_ERROR = "src-error"
 H_DEAD_AT = "src-dead-at-us"
+#: Set by a quorum queue on a redelivery: the returns of this delivery so far.
+H_DELIVERY_COUNT = "x-delivery-count"
 
 
 class MalformedMessage(PayloadError):
@@ -44,7 +46,7 @@ def encode_payload(payload: Any, max_bytes: int) -> bytes:
     """The payload as compact JSON, or :class:`PayloadError` (not JSON-able, too large)."""
     try:
         body = json.dumps(payload, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(f"payload cannot travel as JSON: {type(exc).__name__}: {exc}") from None
     if len(body) > max_bytes:
         raise PayloadError(
@@ -68,7 +70,7 @@ def headers_of(enqueued_at: float, attempts: int, error: str | None) -> dict[str
 
 
 def properties(
-    message_id: str, priority: int, headers: dict[str, Any], *, expiration_ms: int | None = None
+    message_id: str | int, priority: int, headers: dict[str, Any], *, expiration_ms: int | None = None
 ) -> Any:
     """pamqp ``Basic.Properties`` for a persistent JSON message."""
     from pamqp.commands import Basic
@@ -77,7 +79,7 @@ def properties(
         content_type=CONTENT_TYPE,
         delivery_mode=PERSISTENT,
         priority=priority,
-        message_id=message_id,
+        message_id=str(message_id),
         headers=headers,
         expiration=None if expiration_ms is None else str(expiration_ms),
     )
@@ -88,14 +90,27 @@ def describe_body(body: bytes) -> str:
 
 
 def decode(message: Any, receipt: object) -> Envelope:
-    """The envelope in a delivered aiormq message, or :class:`MalformedMessage`."""
+    """The envelope in a delivered aiormq message, or :class:`MalformedMessage`
+    whatever made it unreadable (a message must never jam the consumer)."""
+    try:
+        return _decode(message, receipt)
+    except MalformedMessage:
+        raise
+    except Exception as exc:
+        raise MalformedMessage(
+            f"malformed message ({type(exc).__name__}: {str(exc)[:200]}): {describe_body(message.body)}"
+        ) from None
+
+
+def _decode(message: Any, receipt: object) -> Envelope:
     body: bytes = message.body
     props = message.header.properties
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except Exception as exc:  # whatever the reason (RecursionError too): never jam the consumer
         raise MalformedMessage(
-            f"malformed message (body is not JSON: {type(exc).__name__}: {exc}): {describe_body(body)}"
+            f"malformed message (body is not JSON: {type(exc).__name__}: {str(exc)[:200]}): "
+            f"{describe_body(body)}"
         ) from None
     headers = props.headers or {}
     attempts = headers.get(H_ATTEMPTS, 0)
@@ -115,6 +130,29 @@ def decode(message: Any, receipt: object) -> Envelope:
         enqueued_at /= 1_000_000
     if error is not None and not isinstance(error, str):
         error = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
+    lost = headers.get(H_DELIVERY_COUNT, 0)
+    if isinstance(lost, bool) or not isinstance(lost, int) or lost < 0:
+        raise MalformedMessage(f"malformed message: header {H_DELIVERY_COUNT} must be a non-negative integer")
     priority = min(props.priority or 0, MAX_PRIORITY)  # the queue caps it at its maximum: so do we
     message_id = props.message_id or f"amqp-{os.urandom(8).hex()}"
-    return Envelope(message_id, payload, attempts, priority, float(enqueued_at), error, receipt)
+    return Envelope(message_id, payload, attempts, priority, float(enqueued_at), error, receipt, lost)
+
+
+def death_reason(headers: dict[str, Any]) -> str:
+    """Why RabbitMQ itself dead-lettered a message (its ``x-death`` header),
+    for a dead letter that carries no error of ours; "" if it did not."""
+    deaths = headers.get("x-death")
+    if not isinstance(deaths, list) or not deaths or not isinstance(deaths[0], dict):
+        return ""
+    death = deaths[0]
+    reason = death.get("reason", "")
+    reason = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+    queue = death.get("queue", "")
+    queue = queue.decode(errors="replace") if isinstance(queue, bytes) else str(queue)
+    if reason == "delivery_limit":
+        return (
+            f"DeliveryLimit: queue {queue} returned it more often than its x-delivery-limit (its "
+            "consumers died, lost their connection or released it each time): a poison item, or consumers "
+            "that never finish"
+        )
+    return f"DeadLettered: RabbitMQ dead-lettered it from queue {queue} ({reason})"

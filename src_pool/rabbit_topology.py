@@ -3,11 +3,20 @@
 For a queue named ``jobs``:
 
 ``jobs``
-    The work queue: durable, classic (quorum queues have no priorities before
-    RabbitMQ 4.0), ``x-max-priority`` 9 so that a priority-9 message is
-    delivered before everything below it. Its ``x-dead-letter-exchange`` is
-    the dead-letter exchange, so that a message rejected by any client (ours
-    never reject; another tool might) is kept rather than dropped.
+    The work queue, durable. By default a *quorum* queue (replicated with
+    Raft on a cluster; on one node, still a queue that counts deliveries):
+    RabbitMQ counts every delivery that comes back unsettled (its consumer
+    died, its connection was cut, or it was released) in the message's
+    ``x-delivery-count``, and dead-letters a message once that count passes
+    ``x-delivery-limit``, with at-least-once dead-lettering
+    (``x-dead-letter-strategy``, which needs ``x-overflow: reject-publish``):
+    a poison item that crashes its consumer ends in ``jobs.dead`` instead of
+    looping. Priorities: quorum queues have none before RabbitMQ 4.0 (they
+    refuse ``x-max-priority``; items go FIFO whatever their priority), and
+    two from 4.0 (priorities 5-9 before 0-4). A *classic* queue
+    (``queue_type="classic"``) has ``x-max-priority`` 9, the ten levels, and
+    counts no deliveries. Either way its ``x-dead-letter-exchange`` is the
+    dead-letter exchange, so that a message rejected by any client is kept.
 
 ``jobs.dead-letter`` (fanout exchange) -> ``jobs.dead`` (queue)
     Poison and malformed messages, with the error that ended them in a
@@ -39,6 +48,10 @@ from typing import Any
 
 from .broker import MAX_PRIORITY
 
+QUEUE_TYPES = ("quorum", "classic")
+#: Returns of one delivery a quorum queue allows before it dead-letters the
+#: message: every return counts (a crash, a cut connection, a release at shutdown).
+DEFAULT_DELIVERY_LIMIT = 20
 #: Delays above this (about 49.7 days, 2**32 - 1 ms) are refused: it ends the last tier.
 MAX_TIER = 31
 MAX_RETRY_DELAY_S = (2 ** (MAX_TIER + 1) - 1) / 1000.0
@@ -72,6 +85,11 @@ class Topology:
 
     queue: str
     dead_letter_limit: int
+    consumer_timeout_ms: int | None = None
+    """``x-consumer-timeout`` of the work queue (RabbitMQ 3.12 or later), None: the server's."""
+    queue_type: str = "quorum"
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    """``x-delivery-limit`` of a quorum work queue."""
 
     @property
     def dead_letter_exchange(self) -> str:
@@ -85,11 +103,31 @@ class Topology:
         return f"{self.queue}.retry.{tier}"
 
     def queue_arguments(self) -> dict[str, Any]:
-        return {
-            "x-queue-type": "classic",
-            "x-max-priority": MAX_PRIORITY,
-            "x-dead-letter-exchange": self.dead_letter_exchange,
-        }
+        arguments: dict[str, Any] = {"x-queue-type": self.queue_type}
+        if self.queue_type == "quorum":
+            arguments["x-delivery-limit"] = self.delivery_limit
+            arguments["x-dead-letter-strategy"] = "at-least-once"
+            arguments["x-overflow"] = "reject-publish"
+        else:
+            arguments["x-max-priority"] = MAX_PRIORITY
+        arguments["x-dead-letter-exchange"] = self.dead_letter_exchange
+        if self.consumer_timeout_ms is not None:
+            arguments["x-consumer-timeout"] = self.consumer_timeout_ms
+        return arguments
+
+    def check_server(self, connection: Any) -> None:
+        """A ValueError if the server cannot honour these arguments: RabbitMQ
+        before 3.12 ignores ``x-consumer-timeout`` without a word, and its
+        global ``consumer_timeout`` would go on closing long jobs' channels."""
+        if self.consumer_timeout_ms is None:
+            return
+        version = server_version(connection)
+        if version is not None and version < (3, 12):
+            raise ValueError(
+                f"consumer_timeout per queue needs RabbitMQ 3.12 or later, and this server is "
+                f"{'.'.join(map(str, version))}: raise consumer_timeout in rabbitmq.conf instead "
+                "(milliseconds; default 1800000, 30 min), and drop RabbitBroker(consumer_timeout=...)"
+            )
 
     def dead_queue_arguments(self) -> dict[str, Any]:
         return {"x-queue-type": "classic", "x-max-length": self.dead_letter_limit, "x-overflow": "drop-head"}
@@ -121,6 +159,25 @@ class Topology:
         await channel.queue_delete(self.queue)
         await channel.queue_delete(self.dead_queue)
         await channel.exchange_delete(self.dead_letter_exchange)
+
+
+def check_queue_type(queue_type: object, delivery_limit: object) -> tuple[str, int]:
+    """The queue type and delivery limit, or a ValueError naming what is wrong."""
+    if queue_type not in QUEUE_TYPES:
+        raise ValueError(f"queue_type must be 'quorum' or 'classic', got {queue_type!r}")
+    if isinstance(delivery_limit, bool) or not isinstance(delivery_limit, int) or delivery_limit < 1:
+        raise ValueError(f"delivery_limit must be a positive integer, got {delivery_limit!r}")
+    return str(queue_type), delivery_limit
+
+
+def server_version(connection: Any) -> tuple[int, ...] | None:
+    """The RabbitMQ version an aio-pika connection reports, None if it does not."""
+    try:
+        text = connection.transport.connection.server_properties["version"]
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        return tuple(int(part) for part in text.split(".")[:3])
+    except Exception:
+        return None
 
 
 def explain_declare_error(topology: Topology, text: str) -> str:

@@ -1,55 +1,22 @@
 """The Redis broker: a pool that spans processes and hosts, losing nothing.
 
 It keeps the contract of :mod:`src_pool.broker` on a plain Redis server
-(standalone, 6.2 or later), with the scripts of :mod:`src_pool.redis_scripts`:
+(standalone, 6.2 or later), with the Lua scripts of
+:mod:`src_pool.redis_scripts` and the message format of
+:mod:`src_pool.redis_codec`. In short (``docs/pool.md`` says why each is so,
+``docs/reliability.md`` what is guaranteed):
 
-Order
-    One list per priority, RPUSH at the tail and LPOP from the head: FIFO
-    within a priority (RPUSH + BRPOP would be a stack), and a fetch takes from
-    the highest priority first, so a priority really pops first.
-
-Reliable delivery
-    A fetch *moves* items into this consumer's processing list, in the same
-    script (nothing is ever only in a client's memory). Acks remove them.
-    Each consumer renews a heartbeat (a deadline in a sorted set, in the
-    server's clock) every ``heartbeat_interval``; the upkeep script that
-    renews it also re-queues, at the head, the items of every consumer whose
-    deadline passed (``visibility_timeout``), counting an attempt, and
-    dead-letters an item whose consumers died ``max_attempts`` times holding
-    it: a poison item that crashes its worker never loops.
-
-Retries and dead letters
-    :meth:`RedisBroker.retry` puts the item, with its attempt counted and its
-    error, in a delayed sorted set; scripts move it back to the tail of its
-    queue when due. (The pool picks the delay: exponential backoff with full
-    jitter.) :meth:`RedisBroker.dead_letter` keeps it in a bounded dead-letter
-    list with its error. A message that cannot be decoded (not ours, not
-    JSON) goes to the dead-letter list with the decoding error as it is
-    fetched: the pool never sees it and keeps running.
-
-Speed: round trips per batch, never per item
-    A fetch is one script call for up to ``batch_size`` items; acks are
-    buffered and sent together (one script call for all the acks made while
-    the previous call was on the wire); puts go in one script call per
-    chunk. Concurrent ``fetch()`` calls in one process share one fetcher,
-    which asks for all their demand at once.
-
-Blocking, not polling
-    A consumer that finds nothing blocks in BLPOP on a *signal* list that
-    every put feeds with a token (bounded; cleared whenever a fetch finds the
-    queue empty). It wakes when work arrives or a retry is due, never on a
-    timer. The one periodic round trip is the upkeep, once per
-    ``heartbeat_interval`` per broker (per process, whatever the number of
-    workers); it also re-signals a queue whose token was taken by a consumer
-    that died.
-
-Connections
-    ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs, with AUTH in the
-    URL. The password never appears in a log line, an error or a ``repr``.
-    A lost connection (a restart, a dropped client) is retried with
-    exponential backoff and full jitter; a fetch whose reply was lost is
-    reconciled by re-queueing whatever sits in this consumer's processing
-    list that it does not know about.
+* one list per priority, FIFO within it, highest priority first;
+* a fetch moves items into this consumer's processing list, in one script;
+  a heartbeat (the upkeep, once per ``heartbeat_interval``) keeps them there,
+  and the reaper gives the items of a consumer whose heartbeat lapsed back to
+  the queue, counting a lost delivery (``max_lost_deliveries``, apart from the
+  handler's attempts); each start is a new incarnation of the consumer;
+* a late settle of an item the reaper gave away changes nothing, counted;
+  a message that fails to decode is dead-lettered as it is fetched;
+* a round trip per batch, never per item; blocking, never polling;
+* lost connections come back with jittered backoff; a refused login fails
+  at once; the password never shows; ``replicas=`` makes puts durable.
 
 Payloads are JSON (never pickle), at most ``max_payload_bytes`` encoded.
 """
@@ -58,44 +25,52 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
 import socket
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from qhealth._log import ThrottledLog
-
 from . import redis_scripts as lua
-from .backoff import Backoff
+from .backoff import Backoff, persist
+from .batches import DEFAULT_MAX_BATCH_BYTES, chunks
 from .broker import (
-    MAX_PRIORITY,
-    Broker,
     BrokerClosed,
     BrokerError,
     Envelope,
     PayloadError,
-    QueueFull,
     check_positive_int,
-    check_priority,
     check_timeout,
+)
+from .networked import NetworkedBroker
+from .redis_acks import AckBatch
+from .redis_codec import (
+    MAX_ERROR_CHARS,
+    MalformedMessage,
+    RedisDeadLetter,
+    RedisDelivery,
+    decode,
+    encode,
+    unreceived,
 )
 from .redis_connect import (
     RedisUnavailable,
+    auth_errors,
     check_url,
     connect,
-    redact_url,
-    scrub,
+    refused_login,
     transient_errors,
 )
+from .redis_durable import NotReplicated, Replicated
+from .redis_inspect import QueueCounts, read_counts, read_dead_letters
+from .throttled_log import ThrottledLog
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+__all__ = ["QueueCounts", "RedisBroker", "RedisDeadLetter", "decode"]
 
 logger = logging.getLogger("src_pool.redis")
 
@@ -107,62 +82,13 @@ DEFAULT_DEAD_LETTER_LIMIT = 10_000
 SIGNAL_CAP = 1024
 #: Items per put script call.
 PUT_CHUNK = 500
-#: Longest error text kept with a retried or dead-lettered item.
-MAX_ERROR_CHARS = 2000
+#: A producer blocked at the high watermark re-reads the gate at least this often.
+ROOM_WAIT_S = 1.0
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
-_BAR = 124  # b"|"
+_SCRIPTS = ("PUT", "FETCH", "ACK", "RELEASE", "RETRY", "DEAD_LETTER", "UPKEEP", "LEAVE", "GATE")
 
 
-class MalformedMessage(PayloadError):
-    """A message in the queue that this broker did not write or cannot read."""
-
-
-@dataclass(frozen=True, slots=True)
-class RedisDeadLetter:
-    """An entry of the dead-letter list."""
-
-    error: str
-    at: float
-    """Server time (seconds since the epoch) when it was dead-lettered."""
-    raw: bytes
-    """The message as it was stored."""
-    envelope: Envelope | None
-    """The item, or None when the message could not be decoded."""
-
-
-@dataclass(frozen=True, slots=True)
-class QueueCounts:
-    """What the queue holds right now, across every consumer."""
-
-    waiting: int
-    delayed: int
-    in_flight: int
-    dead: int
-    consumers: int
-
-
-def decode(raw: bytes) -> Envelope:
-    """The envelope in a stored message, or :class:`MalformedMessage`."""
-    try:
-        priority = raw[0] - 48
-        if not 0 <= priority <= MAX_PRIORITY or raw[1] != _BAR:
-            raise ValueError("no priority prefix")
-        bar = raw.index(b"|", 2)
-        attempts = int(raw[2:bar])
-        body = json.loads(raw[bar + 1 :])
-        if type(body) is not dict or type(body.get("id")) is not str or "p" not in body:
-            raise ValueError("not an envelope object")
-        return Envelope(
-            body["id"], body["p"], attempts, priority, float(body.get("t", 0.0)), body.get("e"), raw
-        )
-    except (ValueError, IndexError, TypeError) as exc:
-        raise MalformedMessage(
-            f"malformed message ({type(exc).__name__}: {exc}): {raw[:80]!r}"
-            + ("..." if len(raw) > 80 else "")
-        ) from None
-
-
-class RedisBroker(Broker):
+class RedisBroker(NetworkedBroker):
     """A reliable queue on Redis shared by any number of processes.
 
     ``name`` names the queue (its keys start with ``src_pool:{name}``).
@@ -173,9 +99,15 @@ class RedisBroker(Broker):
     in flight; 0 keeps every waiting item available to other processes).
     ``visibility_timeout``: how long the items of a consumer that stopped
     heartbeating stay with it before they are re-queued.
-    ``max_attempts``: deliveries lost with a dead consumer before an item is
-    dead-lettered (the pool's own retry policy covers handlers that raise).
-    ``redis_options`` go to ``redis.asyncio.Redis.from_url`` (TLS files, ...).
+    ``max_lost_deliveries``: deliveries lost with a dead consumer before an
+    item is dead-lettered (the pool's ``RetryPolicy.max_attempts`` bounds the
+    handler's failures, a separate count). ``max_batch_bytes`` bounds one
+    put round trip. ``replicas``: a put returns only once that many replicas
+    have the item (``WAIT``, within ``replica_timeout`` seconds, else it is
+    retried): no put that returned is lost in a failover
+    (:mod:`src_pool.redis_durable`). ``redis_options`` go to
+    ``redis.asyncio.Redis.from_url`` (TLS files, ...). A ``redis+cluster://``
+    URL runs on a Redis Cluster.
     """
 
     def __init__(
@@ -189,8 +121,11 @@ class RedisBroker(Broker):
         prefetch: int = 0,
         visibility_timeout: float = 30.0,
         heartbeat_interval: float | None = None,
-        max_attempts: int = 5,
+        max_lost_deliveries: int = 5,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         dead_letter_limit: int = DEFAULT_DEAD_LETTER_LIMIT,
         socket_timeout: float = 10.0,
         connect_timeout: float = 30.0,
@@ -198,20 +133,19 @@ class RedisBroker(Broker):
         redis_options: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._url = check_url(url)
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"queue name must be 1-200 characters of A-Z a-z 0-9 _ . : -, got {name!r}")
-        if capacity is not None:
-            check_positive_int(capacity, "capacity")
-            low = capacity // 2 if low_watermark is None else low_watermark
-            if isinstance(low, bool) or not isinstance(low, int) or not 0 <= low < capacity:
-                raise ValueError(
-                    f"low_watermark must be an integer from 0 to below capacity ({capacity}), got {low!r}"
-                )
-        elif low_watermark is not None:
-            raise ValueError("low_watermark needs a capacity (the high watermark)")
-        else:
-            low = 0
+        super().__init__(
+            check_url(url),
+            name,
+            capacity=capacity,
+            low_watermark=low_watermark,
+            max_payload_bytes=max_payload_bytes,
+            max_batch_bytes=max_batch_bytes,
+            dead_letter_limit=dead_letter_limit,
+            connect_timeout=connect_timeout,
+            clock=clock,
+        )
         check_positive_int(batch_size, "batch_size")
         if batch_size > 1000:
             raise ValueError(f"batch_size must be at most 1000 items per round trip, got {batch_size}")
@@ -226,84 +160,46 @@ class RedisBroker(Broker):
                 f"heartbeat_interval must be positive and below visibility_timeout ({visibility:g} s), "
                 f"got {heartbeat_interval!r}"
             )
-        check_positive_int(max_attempts, "max_attempts")
-        check_positive_int(max_payload_bytes, "max_payload_bytes")
-        check_positive_int(dead_letter_limit, "dead_letter_limit")
+        check_positive_int(max_lost_deliveries, "max_lost_deliveries")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise ValueError(f"replicas must be a non-negative integer, got {replicas!r}")
+        wait_s = check_timeout(replica_timeout, "replica_timeout") or 0.0
         self._socket_timeout = check_timeout(socket_timeout, "socket_timeout") or 10.0
-        self._connect_timeout = check_timeout(connect_timeout, "connect_timeout") or 30.0
-
-        self.name = name
         self.prefix = f"src_pool:{{{name}}}"
-        self.consumer_id = consumer_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.consumer_id = consumer_id or f"{socket.gethostname()}:{os.getpid()}"
         if ":proc:" in self.consumer_id:
             raise ValueError("consumer_id must not contain ':proc:'")
-        self._keys = lua.queue_keys(self.prefix, self.consumer_id)
-        self._capacity = capacity
+        self._member = f"{self.consumer_id}/{os.urandom(4).hex()}"  # this incarnation
+        self._keys = lua.queue_keys(self.prefix, self._member)
         self._high = capacity or 0
-        self._low = low
+        self._low = self._gate.low if self._gate is not None else 0
         self._batch = batch_size
         self._prefetch = prefetch
         self._visibility_ms = int(visibility * 1000)
         self._beat = beat
-        self._max_attempts = max_attempts
-        self._max_bytes = max_payload_bytes
-        self._dead_limit = dead_letter_limit
+        self._max_lost = max_lost_deliveries
         self._options = dict(redis_options or {})
-        self._clock = clock
-        self._ids = 0
-        self._id_prefix = os.urandom(6).hex() + "-"
-        self._log = ThrottledLog(interval_s=10.0, log=logger)
+        self._replicated = None if not replicas else Replicated(
+            self._url, replicas=replicas, timeout_ms=max(1, round(wait_s * 1000)),
+            socket_timeout=self._socket_timeout + wait_s, options=self._options,
+        )  # fmt: skip
+        self._log = ThrottledLog(10.0, log=logger)
         self._transient: tuple[type[BaseException], ...] = ()
-
+        self._auth: tuple[type[BaseException], ...] = ()
         self._client: Redis | None = None
         self._blocker: Redis | None = None
         self._scripts: dict[str, Any] = {}
-        self._started = False
-        self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
-
-        self._inflight: dict[str, Envelope] = {}
-        self._settling: dict[int, bytes] = {}  # id(receipt) -> receipt, while a settle is on the wire
-        self._buffer: deque[Envelope] = deque()
-        self._waiters: deque[tuple[asyncio.Future[list[Envelope]], int]] = deque()
         self._pump_task: asyncio.Task[None] | None = None
-        self._acks: list[bytes] = []
-        self._sending: list[list[bytes]] = []
-        self._ack_task: asyncio.Task[None] | None = None
+        self._acks = AckBatch(
+            lambda: self._scripts["ACK"], self._keys, transient=lambda: self._transient,
+            lost=lambda exc: self._lost("ack", exc), settled=self._acks_settled, closed=lambda: self._closed,
+        )  # fmt: skip
         self._upkeep_task: asyncio.Task[None] | None = None
         self._depth: int | None = None
         self._depth_at = 0.0
         self._depth_max_age = 3 * beat
         self._retries_pending = False
-
-        self.acked_total = 0
-        self.retried_total = 0
-        self.released_total = 0
-        self.dead_lettered_total = 0
-        self.malformed_total = 0
-        self.reaped_total = 0
-        self.connection_errors_total = 0
-
-    def __repr__(self) -> str:
-        return f"RedisBroker({redact_url(self._url)!r}, name={self.name!r})"
-
-    @property
-    def url(self) -> str:
-        """The server's URL without its password."""
-        return redact_url(self._url)
-
-    @property
-    def capacity(self) -> int | None:
-        return self._capacity
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def in_flight(self) -> int:
-        """Items this broker handed out and that are not settled yet."""
-        return len(self._inflight)
 
     @property
     def delayed(self) -> int:
@@ -317,7 +213,9 @@ class RedisBroker(Broker):
     async def start(self) -> None:
         """Connect and start the heartbeat/reaper. Idempotent. Reaps the items
         of dead consumers once at once, so a restarted worker recovers its
-        predecessor's items as soon as their visibility timeout has passed."""
+        predecessor's items as soon as their visibility timeout has passed.
+        :class:`~src_pool.AuthenticationFailed` at once for a refused login,
+        :class:`RedisUnavailable` after ``connect_timeout``."""
         if self._closed:
             raise BrokerClosed("the broker is closed")
         if self._started:
@@ -325,6 +223,7 @@ class RedisBroker(Broker):
         self._started = True
         self._loop = asyncio.get_running_loop()
         self._transient = transient_errors()
+        self._auth = auth_errors()
         try:
             self._client = connect(
                 self._url, blocking=False, socket_timeout=self._socket_timeout, options=self._options
@@ -332,7 +231,7 @@ class RedisBroker(Broker):
             self._blocker = connect(
                 self._url, blocking=True, socket_timeout=self._socket_timeout, options=self._options
             )
-            for name in ("PUT", "FETCH", "ACK", "RELEASE", "RETRY", "DEAD_LETTER", "UPKEEP", "LEAVE"):
+            for name in _SCRIPTS:
                 self._scripts[name] = self._client.register_script(getattr(lua, name))
             await self._upkeep_once(deadline=time.monotonic() + self._connect_timeout)
         except BaseException:
@@ -343,15 +242,12 @@ class RedisBroker(Broker):
             self._upkeep_loop(), name=f"src_pool.redis upkeep {self.name}"
         )
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BrokerClosed("the broker is closed")
-
-    def _error_text(self, exc: BaseException) -> str:
-        return scrub(f"{type(exc).__name__}: {exc}", self._url)
-
     def _lost(self, what: str, exc: BaseException) -> None:
-        self.connection_errors_total += 1
+        """A round trip failed: count it and say so (once in a while)."""
+        self.stats.connection_errors_total += 1
+        if isinstance(exc, self._auth):
+            self._log.warning(f"auth:{what}", "src_pool.redis %s", refused_login(self._url, exc))
+            return
         self._log.warning(
             f"lost:{what}",
             "src_pool.redis %s on %s: %s; reconnecting with backoff",
@@ -360,28 +256,30 @@ class RedisBroker(Broker):
             self._error_text(exc),
         )
 
+    def _give_up(self, what: str, exc: BaseException, deadline: float | None) -> BaseException | None:
+        """Whether a failed round trip ends here: a refused login at once when
+        a caller waits for the answer, a lost server at ``deadline``, anything
+        once the broker is closed (``deadline`` None: background work)."""
+        if deadline is not None and isinstance(exc, self._auth):
+            return refused_login(self._url, exc)
+        if deadline is not None and time.monotonic() >= deadline:
+            return RedisUnavailable(f"redis at {self.url} unreachable for {what}: {self._error_text(exc)}")
+        if deadline is None and self._closed:
+            return BrokerClosed(f"the broker closed while {what} could not reach redis")
+        return None
+
     async def _run(self, script: str, args: Sequence[Any], what: str, deadline: float | None) -> Any:
         """Run a script, reconnecting with jittered backoff on a lost
         connection until ``deadline`` (monotonic; None: until closed). Every
         script but FETCH is safe to run twice (settling checks the processing
         list; a doubled put is a duplicate, which at-least-once allows)."""
-        backoff = Backoff()
-        while True:
-            try:
-                return await self._scripts[script](keys=self._keys, args=args)
-            except self._transient as exc:
-                self._lost(what, exc)
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise RedisUnavailable(
-                        f"redis at {self.url} unreachable for {what}: {self._error_text(exc)}"
-                    ) from None
-                if deadline is None and self._closed:
-                    raise BrokerClosed(f"the broker closed while {what} could not reach redis") from None
-                await backoff.sleep()
-
-    def _deadline(self, timeout: float | None = None) -> float:
-        limit = self._connect_timeout if timeout is None else min(timeout, self._connect_timeout)
-        return time.monotonic() + max(limit, 1.0)
+        call = self._scripts[script]
+        return await persist(
+            lambda: call(keys=self._keys, args=args),
+            transient=self._transient,
+            lost=lambda exc: self._lost(what, exc),
+            give_up=lambda exc: self._give_up(what, exc, deadline),
+        )
 
     def _set_depth(self, depth: int) -> None:
         self._depth = int(depth)
@@ -389,34 +287,15 @@ class RedisBroker(Broker):
 
     # -- producing ------------------------------------------------------------
 
-    def _next_id(self) -> str:
-        self._ids += 1
-        return f"{self._id_prefix}{self._ids}"
-
-    def _encode(
-        self, payload: Any, priority: int, attempts: int, id_: str, at: float, error: str | None
-    ) -> bytes:
-        body: dict[str, Any] = {"id": id_, "t": at, "p": payload}
-        if error is not None:
-            body["e"] = error[:MAX_ERROR_CHARS]
-        try:
-            text = json.dumps(body, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-            return f"{priority}|{attempts}|{text}".encode()
-        except (TypeError, ValueError) as exc:
-            raise PayloadError(f"payload cannot travel as JSON: {type(exc).__name__}: {exc}") from None
-
     def _message(self, payload: Any, priority: int) -> tuple[Envelope, bytes]:
-        if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
-            check_priority(priority)
-        id_ = self._next_id()
-        at = self._clock()
-        raw = self._encode(payload, priority, 0, id_, at, None)
+        envelope = self._envelope(payload, priority)
+        raw = encode(envelope, None)
         if len(raw) > self._max_bytes:
             raise PayloadError(
                 f"payload too large: {len(raw)} bytes encoded, the limit is {self._max_bytes} "
                 "(max_payload_bytes)"
             )
-        return Envelope(id_, payload, 0, priority, at, None, None), raw
+        return envelope, raw
 
     async def put(self, payload: Any, *, priority: int = 0, timeout: float | None = None) -> Envelope:
         envelope, raw = self._message(payload, priority)
@@ -429,99 +308,73 @@ class RedisBroker(Broker):
     async def put_many(
         self, payloads: Iterable[Any], *, priority: int = 0, timeout: float | None = None
     ) -> list[Envelope]:
-        """Enqueue in order, up to 500 items per round trip."""
+        """Enqueue in order, up to 500 items and ``max_batch_bytes`` per round
+        trip. Every payload is checked before the first is sent."""
         check_timeout(timeout)
         made = [self._message(p, priority) for p in payloads]
         self._check_open()
         await self.start()
         raws = [raw for _, raw in made]
-        for i in range(0, len(raws), PUT_CHUNK):
-            await self._push(raws[i : i + PUT_CHUNK], timeout)
+        for chunk in chunks(raws, len, PUT_CHUNK, self._max_batch_bytes):
+            await self._push(list(chunk), timeout)
         return [envelope for envelope, _ in made]
 
     async def _push(self, raws: list[bytes], timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """Push in order; the script stops at the high watermark, and the rest
+        waits for room (``timeout`` per wait)."""
+        gate = self._gate
         while raws:
             self._check_open()
-            pushed, depth = await self._run(
-                "PUT", [self._high, self._low, SIGNAL_CAP, *raws], "put", self._deadline(timeout)
-            )
+            if gate is not None and gate.blocked:
+                await gate.wait_for_room(self.depth, timeout, remote=self._read_room)
+            pushed, depth = await self._put_script([self._high, self._low, SIGNAL_CAP, *raws], timeout)
             self._set_depth(depth)
+            self.stats.put_total += pushed
             raws = raws[pushed:]
-            if raws:
-                await self._wait_for_room(deadline)
+            if raws and gate is not None:
+                gate.blocked = True  # the server's gate is shut: wait until it reopens
 
-    async def _wait_for_room(self, deadline: float | None) -> None:
-        """Block until consumers brought the depth down to the low watermark
-        (their fetch pushes tokens on the room list), re-checking once a
-        second in case the tokens went to someone else."""
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            raise QueueFull(
-                f"queue {self.name} full: depth {self._depth} at or above the low watermark {self._low} "
-                f"(high watermark {self._high})"
-            )
-        wait = 1.0 if remaining is None else min(1.0, remaining)
+    async def _put_script(self, args: list[Any], timeout: float | None) -> Any:
+        deadline = self._deadline(timeout)
+        if self._replicated is None:
+            return await self._run("PUT", args, "put", deadline)
+        put, client = self._replicated.put, self._client
+        return await persist(
+            lambda: put(client, self._scripts["PUT"], self._keys, args),  # type: ignore[arg-type]
+            transient=(*self._transient, NotReplicated),
+            lost=lambda exc: self._lost("put", exc),
+            give_up=lambda exc: self._give_up("put", exc, deadline),
+        )
+
+    async def _read_room(self) -> int | None:
+        """The depth for producers blocked at the high watermark: read now if
+        the server's gate is open, else after waiting (up to ``ROOM_WAIT_S``)
+        on the room list that consumers feed when it reopens."""
+        shut, depth = await self._run("GATE", [], "wait for room", self._deadline())
+        self._set_depth(depth)
+        if not shut:
+            return min(int(depth), self._low)  # open: for this producer too, whatever its own low watermark
         assert self._client is not None
         try:
-            await self._client.blpop([self._keys[lua.ROOM - 1]], timeout=max(wait, 0.01))
+            await self._client.blpop([self._keys[lua.ROOM - 1]], timeout=ROOM_WAIT_S)
         except self._transient as exc:
             self._lost("wait for room", exc)
-            await asyncio.sleep(min(wait, 0.1))
+            await asyncio.sleep(0.1)
+        return None
 
     # -- consuming ------------------------------------------------------------
 
-    def get_nowait(self) -> Envelope | None:
-        if not self._buffer or self._closed:
-            return None
-        envelope = self._buffer.popleft()
-        self._inflight[envelope.id] = envelope
-        return envelope
-
     async def fetch(self, max_items: int = 1) -> list[Envelope]:
-        if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
-            raise ValueError(f"max_items must be a positive integer, got {max_items!r}")
-        self._check_open()
-        if not self._started:
-            await self.start()
-        if self._buffer:
-            return self._take(max_items)
-        waiter: asyncio.Future[list[Envelope]] = asyncio.get_running_loop().create_future()
-        self._waiters.append((waiter, max_items))
+        buffered = await self._fetch_start(max_items)
+        if buffered is not None:
+            return buffered
+        return await self._deliveries.wait(max_items, self._ensure_pump)
+
+    def _ensure_pump(self) -> None:
         if self._pump_task is None:
             self._pump_task = asyncio.get_running_loop().create_task(
                 self._pump(), name=f"src_pool.redis fetch {self.name}"
             )
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._unfetch(waiter.result())  # handed over as we were cancelled: give back
-            raise
-
-    def _take(self, n: int) -> list[Envelope]:
-        batch: list[Envelope] = []
-        buffer, inflight = self._buffer, self._inflight
-        while buffer and len(batch) < n:
-            envelope = buffer.popleft()
-            inflight[envelope.id] = envelope
-            batch.append(envelope)
-        return batch
-
-    def _unfetch(self, envelopes: list[Envelope]) -> None:
-        """Items handed to a consumer that was cancelled: back to the head of
-        the local buffer (still in this consumer's processing list), to the
-        next waiter, or to Redis on :meth:`close`."""
-        for envelope in reversed(envelopes):
-            self._inflight.pop(envelope.id, None)
-            self._buffer.appendleft(envelope)
-        self._serve_waiters()
-
-    def _serve_waiters(self) -> None:
-        while self._buffer and self._waiters:
-            waiter, n = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(self._take(n))
 
     async def _pump(self) -> None:
         """The one fetcher of this process: asks Redis for what the waiting
@@ -530,40 +383,28 @@ class RedisBroker(Broker):
         backoff = Backoff()
         try:
             while not self._closed:
-                while self._waiters and self._waiters[0][0].done():
-                    self._waiters.popleft()
-                if not self._waiters:
+                demand = self._deliveries.prune_waiters()
+                if not demand:
                     return
-                want = min(self._batch, sum(n for w, n in self._waiters if not w.done()) + self._prefetch)
-                acks, self._acks = self._acks, []
-                self._sending.append(acks)
+                want = min(self._batch, demand + self._prefetch)
+                acks = self._acks.take()
+                args = [want, self._member, self._visibility_ms, self._low, SIGNAL_CAP, len(acks), *acks]
                 try:
-                    reply = await self._scripts["FETCH"](
-                        keys=self._keys,
-                        args=[
-                            want,
-                            self.consumer_id,
-                            self._visibility_ms,
-                            self._low,
-                            SIGNAL_CAP,
-                            len(acks),
-                            *acks,
-                        ],
-                    )
+                    reply = await self._scripts["FETCH"](keys=self._keys, args=args)
                 except self._transient as exc:
-                    self._acks[:0] = acks
+                    self._acks.done(acks, sent=False)
                     self._lost("fetch", exc)
                     await backoff.sleep()
                     await self._reconcile()
                     continue
-                finally:
-                    self._sending.remove(acks)
+                self._acks.done(acks, sent=True)
                 backoff.reset()
                 self._set_depth(reply[0])
                 due_ms = int(reply[1])
                 self._retries_pending = due_ms >= 0
-                if len(reply) > 2:
-                    await self._hand_out(reply[2:])
+                self._acks_settled(len(acks), int(reply[2]))
+                if len(reply) > 3:
+                    await self._hand_out(reply[3:])
                     continue
                 if self.closed:  # a cancel can get lost inside redis-py as a reply lands
                     return
@@ -579,169 +420,120 @@ class RedisBroker(Broker):
             raise
         except Exception as exc:  # a bug or a server refusing scripts: fail the waiters, never hang them
             self._log.exception("pump", "src_pool.redis fetcher failed on %s", self.url)
-            error = BrokerError(f"fetch from redis at {self.url} failed: {self._error_text(exc)}")
-            for waiter, _ in self._waiters:
-                if not waiter.done():
-                    waiter.set_exception(error)
-            self._waiters.clear()
+            self._deliveries.fail_waiters(
+                BrokerError(f"fetch from redis at {self.url} failed: {self._error_text(exc)}")
+            )
         finally:
             self._pump_task = None
-            if self._waiters and not self._closed:  # waiters arrived as we were leaving
-                self._pump_task = asyncio.get_running_loop().create_task(self._pump())
+            if self._deliveries.waiters and not self._closed:  # waiters arrived as we were leaving
+                self._ensure_pump()
 
     async def _hand_out(self, raws: Sequence[bytes]) -> None:
+        """Decode a fetched batch: the readable items to the workers, anything
+        unreadable (for whatever reason) to the dead-letter list."""
+        good: list[Envelope] = []
         bad: list[tuple[bytes, str]] = []
         for raw in raws:
             try:
-                self._buffer.append(decode(raw))
+                good.append(decode(raw))
             except MalformedMessage as exc:
                 bad.append((raw, f"MalformedMessage: {exc}"))
-        self._serve_waiters()
+        self._deliveries.add(good)
         for raw, error in bad:
-            self.malformed_total += 1
-            self.dead_lettered_total += 1
-            self._log.warning("malformed", "src_pool.redis dead-lettered a malformed message: %s", error)
-            await self._run("DEAD_LETTER", [raw, error, self._dead_limit], "dead-letter", None)
+            self.stats.malformed_total += 1
+            self._log.warning("malformed", "src_pool.redis dead-letters a malformed message: %s", error)
+            if await self._run("DEAD_LETTER", [raw, error, self._dead_limit], "dead-letter", None):
+                self.stats.dead_lettered_total += 1
+
+    async def _release_unknown(self, deadline: float | None) -> int:
+        """Re-queue, at the head, whatever sits in our processing list that
+        this process never received (a fetch whose reply was lost). Until
+        ``deadline``; None: until the broker is closed."""
+        assert self._client is not None
+        client, key = self._client, self._keys[lua.PROCESSING - 1]
+        try:
+            held = await persist(
+                lambda: client.lrange(key, 0, -1),
+                transient=self._transient,
+                lost=lambda exc: self._lost("reconcile", exc),
+                give_up=lambda exc: self._give_up("reconcile", exc, deadline),
+            )
+        except BrokerError:
+            return 0
+        known = [e.receipt.raw for e in self._deliveries.known()]
+        unknown = unreceived(cast(list[bytes], held), known, self._acks.known())
+        if not unknown:
+            return 0
+        return int(await self._run("RELEASE", [SIGNAL_CAP, *unknown], "re-queue unreceived items", deadline))
 
     async def _reconcile(self) -> None:
-        """After a fetch whose reply was lost: re-queue, at the head, whatever
-        sits in our processing list that we never received."""
-        assert self._client is not None
-        backoff = Backoff()
-        while not self._closed:
-            try:
-                held = await self._client.lrange(self._keys[lua.PROCESSING - 1], 0, -1)
-                break
-            except self._transient as exc:
-                self._lost("reconcile", exc)
-                await backoff.sleep()
-        else:
-            return
-        known = {e.receipt for e in self._inflight.values()}
-        known.update(self._settling.values())
-        known.update(e.receipt for e in self._buffer)
-        known.update(self._acks)
-        for batch in self._sending:
-            known.update(batch)
-        unknown = [raw for raw in held if raw not in known]
-        if unknown:
-            n = await self._run("RELEASE", [SIGNAL_CAP, *unknown], "re-queue unreceived items", None)
+        n = await self._release_unknown(None)
+        if n:
             logger.info("src_pool.redis re-queued %d items whose fetch reply was lost", n)
 
     # -- settling -------------------------------------------------------------
 
     def ack(self, envelope: Envelope) -> None:
-        held = self._inflight.get(envelope.id)
-        if held is None or held.receipt is not envelope.receipt or id(envelope.receipt) in self._settling:
-            raise ValueError(
-                f"cannot acknowledge item {envelope.id}: it is not in flight "
-                "(already acknowledged, retried, dead-lettered or released)"
-            )
-        del self._inflight[envelope.id]
-        self._acks.append(envelope.receipt)
-        self.acked_total += 1
-        if self._ack_task is None and self._loop is not None:
-            self._ack_task = self._loop.create_task(self._send_acks())
+        self._deliveries.settle(envelope, "acknowledge")
+        self._acks.add(envelope.receipt.raw)
 
-    async def _send_acks(self) -> None:
-        """Send buffered acks, all those made since the last send in one
-        round trip, until none is left."""
-        backoff = Backoff()
-        try:
-            await asyncio.sleep(0)  # let the acks of this loop iteration gather
-            while self._acks:
-                batch, self._acks = self._acks, []
-                self._sending.append(batch)
-                try:
-                    await self._scripts["ACK"](keys=self._keys, args=batch)
-                    backoff.reset()
-                except self._transient as exc:
-                    self._acks[:0] = batch
-                    self._lost("ack", exc)
-                    if self._closed and backoff.failures > 8:
-                        return  # left in the processing list: the reaper re-queues them
-                    await backoff.sleep()
-                finally:
-                    self._sending.remove(batch)
-        finally:
-            self._ack_task = None
+    def _acks_settled(self, sent: int, removed: int) -> None:
+        self.stats.acked_total += removed
+        if sent > removed:
+            self._stale(sent - removed, "acknowledgement")
+
+    def _stale(self, n: int, what: str) -> None:
+        self._no_longer_held(n, what, "its heartbeat lapsed past the visibility timeout")
 
     async def flush(self) -> None:
-        while self._acks or self._ack_task is not None:
-            task = self._ack_task
-            if task is None:
-                self._ack_task = task = asyncio.get_running_loop().create_task(self._send_acks())
-            await asyncio.shield(task)
-
-    # A delivery is told apart by its receipt *object* (the bytes read from
-    # Redis for it), not by the item's id: a retried item keeps its id, and its
-    # next delivery may arrive before the call that scheduled it has returned.
-
-    def _begin_settle(self, envelope: Envelope, verb: str) -> None:
-        held = self._inflight.get(envelope.id)
-        if held is None or held.receipt is not envelope.receipt or id(envelope.receipt) in self._settling:
-            raise ValueError(
-                f"cannot {verb} item {envelope.id}: it is not in flight "
-                "(already acknowledged, retried, dead-lettered or released)"
-            )
-        self._settling[id(envelope.receipt)] = envelope.receipt
-
-    def _end_settle(self, envelopes: Iterable[Envelope]) -> None:
-        for envelope in envelopes:
-            self._settling.pop(id(envelope.receipt), None)
-            held = self._inflight.get(envelope.id)
-            if held is not None and held.receipt is envelope.receipt:
-                del self._inflight[envelope.id]
+        await self._acks.flush()
 
     async def retry(self, envelope: Envelope, *, delay: float, error: str) -> None:
         delay = check_timeout(delay, "retry delay") or 0.0
-        self._begin_settle(envelope, "retry")
+        self._deliveries.begin(envelope, "retry")
         try:
-            raw = self._encode(
-                envelope.payload,
-                envelope.priority,
-                envelope.attempts,
-                envelope.id,
-                envelope.enqueued_at,
-                error,
+            raw = encode(envelope, error)
+            receipt = cast(RedisDelivery, envelope.receipt)
+            held = await self._run(
+                "RETRY", [receipt.raw, raw, int(delay * 1000), SIGNAL_CAP], "retry", self._deadline()
             )
-            await self._run(
-                "RETRY", [envelope.receipt, raw, int(delay * 1000), SIGNAL_CAP], "retry", self._deadline()
-            )
-            self.retried_total += 1
+            if not held:
+                self._stale(1, "retry")
+                return
+            self.stats.retried_total += 1
             self._retries_pending = self._retries_pending or delay > 0
         finally:
-            self._end_settle([envelope])
+            self._deliveries.end(envelope)
 
     async def dead_letter(self, envelope: Envelope, *, error: str) -> None:
-        self._begin_settle(envelope, "dead-letter")
+        self._deliveries.begin(envelope, "dead-letter")
         try:
-            await self._run(
+            receipt = cast(RedisDelivery, envelope.receipt)
+            held = await self._run(
                 "DEAD_LETTER",
-                [envelope.receipt, error[:MAX_ERROR_CHARS], self._dead_limit],
+                [receipt.raw, error[:MAX_ERROR_CHARS], self._dead_limit],
                 "dead-letter",
                 self._deadline(),
             )
-            self.dead_lettered_total += 1
+            if not held:
+                self._stale(1, "dead letter")
+                return
+            self.stats.dead_lettered_total += 1
         finally:
-            self._end_settle([envelope])
+            self._deliveries.end(envelope)
 
     async def release(self, envelopes: Sequence[Envelope]) -> None:
-        for i, envelope in enumerate(envelopes):
-            try:
-                self._begin_settle(envelope, "release")
-            except ValueError:
-                for begun in envelopes[:i]:
-                    self._settling.pop(id(begun.receipt), None)
-                raise
+        self._deliveries.begin_all(envelopes, "release")
         try:
             if envelopes:
-                await self._run(
-                    "RELEASE", [SIGNAL_CAP, *(e.receipt for e in envelopes)], "release", self._deadline()
-                )
-            self.released_total += len(envelopes)
+                raws = [cast(RedisDelivery, e.receipt).raw for e in envelopes]
+                n = await self._run("RELEASE", [SIGNAL_CAP, *raws], "release", self._deadline())
+                self.stats.released_total += n
+                if n < len(envelopes):
+                    self._stale(len(envelopes) - n, "release")
         finally:
-            self._end_settle(envelopes)
+            for envelope in envelopes:
+                self._deliveries.end(envelope)
 
     # -- upkeep ---------------------------------------------------------------
 
@@ -749,9 +541,9 @@ class RedisBroker(Broker):
         depth, requeued, dead = await self._run(
             "UPKEEP",
             [
-                self.consumer_id,
+                self._member,
                 self._visibility_ms,
-                self._max_attempts,
+                self._max_lost,
                 self._dead_limit,
                 self._low,
                 SIGNAL_CAP,
@@ -762,7 +554,7 @@ class RedisBroker(Broker):
         )
         self._set_depth(depth)
         if requeued or dead:
-            self.reaped_total += requeued + dead
+            self.stats.reaped_total += requeued + dead
             logger.warning(
                 "src_pool.redis queue %s: re-queued %d items of dead consumers, dead-lettered %d",
                 self.name,
@@ -777,8 +569,8 @@ class RedisBroker(Broker):
             await asyncio.sleep(self._beat)
             try:
                 await self._upkeep_once(deadline=time.monotonic() + self._beat)
-            except RedisUnavailable:
-                pass  # logged by _run; try again next beat
+            except BrokerError:
+                pass  # logged as it failed; try again next beat
             except Exception:
                 self._log.exception("upkeep", "src_pool.redis upkeep failed on %s", self.url)
 
@@ -797,18 +589,7 @@ class RedisBroker(Broker):
         self._check_open()
         await self.start()
         assert self._client is not None
-        pipe = self._client.pipeline(transaction=False)
-        for key in self._keys[: lua.QUEUE_LEVELS]:
-            pipe.llen(key)
-        pipe.zcard(self._keys[lua.DELAYED - 1])
-        pipe.llen(self._keys[lua.DEAD - 1])
-        pipe.zrange(self._keys[lua.CONSUMERS - 1], 0, -1)
-        *levels, delayed, dead, consumers = await pipe.execute()
-        pipe = self._client.pipeline(transaction=False)
-        for consumer in consumers:
-            pipe.llen(lua.processing_key(self.prefix, consumer.decode()))
-        held = await pipe.execute()
-        return QueueCounts(sum(levels), delayed, sum(held), dead, len(consumers))
+        return await read_counts(self._client, self.prefix, self._keys)
 
     async def dead_letters(self, limit: int = 100) -> list[RedisDeadLetter]:
         """The newest ``limit`` dead letters, oldest first."""
@@ -816,21 +597,7 @@ class RedisBroker(Broker):
         self._check_open()
         await self.start()
         assert self._client is not None
-        entries = cast(list[bytes], await self._client.lrange(self._keys[lua.DEAD - 1], 0, limit - 1))
-        out = []
-        for entry in reversed(entries):
-            head, _, raw = entry.partition(b"\n")
-            try:
-                meta = json.loads(head)
-                error, at = str(meta.get("error")), float(meta.get("at", 0)) / 1000.0
-            except ValueError:
-                error, at = "unreadable dead-letter header", 0.0
-            try:
-                envelope: Envelope | None = decode(raw)
-            except MalformedMessage:
-                envelope = None
-            out.append(RedisDeadLetter(error, at, raw, envelope))
-        return out
+        return await read_dead_letters(self._client, self._keys, limit)
 
     # -- stopping -------------------------------------------------------------
 
@@ -843,22 +610,22 @@ class RedisBroker(Broker):
         if self._closed:
             return
         self._closed = True
+        if self._gate is not None:
+            self._gate.close()
         if not self._started:
             return
         await self._stop_tasks()
-        for waiter, _ in self._waiters:
-            if not waiter.done():
-                waiter.set_exception(BrokerClosed("the broker was closed while a consumer waited"))
-        self._waiters.clear()
+        self._deliveries.fail_waiters(BrokerClosed("the broker was closed while a consumer waited"))
         deadline = time.monotonic() + min(self._connect_timeout, 5.0)
         try:
-            if self._buffer:
-                buffered = list(self._buffer)
-                self._buffer.clear()
-                await self._run("RELEASE", [SIGNAL_CAP, *(e.receipt for e in buffered)], "release", deadline)
-            if self._acks or self._ack_task is not None:
+            buffered = list(self._deliveries.buffer)
+            self._deliveries.buffer.clear()
+            if buffered:
+                raws = [cast(RedisDelivery, e.receipt).raw for e in buffered]
+                await self._run("RELEASE", [SIGNAL_CAP, *raws], "release", deadline)
+            if self._acks.pending:
                 await asyncio.wait_for(self.flush(), max(0.1, deadline - time.monotonic()))
-            if not self._inflight:
+            if not self._deliveries.inflight:
                 await self._reconcile_on_close(deadline)
         except (RedisUnavailable, TimeoutError, BrokerClosed):
             self._log.warning(
@@ -885,18 +652,12 @@ class RedisBroker(Broker):
                 logger.debug("src_pool.redis background task ended with %r", task.exception())
 
     async def _reconcile_on_close(self, deadline: float) -> None:
-        assert self._client is not None
-        try:
-            held = await self._client.lrange(self._keys[lua.PROCESSING - 1], 0, -1)
-        except self._transient:
-            return
-        known = {e.receipt for e in self._inflight.values()}
-        unknown = [raw for raw in held if raw not in known]
-        if unknown:
-            await self._run("RELEASE", [SIGNAL_CAP, *unknown], "release", deadline)
-        await self._run("LEAVE", [self.consumer_id], "leave", deadline)
+        await self._release_unknown(deadline)
+        await self._run("LEAVE", [self._member], "leave", deadline)
 
     async def _disconnect(self) -> None:
+        if self._replicated is not None:
+            await self._replicated.forget()
         for client in (self._client, self._blocker):
             if client is not None:
                 with contextlib.suppress(Exception):

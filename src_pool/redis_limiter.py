@@ -37,15 +37,18 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from .backoff import Backoff
+from .backoff import persist
 from .limiter import TokenBucket
 from .redis_connect import (
     RedisUnavailable,
     abandon,
+    auth_errors,
     check_url,
     connect,
     redact_url,
+    refused_login,
     scrub,
+    transient_errors,
 )
 
 if TYPE_CHECKING:
@@ -151,23 +154,22 @@ class RedisRateLimiter:
         """Wait for ``tokens``, in line behind every earlier reservation."""
         cost = round(self._check(tokens) * self._interval_us)
         script = self._connection()
-        from .redis_connect import transient_errors
-
-        transient = transient_errors()
-        backoff: Backoff | None = None  # made on the first failure only: the common path stays cheap
         deadline = time.monotonic() + self._connect_timeout
-        while True:
-            try:
-                delay_us, before, after = await script(keys=[self.key], args=[cost, self._window_us])
-                break
-            except transient as exc:
-                if time.monotonic() >= deadline:
-                    text = scrub(f"{type(exc).__name__}: {exc}", self._url)
-                    raise RedisUnavailable(
-                        f"rate limiter: redis at {redact_url(self._url)} unreachable: {text}"
-                    ) from None
-                backoff = backoff or Backoff()
-                await backoff.sleep()
+
+        def give_up(exc: BaseException) -> BaseException | None:
+            if isinstance(exc, auth_errors()):
+                return refused_login(self._url, exc)
+            if time.monotonic() < deadline:
+                return None
+            text = scrub(f"{type(exc).__name__}: {exc}", self._url)
+            return RedisUnavailable(f"rate limiter: redis at {redact_url(self._url)} unreachable: {text}")
+
+        delay_us, before, after = await persist(
+            lambda: script(keys=[self.key], args=[cost, self._window_us]),
+            transient=transient_errors(),
+            lost=lambda _: None,
+            give_up=give_up,
+        )
         delay = int(delay_us) / 1e6
         if delay > 0:
             try:

@@ -23,10 +23,16 @@ Keys (the same array for every script, built by :func:`queue_keys`)
     Redis (or a single Cluster slot: every key shares the ``{name}`` hash tag).
 
 Messages
-    ``<priority>|<attempts>|<json>``: a priority digit and the attempt count
-    in front, so that a script can re-queue or dead-letter an item (and count
-    an attempt) without decoding, and re-encoding, the payload.
+    ``<priority>|<attempts>|<lost>|<json>`` (:mod:`src_pool.redis_codec`): a
+    script re-queues or dead-letters an item, and counts a delivery lost with
+    a dead consumer, without decoding and re-encoding the payload.
     Dead letters are ``<json header>\\n<message>``.
+
+Consumers
+    A consumer registers as ``<consumer_id>/<incarnation>`` (random per
+    start): a process restarted with the same ``consumer_id`` gets a
+    processing list of its own, and its predecessor's items come back through
+    the reaper, counted, instead of being adopted unseen.
 """
 
 from __future__ import annotations
@@ -148,7 +154,8 @@ return {n, d}
 #: number of acks, acks..., then nothing.
 #: Acknowledges, promotes due retries, then moves up to max items (highest
 #: priority first, FIFO within one) into this consumer's processing list and
-#: renews its heartbeat. Returns {depth, ms until next retry or -1, items...}.
+#: renews its heartbeat. Returns {depth, ms until next retry or -1, acks
+#: that were still held, items...}.
 FETCH = (
     _COMMON
     + """
@@ -156,17 +163,18 @@ local want = tonumber(ARGV[1])
 local me = ARGV[2]
 local cap = tonumber(ARGV[5])
 local nacks = tonumber(ARGV[6])
-for i = 7, 6 + nacks do redis.call('LREM', KEYS[17], 1, ARGV[i]) end
+local acked = 0
+for i = 7, 6 + nacks do acked = acked + redis.call('LREM', KEYS[17], 1, ARGV[i]) end
 local now = now_ms()
 if redis.call('ZCARD', KEYS[14]) > 0 then promote(now, 1000, cap) end
-local out = {0, 0}
+local out = {0, 0, 0}
 local got = 0
 for lv = 10, 1, -1 do
   if got >= want then break end
   local items = redis.call('LPOP', KEYS[lv], want - got)
   if items then
     redis.call('RPUSH', KEYS[17], unpack(items))
-    for i = 1, #items do out[3 + got + i - 1] = items[i] end
+    for i = 1, #items do out[4 + got + i - 1] = items[i] end
     got = got + #items
   end
 end
@@ -182,6 +190,7 @@ if d == 0 then redis.call('DEL', KEYS[11]) end
 reopen(d)
 out[1] = d
 out[2] = next_due(now)
+out[3] = acked
 return out
 """
 )
@@ -243,19 +252,19 @@ return 1
 """
 )
 
-#: ARGV: consumer id, visibility ms, max attempts, dead-letter limit,
+#: ARGV: consumer, visibility ms, max lost deliveries, dead-letter limit,
 #: (unused), signal cap, key prefix.
 #: The periodic upkeep, in one round trip: renew this consumer's heartbeat
 #: (or drop it when it holds nothing), re-queue the items of consumers whose
-#: heartbeat expired (an attempt counted for each; dead-lettered once they
-#: used up max attempts), promote due retries, re-signal a queue that has
+#: heartbeat expired (a lost delivery counted for each; dead-lettered once
+#: they reach max lost deliveries), promote due retries, re-signal a queue that has
 #: items but no token (a consumer that took a token and died), reopen the gate.
 #: Returns {depth, items re-queued, items dead-lettered}.
 UPKEEP = (
     _COMMON
     + """
 local me = ARGV[1]
-local max_attempts = tonumber(ARGV[3])
+local max_lost = tonumber(ARGV[3])
 local dead_limit = tonumber(ARGV[4])
 local cap = tonumber(ARGV[6])
 local now = now_ms()
@@ -272,15 +281,21 @@ for _, c in ipairs(expired) do
     local items = redis.call('LRANGE', proc, 0, -1)
     for i = #items, 1, -1 do
       local m = items[i]
-      local pr, a, rest = string.match(m, '^(%d)|(%d+)|(.*)$')
+      local pr, a, l, rest = string.match(m, '^(%d)|(%d+)|(%d+)|(.*)$')
+      if pr == nil then  -- written before the lost count existed
+        pr, a, rest = string.match(m, '^(%d)|(%d+)|({.*)$')
+        l = '0'
+      end
       if pr == nil then
         dead_record(m, 'MalformedMessage: not a src_pool message', now, dead_limit)
         dead = dead + 1
       else
-        local again = pr .. '|' .. (tonumber(a) + 1) .. '|' .. rest
-        if tonumber(a) + 1 >= max_attempts then
-          dead_record(again, 'ConsumerLost: its consumer died ' .. (tonumber(a) + 1) ..
-            ' times while holding it (max attempts ' .. max_attempts .. ')', now, dead_limit)
+        local lost = tonumber(l) + 1
+        local again = pr .. '|' .. a .. '|' .. lost .. '|' .. rest
+        if lost >= max_lost then
+          dead_record(again, 'ConsumerLost: its consumer died ' .. lost ..
+            ' time(s) while holding it (max_lost_deliveries ' .. max_lost .. '); its handler failed ' ..
+            a .. ' time(s)', now, dead_limit)
           dead = dead + 1
         else
           redis.call('LPUSH', KEYS[tonumber(pr) + 1], again)
@@ -301,7 +316,16 @@ return {d, requeued, dead}
 """
 )
 
-#: ARGV: consumer id. Drop this consumer's heartbeat if it holds nothing.
+#: Returns {1 if the producers' gate is shut, depth}: what a blocked producer
+#: reads to learn whether it may put again.
+GATE = (
+    _COMMON
+    + """
+return {redis.call('EXISTS', KEYS[12]), depth()}
+"""
+)
+
+#: ARGV: consumer. Drop this consumer's heartbeat if it holds nothing.
 LEAVE = """
 if redis.call('LLEN', KEYS[17]) == 0 then redis.call('ZREM', KEYS[16], ARGV[1]) end
 return redis.call('LLEN', KEYS[17])

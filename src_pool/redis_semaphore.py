@@ -66,8 +66,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from qhealth._log import ThrottledLog
-
 from .backoff import Backoff
 from .broker import check_timeout
 from .redis_connect import (
@@ -79,6 +77,7 @@ from .redis_connect import (
     scrub,
     transient_errors,
 )
+from .throttled_log import ThrottledLog
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -290,7 +289,7 @@ class RedisSemaphore:
         self._options = dict(redis_options or {})
         self._ids = 0
         self._bound: _Bound | None = None
-        self._log = ThrottledLog(interval_s=10.0, log=logger)
+        self._log = ThrottledLog(10.0, log=logger)
         self.lost_total = 0
         """Leases that lapsed while held and could not be claimed back."""
 

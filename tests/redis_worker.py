@@ -37,7 +37,7 @@ async def main(args: argparse.Namespace) -> None:
         args.url,
         args.queue,
         visibility_timeout=args.visibility,
-        max_attempts=1000,  # deaths are the test's doing: never dead-letter for them
+        max_lost_deliveries=1000,  # deaths are the test's doing: never dead-letter for them
         connect_timeout=60.0,
     )
     policy = RetryPolicy(max_attempts=1000, base_delay=0.01, max_delay=0.5)

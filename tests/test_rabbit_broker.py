@@ -10,75 +10,46 @@ and dead-letter queues) afterwards. Without a RabbitMQ on 127.0.0.1:5672
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from src_pool import BrokerClosed, BrokerError, Envelope, PayloadError, QueueFull
+from src_pool import AuthenticationFailed, BrokerClosed, BrokerError, Envelope, PayloadError, QueueFull
 from src_pool.rabbit_broker import RabbitBroker
-from src_pool.rabbit_connect import RabbitUnavailable, redact_url
+from src_pool.rabbit_connect import RabbitUnavailable
+from src_pool.redact import redact_url
+from tests.broker_fixtures import eventually, rabbit_brokers, raw_publish
 from tests.broker_helpers import drain
-from tests.integration_brokers import amqp_url, free_port, unique
+from tests.integration_brokers import amqp_url, unique
+from tests.rabbit_proxy import Proxy
+from tests.services import free_port
 
-__all__ = ["amqp_url"]  # fixtures used by this module
+__all__ = ["amqp_url", "rabbit_brokers"]  # fixtures used by this module
 
 Factory = Callable[..., RabbitBroker]
 
 
 @pytest.fixture
-async def make(amqp_url: str) -> AsyncIterator[Factory]:
+def make(rabbit_brokers: Factory) -> Factory:
     """Brokers for one fresh queue per test; closed, and the queue's whole
     topology deleted, afterwards."""
-    made: list[RabbitBroker] = []
-    name = unique("rb")
-
-    def factory(**kwargs: Any) -> RabbitBroker:
-        kwargs.setdefault("name", name)
-        kwargs.setdefault("connect_timeout", 10.0)
-        broker = RabbitBroker(kwargs.pop("url", amqp_url), **kwargs)
-        made.append(broker)
-        return broker
-
-    yield factory
-    for broker in made:
-        await broker.close()
-    for queue in {b.name for b in made}:
-        await RabbitBroker(amqp_url, queue).delete()
-
-
-async def raw_publish(url: str, queue: str, body: bytes, **props: Any) -> None:
-    """Publish as another AMQP client would (no envelope headers)."""
-    import aio_pika
-
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.default_exchange.publish(aio_pika.Message(body, **props), routing_key=queue)
+    return rabbit_brokers
 
 
 async def still_on_the_first_session(broker: RabbitBroker) -> None:
     """No channel error: RabbitMQ closes the channel for a bad ack (an
     unknown delivery tag), which would end the session."""
     await asyncio.sleep(0.2)  # a channel.close from RabbitMQ would have arrived
-    session = broker._session
+    session = broker._sessions.current
     assert session is not None and session.alive and session.number == 1
-    assert broker.stale_total == 0
-
-
-async def eventually(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
+    assert broker.stats.stale_total == 0
 
 
 # -- order and priorities -------------------------------------------------------
@@ -94,18 +65,20 @@ async def test_without_batched_writes_put_many_still_keeps_order(make: Factory) 
     """The one-message-per-write path, for an aiormq without the internals
     that batching relies on."""
     broker = make()
-    broker._batching = False
+    broker._sessions.batching = False
     async with broker:
         await broker.put_many(range(600))
-        assert broker._session is not None and not broker._session.batching
+        assert broker._sessions.current is not None and not broker._sessions.current.batching
         assert await drain(broker, 600) == list(range(600))
 
 
-async def test_higher_priorities_come_first_and_each_priority_keeps_its_order(make: Factory) -> None:
-    async with make() as producer:
+async def test_on_a_classic_queue_higher_priorities_come_first_and_each_keeps_its_order(
+    make: Factory,
+) -> None:
+    async with make(queue_type="classic") as producer:
         for i in range(30):
             await producer.put(f"p{i % 3 * 4}-{i}", priority=i % 3 * 4)  # priorities 0, 4, 8 interleaved
-    async with make() as consumer:
+    async with make(queue_type="classic") as consumer:
         taken = await drain(consumer, 30)
     expected = [f"p{p}-{i}" for p in (8, 4, 0) for i in range(30) if i % 3 * 4 == p]
     assert taken == expected
@@ -119,7 +92,7 @@ async def test_released_items_go_back_to_the_head_in_their_order(make: Factory) 
         await broker.flush()
         assert await drain(broker, 5) == [0, 1, 2, 3, 4]
         assert taken[0].attempts == 0
-        assert broker.released_total == 3
+        assert broker.stats.released_total == 3
 
 
 async def test_a_bad_priority_is_refused(make: Factory) -> None:
@@ -194,13 +167,16 @@ async def test_close_wakes_a_blocked_consumer_with_broker_closed(make: Factory) 
         await asyncio.wait_for(fetching, 5)
 
 
-async def test_close_gives_the_prefetched_and_unsettled_items_back_in_order(make: Factory) -> None:
-    async with make(concurrency=10) as first:
+async def test_on_a_classic_queue_close_gives_the_prefetched_and_unsettled_items_back_in_order(
+    make: Factory,
+) -> None:
+    """(A quorum queue puts returned messages back in the order they return.)"""
+    async with make(concurrency=10, queue_type="classic") as first:
         await first.put_many(range(10))
         [held] = await first.fetch(1)
         await eventually(lambda: first.buffered == 9, 5, "the prefetch buffer to fill")
         assert held.payload == 0
-    async with make() as second:
+    async with make(queue_type="classic") as second:
         assert await drain(second, 10) == list(range(10))
 
 
@@ -333,7 +309,7 @@ async def test_a_malformed_message_goes_to_the_dead_letter_queue_and_the_rest_fl
         await raw_publish(amqp_url, broker.name, b"{not json", message_id="bad-1")
         await broker.put("after")
         assert await drain(broker, 2) == ["before", "after"]
-        await eventually(lambda: broker.malformed_total == 1, 5, "the malformed message")
+        await eventually(lambda: broker.stats.malformed_total == 1, 5, "the malformed message")
         await broker.flush()
         [dead] = await broker.dead_letters()
     assert dead.body == b"{not json"
@@ -492,56 +468,6 @@ async def test_depth_is_none_once_the_connection_is_lost(make: Factory, amqp_url
 # -- connections -------------------------------------------------------------------------
 
 
-class Proxy:
-    """A TCP proxy in front of RabbitMQ that can cut every connection, as a
-    network failure or a broker restart does."""
-
-    def __init__(self, amqp_url: str) -> None:
-        self._target = ("127.0.0.1", 5672)
-        self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
-        self._server: asyncio.Server | None = None
-        self._accepting = True
-        self.port = free_port()
-        self.url = amqp_url.replace("127.0.0.1:5672", f"127.0.0.1:{self.port}")
-
-    async def __aenter__(self) -> Proxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self.cut()
-
-    def stop_accepting(self) -> None:
-        self._accepting = False
-
-    def accept_again(self) -> None:
-        self._accepting = True
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._accepting:
-            writer.close()
-            return
-        up_reader, up_writer = await asyncio.open_connection(*self._target)
-        self._pairs.append((writer, up_writer))
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def cut(self) -> None:
-        pairs, self._pairs = self._pairs, []
-        for down, up in pairs:
-            down.transport.abort()
-            up.transport.abort()
-        await asyncio.sleep(0)
-
-
 async def test_a_waiting_consumer_survives_a_cut_connection(make: Factory, amqp_url: str) -> None:
     async with Proxy(amqp_url) as proxy, make(url=proxy.url) as consumer, make() as producer:
         fetching = asyncio.create_task(consumer.fetch(1))
@@ -551,7 +477,7 @@ async def test_a_waiting_consumer_survives_a_cut_connection(make: Factory, amqp_
         await producer.put("after the cut")
         [envelope] = await asyncio.wait_for(fetching, 10)
         assert envelope.payload == "after the cut"
-        assert consumer.reconnects_total >= 1
+        assert consumer.stats.reconnects_total >= 1
         consumer.ack(envelope)
 
 
@@ -562,10 +488,10 @@ async def test_items_in_flight_when_the_connection_drops_are_delivered_again(
         await consumer.put_many(["a", "b", "c"])
         held = [(await consumer.fetch(1))[0] for _ in range(3)]
         await proxy.cut()
-        await eventually(lambda: consumer.reconnects_total >= 1, 10, "a reconnect")
+        await eventually(lambda: consumer.stats.reconnects_total >= 1, 10, "a reconnect")
         for envelope in held:
             consumer.ack(envelope)  # too late: its channel is gone, so the ack is skipped
-        assert consumer.stale_total == 3
+        assert consumer.stats.stale_total == 3
         assert sorted(await drain(consumer, 3, timeout=10)) == ["a", "b", "c"]
 
 
@@ -588,11 +514,11 @@ async def test_a_put_many_cut_off_midway_publishes_every_item_at_least_once(
 ) -> None:
     async with Proxy(amqp_url) as proxy, make(url=proxy.url, capacity=None) as producer:
         putting = asyncio.create_task(producer.put_many(range(5000)))
-        await eventually(lambda: producer.put_total >= 500, 10, "the first batch to be confirmed")
+        await eventually(lambda: producer.stats.put_total >= 500, 10, "the first batch to be confirmed")
         assert not putting.done()
         await proxy.cut()
         await asyncio.wait_for(putting, 20)
-        assert producer.reconnects_total >= 1
+        assert producer.stats.reconnects_total >= 1
     async with make(concurrency=100) as consumer:
         waiting = (await consumer.counts()).waiting
         taken = await drain(consumer, waiting, timeout=20)
@@ -608,7 +534,7 @@ async def test_a_password_never_appears_in_repr_errors_or_logs(
     caplog.set_level(logging.DEBUG)
     broker = RabbitBroker(wrong, unique("rb"), connect_timeout=0.5)
     assert "wrong-pw-123" not in repr(broker) + broker.url
-    with pytest.raises(RabbitUnavailable) as raised:
+    with pytest.raises(AuthenticationFailed) as raised:  # a refused login is no outage: at once
         await broker.put(1)
     await broker.close()
     text = f"{raised.value!r} {raised.value} {caplog.text}"

@@ -1,4 +1,5 @@
-"""A consumer process killed with SIGKILL in the middle of 5,000 items loses none.
+"""A consumer process killed with SIGKILL in the middle of 5,000 items loses none,
+on a quorum queue (the default) and on a classic one.
 
 The worker is a real pool on the RabbitMQ broker in a process of its own
 (this file run as a script). Its handler appends the item to a log file with
@@ -45,8 +46,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: Callable[[], s
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("queue_type", ["quorum", "classic"])
 def test_a_consumer_killed_mid_run_and_restarted_loses_no_item(
-    amqp_url: str, procs: Callable[..., Proc], tmp_path: Path, record_property: Callable[[str, object], None]
+    amqp_url: str,
+    procs: Callable[..., Proc],
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+    queue_type: str,
 ) -> None:
     from src_pool.rabbit_broker import RabbitBroker
 
@@ -54,18 +60,18 @@ def test_a_consumer_killed_mid_run_and_restarted_loses_no_item(
     log = tmp_path / "processed.log"
 
     async def produce() -> None:
-        async with RabbitBroker(amqp_url, queue, capacity=None) as producer:
+        async with RabbitBroker(amqp_url, queue, capacity=None, queue_type=queue_type) as producer:
             await producer.put_many(range(ITEMS))
 
     async def counts() -> tuple[int, int, int]:
-        async with RabbitBroker(amqp_url, queue) as reader:
+        async with RabbitBroker(amqp_url, queue, queue_type=queue_type) as reader:
             c = await reader.counts()
             return c.waiting, c.delayed, c.dead
 
     async def delete() -> None:
         await RabbitBroker(amqp_url, queue).delete()
 
-    worker = [PYTHON, __file__, amqp_url, queue, str(log)]
+    worker = [PYTHON, __file__, amqp_url, queue, str(log), queue_type]
     try:
         asyncio.run(produce())
         first = procs(worker)
@@ -101,7 +107,7 @@ def test_a_consumer_killed_mid_run_and_restarted_loses_no_item(
     assert left == (0, 0, 0)
 
 
-def run_worker(url: str, queue: str, log: str) -> None:
+def run_worker(url: str, queue: str, log: str, queue_type: str) -> None:
     """The worker process: a pool on RabbitMQ that logs every item it processes."""
     from src_pool import Pool
     from src_pool.rabbit_broker import RabbitBroker
@@ -116,7 +122,7 @@ def run_worker(url: str, queue: str, log: str) -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         async with (
-            RabbitBroker(url, queue, concurrency=CONCURRENCY) as broker,
+            RabbitBroker(url, queue, concurrency=CONCURRENCY, queue_type=queue_type) as broker,
             Pool(handle, broker=broker, concurrency=CONCURRENCY, name=queue),
         ):
             await stop.wait()
@@ -125,4 +131,4 @@ def run_worker(url: str, queue: str, log: str) -> None:
 
 
 if __name__ == "__main__":
-    run_worker(*sys.argv[1:4])
+    run_worker(*sys.argv[1:5])

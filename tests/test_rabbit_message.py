@@ -113,6 +113,22 @@ def test_every_name_of_a_topology_derives_from_the_queue_name() -> None:
         "jobs.dead",
         "jobs.retry.3",
     )
-    assert topology.queue_arguments()["x-max-priority"] == 9
+    assert topology.queue_arguments()["x-queue-type"] == "quorum"
     assert topology.dead_queue_arguments()["x-max-length"] == 5
     assert topology.retry_queue_arguments()["x-dead-letter-routing-key"] == "jobs"
+
+
+def test_a_quorum_work_queue_counts_deliveries_and_dead_letters_at_least_once() -> None:
+    arguments = Topology("jobs", dead_letter_limit=5, delivery_limit=7).queue_arguments()
+    assert arguments["x-delivery-limit"] == 7
+    assert (arguments["x-dead-letter-strategy"], arguments["x-overflow"]) == (
+        "at-least-once",
+        "reject-publish",
+    )
+    assert "x-max-priority" not in arguments  # quorum queues refuse it before RabbitMQ 4.0
+
+
+def test_a_classic_work_queue_has_ten_priority_levels_and_no_delivery_limit() -> None:
+    arguments = Topology("jobs", dead_letter_limit=5, queue_type="classic").queue_arguments()
+    assert arguments["x-max-priority"] == 9
+    assert "x-delivery-limit" not in arguments

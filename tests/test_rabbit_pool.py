@@ -66,7 +66,7 @@ async def test_every_item_is_processed_once_and_join_returns(make: Factory) -> N
         await broker.flush()
         counts = await broker.counts()
     assert (counts.waiting, counts.delayed, counts.dead) == (0, 0, 0)
-    assert broker.acked_total == 300
+    assert broker.stats.acked_total == 300
 
 
 async def test_the_monitor_sees_the_backlog_rabbitmq_holds_and_the_busy_workers(make: Factory) -> None:
@@ -109,7 +109,7 @@ async def test_a_failing_item_is_retried_through_rabbitmq_then_dead_lettered(mak
         await broker.flush()
         [dead] = await broker.dead_letters()
     assert calls == {"fine": 1, "poison": 3}
-    assert broker.retried_total == 2
+    assert broker.stats.retried_total == 2
     assert dead.envelope is not None
     assert (dead.envelope.payload, dead.envelope.attempts) == ("poison", 3)
     assert dead.error == "ValueError: cannot handle it"

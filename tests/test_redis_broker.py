@@ -13,50 +13,26 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from src_pool import BrokerClosed, Envelope, PayloadError, QueueFull
+from src_pool.redact import redact_url
 from src_pool.redis_broker import RedisBroker
-from src_pool.redis_connect import RedisUnavailable, redact_url
+from src_pool.redis_connect import RedisUnavailable
+from tests.broker_fixtures import RedisFactory, abandon, redis_brokers
 from tests.broker_helpers import drain
 from tests.redis_server import RedisServer, redis_factory, redis_server, unique_name
 
-__all__ = ["redis_factory", "redis_server"]  # fixtures used by this module
+__all__ = ["redis_brokers", "redis_factory", "redis_server"]  # fixtures used by this module
 
 
 @pytest.fixture
-async def make(redis_server: RedisServer) -> AsyncIterator[Callable[..., RedisBroker]]:
+def make(redis_brokers: RedisFactory) -> RedisFactory:
     """Brokers on the session's server, one fresh queue per test, closed afterwards."""
-    made: list[RedisBroker] = []
-    name = unique_name("b")
-
-    def factory(**kwargs: Any) -> RedisBroker:
-        kwargs.setdefault("name", name)
-        broker = RedisBroker(kwargs.pop("url", redis_server.url), **kwargs)
-        made.append(broker)
-        return broker
-
-    yield factory
-    for broker in made:
-        await broker.close()
-
-
-async def abandon(broker: RedisBroker) -> None:
-    """Make a broker behave like a process that died: no heartbeat, no
-    settling, no goodbye, its connections cut (what SIGKILL does, within one
-    test process)."""
-    broker._closed = True  # close() becomes a no-op: nothing is tidied up
-    tasks = [t for t in (broker._pump_task, broker._upkeep_task, broker._ack_task) if t is not None]
-    for task in tasks:
-        task.cancel()
-    # Let them end before the connections go: a task still unwinding could
-    # otherwise open a fresh connection on a client already closed.
-    if tasks:
-        await asyncio.wait(tasks, timeout=2.0)
-    await broker._disconnect()
+    return redis_brokers
 
 
 # -- order and priorities -------------------------------------------------------
@@ -230,7 +206,7 @@ async def test_close_gives_the_prefetched_items_back_to_the_head(make: Callable[
 # -- reliable delivery ------------------------------------------------------------
 
 
-async def test_the_items_of_a_dead_consumer_are_requeued_with_an_attempt_counted(
+async def test_the_items_of_a_dead_consumer_are_requeued_with_a_lost_delivery_counted(
     make: Callable[..., RedisBroker],
 ) -> None:
     """seed: at-most-once (an item popped by a worker that crashes is gone)."""
@@ -244,8 +220,8 @@ async def test_the_items_of_a_dead_consumer_are_requeued_with_an_attempt_counted
         async with asyncio.timeout(3):
             while len(back) < 3:
                 back += await survivor.fetch(3)
-        assert [(e.payload, e.attempts) for e in back] == [("a", 1), ("b", 1), ("c", 1)]
-        assert survivor.reaped_total == 3
+        assert [(e.payload, e.attempts, e.lost) for e in back] == [("a", 0, 1), ("b", 0, 1), ("c", 0, 1)]
+        assert survivor.stats.reaped_total == 3
 
 
 async def test_a_live_consumer_keeps_its_items_past_the_visibility_timeout(
@@ -268,7 +244,7 @@ async def test_an_item_whose_consumers_keep_dying_ends_in_the_dead_letter_queue(
     make: Callable[..., RedisBroker],
 ) -> None:
     """seed: a poison item re-pushed to the same queue loops for ever."""
-    settings = {"visibility_timeout": 0.2, "heartbeat_interval": 0.05, "max_attempts": 3}
+    settings = {"visibility_timeout": 0.2, "heartbeat_interval": 0.05, "max_lost_deliveries": 3}
     await make(**settings).put("crashes its worker")
     for _ in range(3):
         victim = make(**settings)
@@ -283,8 +259,8 @@ async def test_an_item_whose_consumers_keep_dying_ends_in_the_dead_letter_queue(
     [letter] = await last.dead_letters()
     assert letter.envelope is not None
     assert letter.envelope.payload == "crashes its worker"
-    assert letter.envelope.attempts == 3
-    assert "ConsumerLost" in letter.error
+    assert (letter.envelope.attempts, letter.envelope.lost) == (0, 3)
+    assert "ConsumerLost: its consumer died 3 time(s)" in letter.error
     assert (await last.counts()).waiting == 0
 
 
@@ -361,7 +337,7 @@ async def test_a_malformed_message_goes_to_the_dead_letter_queue_and_the_rest_fl
         assert letters[0].raw == raw
         assert letters[0].envelope is None
         assert "malformed message" in letters[0].error
-        assert broker.malformed_total == 1
+        assert broker.stats.malformed_total == 1
 
 
 # -- payloads -------------------------------------------------------------------
@@ -390,8 +366,8 @@ async def test_payloads_travel_as_json_not_pickle(
     async with make() as broker:
         await broker.put({"text": "héllo", "n": 1.5, "list": [1, None]})
         stored = redis_server.command("LINDEX", f"{broker.prefix}:q:0", 0)
-        priority, attempts, body = stored.split(b"|", 2)
-        assert (priority, attempts) == (b"0", b"0")
+        priority, attempts, lost, body = stored.split(b"|", 3)
+        assert (priority, attempts, lost) == (b"0", b"0", b"0")
         assert json.loads(body)["p"] == {"text": "héllo", "n": 1.5, "list": [1, None]}
 
 
@@ -532,7 +508,7 @@ async def test_a_consumer_reconnects_after_a_redis_restart(
             await producer.put("after the restart")
         [envelope] = await asyncio.wait_for(fetching, 10)
         assert envelope.payload == "after the restart"
-        assert consumer.connection_errors_total >= 1
+        assert consumer.stats.connection_errors_total >= 1
 
 
 async def test_dropped_connections_are_reestablished(
