@@ -12,7 +12,8 @@ DASHBOARD_FILE = Path(__file__).resolve().parent / "queue-health.json"
 
 #: What to do when grafanalib is missing: one line, not a traceback.
 NEEDS_GRAFANALIB = (
-    "python3 -m dashboards needs grafanalib: pip install -e '.[dashboards]' (or pip install 'grafanalib>=0.7.1')"
+    "python3 -m dashboards needs grafanalib: pip install -e '.[dashboards]' "
+    "(or pip install 'grafanalib>=0.7.1')"
 )
 
 
