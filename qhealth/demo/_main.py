@@ -52,7 +52,9 @@ class Options:
 
     @property
     def config(self) -> ClassifierConfig:
-        return ClassifierConfig(window_s=self.window_s)
+        # The API's limit is known here: a pool that calls at it is told that
+        # more workers cannot help, even when its own limiter avoids every 429.
+        return ClassifierConfig(window_s=self.window_s, downstream_limit=self.settings.limit)
 
 
 @dataclass
@@ -265,7 +267,10 @@ def print_summary(outcome: Outcome, options: Options, out: TextIO) -> None:
             f"ITEMS LOST: {outcome.lost} (a bug: every item must be served, dead-lettered or queued)"
         )
     for queue, path in outcome.traces.items():
-        notes.append(f"trace of {queue}: {path}  (qhealth classify {path} --window {options.window_s:g})")
+        notes.append(
+            f"trace of {queue}: {path}  (qhealth classify {path} --window {options.window_s:g} "
+            f"--set downstream_limit={options.settings.limit:g})"
+        )
     if outcome.report is not None:
         notes.append(f"report: {outcome.report}")
     elif outcome.report_error is not None:
