@@ -6,9 +6,13 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._exports import add_export_arguments
 from . import UsageError
+
+if TYPE_CHECKING:
+    from ..demo import Options
 
 #: Bounds that keep a mistyped option from turning the demo into a load test.
 MAX_WORKERS = 500
@@ -69,7 +73,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the API's rate limit (default: the scenario's)",
     )
     parser.add_argument(
-        "--seed", type=int, default=7, help="the workload's random seed (default: %(default)s)"
+        "--seed",
+        type=int,
+        default=7,
+        help="the workload's random seed: one seed gives one run, figures included (default: %(default)s)",
     )
     parser.add_argument(
         "--window",
@@ -99,8 +106,9 @@ def _positive(option: str, value: float, limit: float = math.inf) -> None:
         raise UsageError(f"{option} must be a positive number{bound}, got {value:g}")
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..demo import SCENARIOS, DemoError, Options, Settings, print_summary, run_demo
+def options_from(args: argparse.Namespace) -> Options:
+    """The demo's options from the command line, checked (UsageError names a bad one)."""
+    from ..demo import SCENARIOS, Options, Settings
     from ..demo._main import INTERVAL_S
 
     _positive("--duration", args.duration, MAX_DURATION_S)
@@ -111,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     _positive("--window", args.window)
     if args.window < 8 * INTERVAL_S:
         raise UsageError(f"--window must be at least {8 * INTERVAL_S:g} s (8 samples), got {args.window:g}")
-    options = Options(
+    return Options(
         settings=Settings(
             SCENARIOS[args.scenario],
             duration_s=args.duration,
@@ -128,6 +136,12 @@ def run(args: argparse.Namespace) -> int:
         otlp_endpoint=args.otlp_endpoint,
         otlp_protocol=args.otlp_protocol,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..demo import DemoError, print_summary, run_demo
+
+    options = options_from(args)
     out = sys.stdout
     try:
         outcome = run_demo(options, out)
