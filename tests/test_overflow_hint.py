@@ -86,3 +86,21 @@ def test_a_negative_limit_is_refused_by_name() -> None:
         ClassifierConfig(downstream_limit=-1)
     with pytest.raises(ValueError, match="'downstream_limit' must be a number"):
         ClassifierConfig().with_overrides({"downstream_limit": "twenty"})
+
+
+def test_in_the_overflow_demo_the_reference_pool_is_told_the_limit_not_to_add_workers() -> None:
+    """src_pool paces its calls with a token bucket at the API's limit: no 429,
+    and yet more workers cannot help. The demo states the limit, and the fix says so."""
+    import io
+
+    from qhealth.demo import SCENARIOS, Options, Settings, run_demo
+
+    out = io.StringIO()
+    settings = Settings(SCENARIOS["overflow"], duration_s=30)
+    outcome = run_demo(Options(settings=settings, live=False, report=None, paced=False), out)
+    assert outcome.accounts["reference"].refused == 0
+    text = out.getvalue()
+    reference = text[text.index("reference  now overflow") :]
+    fix = reference.split("fix: ", 1)[1].splitlines()[0]
+    assert fix.startswith("the downstream limit caps processing at 20 calls/s (calls run at ")
+    assert "add workers" not in text
