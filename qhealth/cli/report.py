@@ -9,9 +9,9 @@ from .classify import config_from_args
 
 _DESCRIPTION = """\
 Draw a trace (shared/spec/trace-format.md) for people without Grafana: depth
-and capacity, throughput, busy and idle workers, and 429s over time, with the
-classifier's conditions as coloured bands and, below, each change of state with
-its reasons and the fix.
+and capacity, throughput, busy and idle workers, and 429s over time, with one
+lane per condition of the classifier and, below, each change with its reasons
+and the fix.
 
   -o FILE     a self-contained HTML file (inline SVG, no dependencies)
   --png FILE  the same charts as a PNG image (needs: pip install 'qhealth[report]')
