@@ -505,6 +505,12 @@ def write_html(
 # -- PNG -------------------------------------------------------------------------------
 
 
+def check_png() -> None:
+    """Raise :class:`ReportError` now if a PNG cannot be drawn (matplotlib is
+    missing), before anything else is written."""
+    _matplotlib()
+
+
 def _matplotlib() -> object:
     try:
         import matplotlib

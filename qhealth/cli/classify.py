@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
-from typing import TextIO
+import tempfile
+from typing import TextIO, cast
 
 from .._classifier import SEVERITY, WARMING_UP, Classifier, Condition, Health
 from .._config import ClassifierConfig
@@ -76,8 +78,19 @@ def run(args: argparse.Namespace) -> int:
             stream = open(args.trace, encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
             raise UsageError(f"{args.trace}: {exc.strerror or exc}") from None
+    source = "<stdin>" if args.trace == "-" else args.trace
     try:
-        return _classify_stream(stream, "<stdin>" if args.trace == "-" else args.trace, args.format, config)
+        if not stream.seekable():  # standard input: kept aside (in memory up to 8 MB, then on disk)
+            spooled = tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", encoding="utf-8")  # noqa: SIM115
+            shutil.copyfileobj(stream, spooled)
+            spooled.seek(0)
+            stream = cast(TextIO, spooled)
+        # The whole trace is checked first: bad input prints its one error line and nothing else.
+        start = stream.tell()
+        for _ in iter_trace(stream, source):
+            pass
+        stream.seek(start)
+        return _classify_stream(stream, source, args.format, config)
     except TraceError as exc:
         raise UsageError(str(exc)) from None
     except UnicodeDecodeError as exc:
@@ -117,14 +130,23 @@ class _Table:
         self.last_t: float | None = None
         self.count = 0
         self.not_judged: dict[Condition, str] = {}
+        self.span_s = span_s
+        self.started = False
+
+    def _start(self) -> None:
+        """The table's head, written with its first row (never before a bad first sample)."""
+        self.started = True
+        header = self.header
         capacity = f"capacity {header.capacity:,}" if header.capacity else "unbounded"
-        out.write(
+        self.out.write(
             f"queue {header.queue}: sampled every {header.interval_s:g} s, {capacity}, "
-            f"window {span_s:g} s\n\n"
+            f"window {self.span_s:g} s\n\n"
         )
-        out.write(f"{'t (s)':>9}  {'state':<13} conditions\n")
+        self.out.write(f"{'t (s)':>9}  {'state':<13} conditions\n")
 
     def add(self, health: Health) -> None:
+        if not self.started:
+            self._start()
         if self.last_t is not None and self.previous is not None:
             state = self.previous.state
             self.time_in[state] = self.time_in.get(state, 0.0) + health.t - self.last_t
@@ -144,6 +166,8 @@ class _Table:
         self.previous = health
 
     def finish(self) -> None:
+        if not self.started:
+            self._start()
         out = self.out
         total = sum(self.time_in.values())
         out.write(f"\n{self.count} samples")
