@@ -23,15 +23,19 @@ from .services import free_port, need_tool, wait_ready
 class Prometheus:
     """``prometheus`` scraping ``targets`` (``host:port``) every second."""
 
-    def __init__(self, targets: Sequence[str], directory: Path) -> None:
+    def __init__(self, targets: Sequence[str], directory: Path, *, config_text: str | None = None) -> None:
+        """``config_text``: a whole configuration file to run instead (its targets are its own)."""
         binary = need_tool("prometheus", "prometheus")
         self.port = free_port()
         config = directory / "prometheus.yml"
         listed = ", ".join(f"'{t}'" for t in targets)
         config.write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: pool\n"
-            f"    static_configs:\n      - targets: [{listed}]\n",
+            config_text
+            or (
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                "scrape_configs:\n  - job_name: pool\n"
+                f"    static_configs:\n      - targets: [{listed}]\n"
+            ),
             encoding="utf-8",
         )
         log_path = directory / "prometheus.log"

@@ -230,3 +230,42 @@ async def test_through_prometheus_the_recommendation_keeps_every_busy_worker(tmp
     finally:
         prometheus.close()
         await replica.close()
+
+
+@pytest.mark.slow
+def test_the_docs_walkthrough_answers_a_recommendation_from_the_demo(tmp_path: Path) -> None:
+    """docs/autoscaling.md, *Try it on one machine*: the demo served, the Prometheus
+    configured as written (ports aside), and the query answers a worker count."""
+    import subprocess
+    import sys
+
+    from .services import free_port
+
+    block = snippet("try-autoscaling", "docs/autoscaling.md")
+    demo_line = block.splitlines()[0]
+    config = block.split("<<'EOF'\n", 1)[1].split("\nEOF", 1)[0]
+    query = re.search(r"query=([^']+)'", block)
+    assert demo_line.startswith("qhealth demo ") and query, block
+    port = free_port()
+    demo_args = demo_line.split(">", 1)[0].split()[2:]
+    demo_args = [a.replace("127.0.0.1:9808", f"127.0.0.1:{port}") for a in demo_args]
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "qhealth", "demo", *demo_args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        written = config.replace("127.0.0.1:9808", f"127.0.0.1:{port}")
+        assert f"127.0.0.1:{port}" in written
+        prometheus = Prometheus([], tmp_path, config_text=written)
+        try:
+            answer = prometheus.wait_until(query.group(1), lambda v: len(v) == 1 and v[0] >= 1, timeout_s=45)
+        finally:
+            prometheus.close()
+        assert answer[0] == int(answer[0])  # a number of workers
+    finally:
+        demo.terminate()
+        _, err = demo.communicate(timeout=20)
+    assert "Traceback" not in err
