@@ -38,7 +38,11 @@ scenarios (--scenario):
 
 qhealth samples every 0.5 s and judges a 15 s window here (--window), instead
 of 1 s and 60 s, so that the story fits in a minute. Recorded traces classify
-the same way offline: qhealth classify DIR/naive.jsonl --window 15.
+the same way offline: qhealth classify DIR/naive.jsonl --window 15
+--set downstream_limit=LIMIT (the API's limit: the demo states it).
+
+The demo runs on simulated time kept to the wall clock: one seed gives one
+run, figures included, however busy the machine.
 
 Exit status: 0; 1 if an item was lost (a bug); 130 when stopped by Ctrl-C
 (after printing the summary so far); 2 on bad options.
