@@ -289,11 +289,6 @@ def _scale(top_value: float, whole: bool) -> tuple[float, float]:
     return top, step
 
 
-def _nice_max(value: float) -> float:
-    """The top of an axis over values up to ``value``."""
-    return _scale(value, whole=False)[0]
-
-
 def _fmt(value: float) -> str:
     if value == int(value):
         return f"{value:,.0f}"
