@@ -102,17 +102,17 @@ def load_set(directory: Path, set_name: str, resample_to: float | None = None) -
             shift = cfg.span_for(resample_to) - float(meta.get("window_s") or cfg.span_for(interval))
             trace, segments = resample(trace, every, segments, window_shift_s=max(0.0, shift))
             difficulty = _difficulty(meta, resample_to, difficulty)
-        out.append(
-            Labeled(
-                name=path.stem,
-                set_name=set_name,
-                trace=trace,
-                segments=segments,
-                difficulty=difficulty,
-                family=str(meta.get("family", "?")),
-                workers=int(workers) if isinstance(workers, int | float) else None,
-            )
+        item = Labeled(
+            name=path.stem,
+            set_name=set_name,
+            trace=trace,
+            segments=segments,
+            difficulty=difficulty,
+            family=str(meta.get("family", "?")),
+            workers=int(workers) if isinstance(workers, int | float) else None,
         )
+        if _labeled_points(item):  # a phase shorter than a slow scraper's window leaves none
+            out.append(item)
     return out
 
 

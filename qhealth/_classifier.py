@@ -19,6 +19,7 @@ from ._condition import HEALTHY, SEVERITY, WARMING_UP, Condition, state_of
 from ._config import ClassifierConfig
 from ._evaluate import Evaluation, SeriesComputer
 from ._measures import RULE, Part, Requirement
+from ._running import RunningWindow
 from ._sample import Sample
 from ._window import Window
 
@@ -95,12 +96,11 @@ def _pct(share: float) -> str:
 
 
 def _seconds(ev: Evaluation) -> float:
-    rows = ev.rows
-    return rows[-1].sample.t - rows[0].sample.t
+    return ev.latest.t - ev.primitives.oldest_t
 
 
 def _stalled(ev: Evaluation) -> Finding:
-    latest = ev.rows[-1].sample
+    latest = ev.latest
     workers, busy = latest.workers, latest.busy
     if workers == 0:
         why, hint = (
@@ -153,14 +153,14 @@ def _capacity_hint(ev: Evaluation, recommended: int | None, capped: bool) -> str
         )
     if recommended is None:
         return "add workers or shed load"
-    latest = ev.rows[-1].sample
+    latest = ev.latest
     if latest.workers is not None and recommended > latest.workers:
         return f"add workers (about {recommended} needed, {latest.workers} running) or shed load"
     return "processing is capped downstream: raise the downstream limit or shed load"
 
 
 def _overflow(ev: Evaluation, capacity: int | None, recommended: int | None, capped: bool) -> Finding:
-    latest = ev.rows[-1].sample
+    latest = ev.latest
     seconds = _fmt(_seconds(ev))
     hint = _capacity_hint(ev, recommended, capped)
     full = ev.measure("near_capacity_share")
@@ -173,7 +173,7 @@ def _overflow(ev: Evaluation, capacity: int | None, recommended: int | None, cap
         if tput is not None:
             reason += f", processing {_fmt(tput)}/s"
         return Finding(Condition.OVERFLOW, reason, hint + "; producers are being blocked or items dropped")
-    first = ev.rows[0].sample.depth
+    first = ev.primitives.oldest_depth
     reason = f"backlog grew {first:,} -> {latest.depth:,} in {seconds} s"
     if capacity:
         reason += f" (capacity {capacity:,})"
@@ -216,20 +216,19 @@ def _boom_bust(ev: Evaluation) -> Finding:
         )
         if seen is not None:
             details.append(f"items waited next to idle workers in {_pct(seen)} of samples")
-    samples = [r.sample for r in ev.rows]
-    busy = [s.busy for s in samples if s.busy is not None]
-    latest = samples[-1]
-    if busy:
-        details.append(f"busy {min(busy)}-{max(busy)} of {latest.workers}")
-    depths = [s.depth for s in samples]
-    details.append(f"depth {min(depths):,}-{max(depths):,}")
+    busy = ev.primitives.extent("busy")
+    if busy is not None:
+        details.append(f"busy {busy[0]:.0f}-{busy[1]:.0f} of {ev.latest.workers}")
+    depth = ev.primitives.extent("depth")
+    if depth is not None:
+        details.append(f"depth {depth[0]:,.0f}-{depth[1]:,.0f}")
     reason = "; ".join(details) + f" over {_fmt(_seconds(ev))} s"
     hint = "workers poll on a fixed interval: block on the queue, or add jitter"
     return Finding(Condition.BOOM_BUST, reason, hint)
 
 
 def _idle(ev: Evaluation, recommended: int | None) -> Finding:
-    latest = ev.rows[-1].sample
+    latest = ev.latest
     ratio = ev.measure("idle_ratio")
     shown = ratio if ratio is not None else ev.measure("idle_ratio", Part.RECENT) or 0.0
     tput = ev.measure("throughput")
@@ -260,7 +259,6 @@ def recommend_workers(ev: Evaluation, rate_limited: bool) -> int | None:
     answers 429, and never below the workers busy right now (scaling down must
     not stop running work)."""
     cfg = ev.cfg
-    samples = ev.rows
     seconds = _seconds(ev)
     if seconds <= 0:
         return None
@@ -268,10 +266,10 @@ def recommend_workers(ev: Evaluation, rate_limited: bool) -> int | None:
     tput = ev.measure("throughput")
     if arrival is None and tput is not None:
         # No arrival count (a sidecar): arrivals = processed + backlog growth.
-        arrival = tput + (samples[-1].sample.depth - samples[0].sample.depth) / seconds
+        arrival = tput + (ev.latest.depth - ev.primitives.oldest_depth) / seconds
     if arrival is None:
         return None
-    busy_now = samples[-1].sample.busy or 0
+    busy_now = ev.latest.busy or 0
     arrival = max(arrival, 0.0)
     if arrival == 0:
         return max(cfg.min_workers, busy_now)
@@ -297,7 +295,7 @@ def recommend_workers(ev: Evaluation, rate_limited: bool) -> int | None:
 
 
 def _unmet(requirement: Requirement, ev: Evaluation) -> bool:
-    latest = ev.rows[-1].sample
+    latest = ev.latest
     if any(getattr(latest, name) is None for name in requirement.fields):
         return True
     if requirement.any_field and all(getattr(latest, name) is None for name in requirement.any_field):
@@ -327,7 +325,7 @@ def active_conditions(ev: Evaluation, previous: frozenset[Condition]) -> dict[Co
 
 
 def judge(
-    window: Window,
+    window: Window | RunningWindow,
     previous: frozenset[Condition] = frozenset(),
     config: ClassifierConfig | None = None,
     capacity: int | None = None,
@@ -345,20 +343,18 @@ def judge(
     latest = window.latest
     if latest is None:
         raise ValueError("cannot judge an empty window")
-    rows = window.rows
     interval = interval_s if interval_s is not None else _median_interval(window.samples)
     # Judge only once the window reaches back (almost) its whole span.
     if interval is None or window.covered_s < window.span_s - 0.5 * interval:
         return Health(t=latest.t, state=WARMING_UP)
-    if not rows or len(rows[0].values) == 0:
-        rows = [SeriesComputer(cfg, capacity).row(s) for s in window.samples]
-    ev = Evaluation(
-        rows,
-        cfg,
-        interval_s=interval,
-        span_s=window.span_s,
-        recent_s=cfg.clear_fraction * window.span_s,
-    )
+    if isinstance(window, RunningWindow):
+        ev = Evaluation(window, cfg)
+    else:
+        rows = window.rows
+        if not rows or len(rows[0].values) == 0:
+            rows = [SeriesComputer(cfg, capacity).row(s) for s in window.samples]
+        recent = cfg.clear_fraction * window.span_s
+        ev = Evaluation.of_rows(rows, cfg, interval_s=interval, span_s=window.span_s, recent_s=recent)
     return _verdict(ev, previous, capacity)
 
 
@@ -382,7 +378,7 @@ def _verdict(ev: Evaluation, previous: frozenset[Condition], capacity: int | Non
         else:
             findings.append(_idle(ev, recommended))
     return Health(
-        t=ev.rows[-1].sample.t,
+        t=ev.latest.t,
         state=state_of(conditions),
         conditions=conditions,
         findings=tuple(findings),
@@ -414,7 +410,13 @@ class Classifier:
         span = self.config.span_for(interval_s)
         self._computer = SeriesComputer(self.config, capacity)
         # Room for the span at the nominal interval, plus slack for jittery ticks.
-        self.window = Window(span, max_samples=math.ceil(span / interval_s) * 2 + 2, row=self._computer.row)
+        self.window = RunningWindow(
+            span,
+            max_samples=math.ceil(span / interval_s) * 2 + 2,
+            series=self._computer,
+            interval_s=interval_s,
+            recent_s=self.config.clear_fraction * span,
+        )
         self._previous: frozenset[Condition] = frozenset()
 
     def update(self, sample: Sample) -> Health:

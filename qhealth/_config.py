@@ -80,6 +80,11 @@ class ClassifierConfig:
     step, keep it a fraction of this; a pool that sleeps in step keeps each
     cycle's arrivals waiting for much longer."""
     boom_bust_idle_wait_off: float = 0.05
+    boom_bust_crowded_on: float = 0.25
+    """How much, on its own: this share of the pool idle next to waiting work
+    is boom-bust however short each wait (down to ``boom_bust_idle_wait_off``):
+    fast pollers under heavy load leave many items waiting a moment each."""
+    boom_bust_crowded_off: float = 0.125
     boom_bust_busy_excess_on: float = 0.20
     """In step with the samples: share of workers busy at the sampling instants
     minus the share busy over time (from idle time). Sampling at a multiple of
@@ -90,6 +95,11 @@ class ClassifierConfig:
     """With the busy excess: share of samples with items waiting next to an
     idle worker, which a blocking pool never shows."""
     boom_bust_waiting_idle_off: float = 0.10
+    boom_bust_in_step_on: float = 0.35
+    """The busy excess on its own: a pool caught this much busier at every
+    sample than over time works in step with the sampling clock, even when no
+    sample lands while its workers sleep."""
+    boom_bust_in_step_off: float = 0.20
 
     # -- idle --------------------------------------------------------------------
     idle_on: float = 0.90

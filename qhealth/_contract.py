@@ -51,6 +51,11 @@ class MetricSpec:
     labels: tuple[str, ...] = ()
     """Labels besides ``queue`` (every series carries ``queue`` first)."""
 
+    def __hash__(self) -> int:
+        # The name alone (a str caches its hash): exporters key dicts by spec
+        # on every scrape, and the generated hash would rehash every field.
+        return hash(self.prometheus)
+
     @property
     def prometheus_unit(self) -> str:
         """The OpenMetrics unit of the Prometheus family ('' when none)."""

@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from ._config import ClassifierConfig
 from ._measures import (
     MEASURE,
+    MEASURES,
     SERIES,
     Agg,
     All,
@@ -47,7 +49,6 @@ from ._measures import (
     Ratio,
     SampleExpr,
     Seconds,
-    Series,
     Setting,
     Share,
     Times,
@@ -146,132 +147,220 @@ class Row:
     values: tuple[Value, ...]
 
 
+SeriesFunction = Callable[[Value, Value, Value], tuple[Value, ...]]
+
+
 class SeriesComputer:
-    """Computes every sample series of the definition for one queue."""
+    """Computes every sample series of the definition for one queue.
 
-    def __init__(self, cfg: ClassifierConfig, capacity: int | None) -> None:
-        self._fns = tuple(_compile(s.expr, cfg, capacity) for s in SERIES)
-
-    def row(self, sample: Sample) -> Row:
-        return Row(sample, tuple(fn(sample) for fn in self._fns))
-
-
-_INDEX: dict[str, int] = {s.name: i for i, s in enumerate(SERIES)}
-
-
-class Evaluation:
-    """The measures of one window (ending at its newest row), computed on demand.
-
-    ``interval_s`` is the nominal sampling interval, ``span_s`` the window and
-    ``recent_s`` its recent part (see :mod:`qhealth._measures` for which
-    samples each part takes).
+    The series depend on the sample's depth, workers and busy workers (and the
+    queue's capacity) only; they are compiled once into one generated function
+    of those three values, which the window calls for every sample that comes
+    and goes: a few hundred nanoseconds, not a walk over the definition.
     """
 
-    def __init__(
-        self,
-        rows: Sequence[Row],
-        cfg: ClassifierConfig,
-        *,
-        interval_s: float,
-        span_s: float,
-        recent_s: float,
-    ) -> None:
+    def __init__(self, cfg: ClassifierConfig, capacity: int | None) -> None:
+        self.values: SeriesFunction = _generate(cfg, capacity)
+
+    def row(self, sample: Sample) -> Row:
+        return Row(sample, self.values(_num(sample.depth), _num(sample.workers), _num(sample.busy)))
+
+
+def _generate(
+    cfg: ClassifierConfig, capacity: int | None
+) -> Callable[[Value, Value, Value], tuple[Value, ...]]:
+    """Python source for all the sample series at once, compiled (decided once, run per sample)."""
+    known = {"depth": "depth", "workers": "workers", "busy": "busy"}
+    fields_of: dict[str, frozenset[str]] = {}
+
+    def needs(expr: SampleExpr) -> frozenset[str]:
+        match expr:
+            case Field(name="capacity"):
+                return frozenset()
+            case Field(name=name):
+                return frozenset({name})
+            case Const() | Setting():
+                return frozenset()
+            case Otherwise():
+                return frozenset()  # decides by itself what it needs
+            case Minus(a=a, b=b) | Times(a=a, b=b) | Lesser(a=a, b=b) | Is(a=a, b=b):
+                return needs(a) | needs(b)
+            case Both(a=a, b=b) | Either(a=a, b=b):
+                return needs(a) | needs(b)
+        raise TypeError(f"not a sample expression: {expr!r}")  # pragma: no cover
+
+    def has_capacity(expr: SampleExpr) -> bool:
+        match expr:
+            case Field(name="capacity"):
+                return True
+            case Field() | Const() | Setting():
+                return False
+            case Otherwise(a=a, b=b):
+                return has_capacity(a) or has_capacity(b)
+            case Minus(a=a, b=b) | Times(a=a, b=b) | Lesser(a=a, b=b) | Is(a=a, b=b):
+                return has_capacity(a) or has_capacity(b)
+            case Both(a=a, b=b) | Either(a=a, b=b):
+                return has_capacity(a) or has_capacity(b)
+        raise TypeError(f"not a sample expression: {expr!r}")  # pragma: no cover
+
+    def pure(expr: SampleExpr) -> str:
+        """The expression, its inputs known."""
+        match expr:
+            case Field(name="capacity"):
+                return repr(float(capacity)) if capacity is not None else "None"
+            case Field(name=name):
+                return known[name]
+            case Const(value=value):
+                return repr(float(value))
+            case Setting(name=name):
+                return repr(float(getattr(cfg, name)))
+            case Minus(a=a, b=b):
+                return f"({pure(a)} - {pure(b)})"
+            case Times(a=a, b=b) | Both(a=a, b=b):
+                return f"({pure(a)} * {pure(b)})"
+            case Lesser(a=a, b=b):
+                return f"min({pure(a)}, {pure(b)})"
+            case Is(a=a, op=op, b=b):
+                return f"(1.0 if {pure(a)} {op} {pure(b)} else 0.0)"
+            case Either(a=a, b=b):
+                return f"min({pure(a)} + {pure(b)}, 1.0)"
+            case Otherwise(a=a, b=b):
+                return guarded(a) + " if " + known_test(a) + " else " + guarded(b)
+        raise TypeError(f"not a sample expression: {expr!r}")  # pragma: no cover
+
+    def known_test(expr: SampleExpr) -> str:
+        if has_capacity(expr) and capacity is None:
+            return "False"
+        names = sorted(needs(expr))
+        return " and ".join(f"{n} is not None" for n in names) or "True"
+
+    def guarded(expr: SampleExpr) -> str:
+        if isinstance(expr, Otherwise):
+            return f"({pure(expr)})"
+        test = known_test(expr)
+        if test == "False":
+            return "None"
+        return f"({pure(expr)} if {test} else None)" if test != "True" else f"({pure(expr)})"
+
+    for series in SERIES:
+        fields_of[series.name] = needs(series.expr)
+    body = ",\n        ".join(guarded(series.expr) for series in SERIES)
+    source = f"def series(depth, workers, busy):\n    return (\n        {body},\n    )\n"
+    namespace: dict[str, object] = {}
+    exec(compile(source, "<qhealth sample series>", "exec"), namespace)
+    return namespace["series"]  # type: ignore[return-value]
+
+
+INDEX: dict[str, int] = {s.name: i for i, s in enumerate(SERIES)}
+"""Where each sample series sits in a row's values."""
+
+COUNTER_FIELD = _COUNTER_FIELD
+
+
+class Primitives(Protocol):
+    """What window measures are made of, over the whole window or its recent part.
+
+    Two implementations compute the same numbers: :class:`ScanPrimitives`
+    recomputes them from the rows at every call (the reference), and
+    :class:`qhealth._window.Window` keeps running sums as samples come and go
+    (what the classifier uses: a tick costs the same whatever the window's length).
+    """
+
+    @property
+    def rows(self) -> Sequence[Row]:
+        """Every sample with its series (may be built when asked: for reasons and tests)."""
+        ...
+
+    @property
+    def latest(self) -> Sample | None: ...
+
+    @property
+    def oldest_t(self) -> float:
+        """Time of the oldest sample held."""
+        ...
+
+    @property
+    def oldest_depth(self) -> int: ...
+
+    def extent(self, gauge: str) -> tuple[float, float] | None:
+        """(lowest, highest) of a gauge (``depth``, ``busy``, ``workers``) over the window."""
+        ...
+
+    def mean(self, index: int, part: Part) -> Value: ...
+
+    def total(self, index: int, part: Part) -> Value: ...
+
+    def increase(self, field: str, part: Part) -> Value: ...
+
+    def seconds(self, part: Part) -> Value: ...
+
+    def earliest(self, index: int, part: Part) -> Value: ...
+
+    def latest_value(self, index: int) -> Value: ...
+
+    def max_of_first(self, index: int, fraction: int) -> Value: ...
+
+    def min_of_last(self, index: int, fraction: int) -> Value: ...
+
+
+class ScanPrimitives:
+    """The primitives of a window recomputed from its rows (``interval_s`` is
+    the nominal sampling interval, ``span_s`` the window, ``recent_s`` its
+    recent part; :mod:`qhealth._measures` says which samples each part takes)."""
+
+    def __init__(self, rows: Sequence[Row], *, interval_s: float, span_s: float, recent_s: float) -> None:
         if not rows:
             raise ValueError("cannot evaluate an empty window")
-        self.rows = rows
-        self.cfg = cfg
+        self._rows = rows
         self.interval_s = interval_s
-        self._span = {Part.WHOLE: span_s, Part.RECENT: recent_s}
+        self.span_s = span_s
         latest = rows[-1].sample.t
         half = interval_s / 2
-        self._sample_start = {
-            part: _first_index(rows, latest - length + half + _EPS) for part, length in self._span.items()
-        }
-        self._counter_start = {
-            part: _first_index(rows, latest - length - half + _EPS) for part, length in self._span.items()
-        }
-        self._memo: dict[tuple[str, Part], Value] = {}
+        lengths = {Part.WHOLE: span_s, Part.RECENT: recent_s}
+        self._sample_start = {p: first_index(rows, latest - n + half + _EPS) for p, n in lengths.items()}
+        self._counter_start = {p: first_index(rows, latest - n - half + _EPS) for p, n in lengths.items()}
 
-    # -- measures ---------------------------------------------------------------------
+    @property
+    def rows(self) -> Sequence[Row]:
+        return self._rows
 
-    def measure(self, name: str, part: Part = Part.WHOLE) -> Value:
-        key = (name, part)
-        if key not in self._memo:
-            self._memo[key] = self.agg(MEASURE[name].expr(part))
-        return self._memo[key]
+    @property
+    def latest(self) -> Sample:
+        return self._rows[-1].sample
 
-    def increase(self, counter: str, part: Part = Part.WHOLE) -> Value:
-        """A counter's increase over the part (``enqueued``, ``idle_s``, ...)."""
-        return self._increase(_COUNTER_FIELD[counter], self._counter_start[part])
+    @property
+    def oldest_t(self) -> float:
+        return self._rows[0].sample.t
 
-    def per_second(self, counter: str, part: Part = Part.WHOLE) -> Value:
-        """A counter's increase per second over the part."""
-        count, seconds = self.increase(counter, part), self.agg(Seconds(part))
-        return None if count is None or seconds is None else count / seconds
+    @property
+    def oldest_depth(self) -> int:
+        return self._rows[0].sample.depth
 
-    def agg(self, node: Agg) -> Value:
-        match node:
-            case M(name=name, part=part):
-                return self.measure(name, part)
-            case Number(value=value):
-                return value
-            case Setting(name=name):
-                return float(getattr(self.cfg, name))
-            case Mean(series=series, part=part):
-                known = self._known(series, self._sample_start[part])
-                return math.fsum(known) / len(known) if known else None
-            case Total(series=series, part=part):
-                known = self._known(series, self._sample_start[part])
-                return math.fsum(known) if known else None
-            case Increase(counter=counter, part=part):
-                return self._increase(_COUNTER_FIELD[counter], self._counter_start[part])
-            case Seconds(part=part):
-                seconds = self.rows[-1].sample.t - self.rows[self._counter_start[part]].sample.t
-                return seconds if seconds > 0 else None
-            case Latest(series=series):
-                return self.rows[-1].values[_INDEX[series.name]]
-            case Earliest(series=series, part=part):
-                return self.rows[self._counter_start[part]].values[_INDEX[series.name]]
-            case MaxOfFirst(series=series, fraction=fraction):
-                first, _ = self._thirds(fraction)
-                known = self._known(series, self._sample_start[Part.WHOLE], first)
-                return max(known) if known else None
-            case MinOfLast(series=series, fraction=fraction):
-                _, last = self._thirds(fraction)
-                known = self._known(series, last)
-                return min(known) if known else None
-            case Ratio(a=a, b=b):
-                x, y = self.agg(a), self.agg(b)
-                return None if x is None or y is None or y <= 0 else x / y
-            case Diff(a=a, b=b):
-                x, y = self.agg(a), self.agg(b)
-                return None if x is None or y is None else x - y
-            case Product(a=a, b=b):
-                x, y = self.agg(a), self.agg(b)
-                return None if x is None or y is None else x * y
-            case Share(a=a):
-                x = self.agg(a)
-                return None if x is None else min(max(x, 0.0), 1.0)
-            case FirstKnown(a=a, b=b):
-                x = self.agg(a)
-                return x if x is not None else self.agg(b)
-            case Gated(a=a, gate=gate):
-                return self.agg(a) if self.holds(gate) else None
-        raise TypeError(f"not a window measure: {node!r}")  # pragma: no cover
+    def extent(self, gauge: str) -> tuple[float, float] | None:
+        known = [v for r in self._rows if (v := getattr(r.sample, gauge)) is not None]
+        return (min(known), max(known)) if known else None
 
-    def _known(self, series: Series, start: int, stop: int | None = None) -> list[float]:
-        index = _INDEX[series.name]
-        rows = self.rows
+    def _known(self, index: int, start: int, stop: int | None = None) -> list[float]:
+        rows = self._rows
         end = len(rows) if stop is None else stop
         return [v for i in range(start, end) if (v := rows[i].values[index]) is not None]
 
-    def _increase(self, field: str, start: int) -> Value:
+    def mean(self, index: int, part: Part) -> Value:
+        known = self._known(index, self._sample_start[part])
+        return math.fsum(known) / len(known) if known else None
+
+    def total(self, index: int, part: Part) -> Value:
+        known = self._known(index, self._sample_start[part])
+        return math.fsum(known) if known else None
+
+    def increase(self, field: str, part: Part) -> Value:
         """``last - first`` over the known values, plus the value before each reset."""
         first: float | None = None
         previous = 0.0
         lost = 0.0
-        for i in range(start, len(self.rows)):
-            value = getattr(self.rows[i].sample, field)
+        rows = self._rows
+        for i in range(self._counter_start[part], len(rows)):
+            value = getattr(rows[i].sample, field)
             if value is None:
                 continue
             if first is None:
@@ -283,50 +372,272 @@ class Evaluation:
             return None
         return previous - first + lost
 
-    def _thirds(self, fraction: int) -> tuple[int, int]:
-        """Row indexes: end of the window's oldest ``1/fraction`` and start of its newest."""
-        span, interval = self._span[Part.WHOLE], self.interval_s
-        count = max(1, round(span / interval))
-        k = max(1, count // fraction)
-        latest = self.rows[-1].sample.t
-        first_end = _first_index(self.rows, latest - (count - k) * interval + interval / 2 + _EPS)
-        last_start = _first_index(self.rows, latest - k * interval + interval / 2 + _EPS)
-        return first_end, last_start
+    def seconds(self, part: Part) -> Value:
+        seconds = self._rows[-1].sample.t - self._rows[self._counter_start[part]].sample.t
+        return seconds if seconds > 0 else None
 
-    # -- predicates -------------------------------------------------------------------
+    def earliest(self, index: int, part: Part) -> Value:
+        return self._rows[self._counter_start[part]].values[index]
+
+    def latest_value(self, index: int) -> Value:
+        return self._rows[-1].values[index]
+
+    def max_of_first(self, index: int, fraction: int) -> Value:
+        first_end, _ = thirds(self._rows, self.interval_s, self.span_s, fraction)
+        known = self._known(index, self._sample_start[Part.WHOLE], first_end)
+        return max(known) if known else None
+
+    def min_of_last(self, index: int, fraction: int) -> Value:
+        _, last_start = thirds(self._rows, self.interval_s, self.span_s, fraction)
+        known = self._known(index, last_start)
+        return min(known) if known else None
+
+
+def thirds(rows: Sequence[Row], interval: float, span: float, fraction: int) -> tuple[int, int]:
+    """Row indexes: the end of the window's oldest ``1/fraction`` and the start of its newest."""
+    count = max(1, round(span / interval))
+    k = max(1, count // fraction)
+    latest = rows[-1].sample.t
+    first_end = first_index(rows, latest - (count - k) * interval + interval / 2 + _EPS)
+    last_start = first_index(rows, latest - k * interval + interval / 2 + _EPS)
+    return first_end, last_start
+
+
+Fn = Callable[["Evaluation"], Value]
+PredFn = Callable[["Evaluation"], "bool | None"]
+
+
+class Program:
+    """The definition compiled once for one configuration: every measure and
+    predicate a chain of closures over an evaluation's primitives, so that a
+    tick runs arithmetic, not a walk over the definition's nodes."""
+
+    def __init__(self, cfg: ClassifierConfig) -> None:
+        self.cfg = cfg
+        self.measures: dict[tuple[str, Part], Fn] = {
+            (m.name, part): self.agg(m.expr(part)) for m in MEASURES for part in m.parts
+        }
+        self._preds: dict[int, tuple[Pred, PredFn]] = {}
+
+    def pred_fn(self, pred: Pred) -> PredFn:
+        """The compiled predicate (cached: the rules' predicates are module constants)."""
+        cached = self._preds.get(id(pred))
+        if cached is None or cached[0] is not pred:
+            cached = (pred, self.pred(pred))
+            self._preds[id(pred)] = cached
+        return cached[1]
+
+    def agg(self, node: Agg) -> Fn:
+        match node:
+            case M(name=name, part=part):
+                key = (name, part)
+                return lambda ev: ev.measure_of(key)
+            case Number(value=value):
+                return lambda ev: value
+            case Setting(name=name):
+                setting = float(getattr(self.cfg, name))
+                return lambda ev: setting
+            case Mean(series=series, part=part):
+                index = INDEX[series.name]
+                return lambda ev: ev.primitives.mean(index, part)
+            case Total(series=series, part=part):
+                index = INDEX[series.name]
+                return lambda ev: ev.primitives.total(index, part)
+            case Increase(counter=counter, part=part):
+                name = _COUNTER_FIELD[counter]
+                return lambda ev: ev.primitives.increase(name, part)
+            case Seconds(part=part):
+                return lambda ev: ev.primitives.seconds(part)
+            case Latest(series=series):
+                index = INDEX[series.name]
+                return lambda ev: ev.primitives.latest_value(index)
+            case Earliest(series=series, part=part):
+                index = INDEX[series.name]
+                return lambda ev: ev.primitives.earliest(index, part)
+            case MaxOfFirst(series=series, fraction=fraction):
+                index = INDEX[series.name]
+                return lambda ev: ev.primitives.max_of_first(index, fraction)
+            case MinOfLast(series=series, fraction=fraction):
+                index = INDEX[series.name]
+                return lambda ev: ev.primitives.min_of_last(index, fraction)
+            case Ratio(a=a, b=b):
+                return _ratio(self.agg(a), self.agg(b))
+            case Diff(a=a, b=b):
+                return _both(self.agg(a), self.agg(b), lambda x, y: x - y)
+            case Product(a=a, b=b):
+                return _both(self.agg(a), self.agg(b), lambda x, y: x * y)
+            case Share(a=a):
+                inner = self.agg(a)
+
+                def share(ev: Evaluation) -> Value:
+                    x = inner(ev)
+                    return None if x is None else min(max(x, 0.0), 1.0)
+
+                return share
+            case FirstKnown(a=a, b=b):
+                first, second = self.agg(a), self.agg(b)
+
+                def first_known(ev: Evaluation) -> Value:
+                    x = first(ev)
+                    return x if x is not None else second(ev)
+
+                return first_known
+            case Gated(a=a, gate=gate):
+                gated, holds = self.agg(a), self.pred(gate)
+                return lambda ev: gated(ev) if holds(ev) is True else None
+        raise TypeError(f"not a window measure: {node!r}")  # pragma: no cover
+
+    def pred(self, pred: Pred) -> PredFn:
+        match pred:
+            case Check(a=a, op=op, b=b):
+                x_fn, y_fn, compare = self.agg(a), self.agg(b), _COMPARE[op]
+
+                def check(ev: Evaluation) -> bool | None:
+                    x = x_fn(ev)
+                    if x is None:
+                        return None
+                    y = y_fn(ev)
+                    return None if y is None else compare(x, y)
+
+                return check
+            case All(preds=preds):
+                fns = tuple(self.pred(p) for p in preds)
+
+                def all_of(ev: Evaluation) -> bool | None:
+                    unknown = False
+                    for fn in fns:
+                        result = fn(ev)
+                        if result is False:
+                            return False
+                        unknown = unknown or result is None
+                    return None if unknown else True
+
+                return all_of
+            case Any_(preds=preds):
+                fns = tuple(self.pred(p) for p in preds)
+
+                def any_of(ev: Evaluation) -> bool | None:
+                    unknown = False
+                    for fn in fns:
+                        result = fn(ev)
+                        if result is True:
+                            return True
+                        unknown = unknown or result is None
+                    return None if unknown else False
+
+                return any_of
+            case Unless(a=a, b=b):
+                held_fn, veto_fn = self.pred(a), self.pred(b)
+
+                def unless(ev: Evaluation) -> bool | None:
+                    held = held_fn(ev)
+                    if not held:
+                        return held
+                    return veto_fn(ev) is not True
+
+                return unless
+            case Unknown(a=a):
+                value = self.agg(a)
+                return lambda ev: value(ev) is None
+        raise TypeError(f"not a predicate: {pred!r}")  # pragma: no cover
+
+
+def _ratio(a: Fn, b: Fn) -> Fn:
+    def ratio(ev: Evaluation) -> Value:
+        x = a(ev)
+        if x is None:
+            return None
+        y = b(ev)
+        return None if y is None or y <= 0 else x / y
+
+    return ratio
+
+
+def _both(a: Fn, b: Fn, op: Callable[[float, float], float]) -> Fn:
+    def both(ev: Evaluation) -> Value:
+        x = a(ev)
+        if x is None:
+            return None
+        y = b(ev)
+        return None if y is None else op(x, y)
+
+    return both
+
+
+_PROGRAMS: dict[ClassifierConfig, Program] = {}
+
+
+def program_for(cfg: ClassifierConfig) -> Program:
+    """The definition compiled for ``cfg`` (compiled once per configuration, and kept:
+    a process has a handful of configurations)."""
+    program = _PROGRAMS.get(cfg)
+    if program is None:
+        if len(_PROGRAMS) >= 64:
+            _PROGRAMS.clear()
+        program = _PROGRAMS[cfg] = Program(cfg)
+    return program
+
+
+class Evaluation:
+    """The measures of one window (ending at its newest row), computed on demand
+    from its primitives, each at most once."""
+
+    def __init__(self, primitives: Primitives, cfg: ClassifierConfig) -> None:
+        self.primitives = primitives
+        latest = primitives.latest
+        if latest is None:
+            raise ValueError("cannot evaluate an empty window")
+        self.latest: Sample = latest
+        self.cfg = cfg
+        self._program = program_for(cfg)
+        self._memo: dict[tuple[str, Part], Value] = {}
+
+    @classmethod
+    def of_rows(
+        cls, rows: Sequence[Row], cfg: ClassifierConfig, *, interval_s: float, span_s: float, recent_s: float
+    ) -> Evaluation:
+        """An evaluation recomputed from the rows (the reference for the running one)."""
+        return cls(ScanPrimitives(rows, interval_s=interval_s, span_s=span_s, recent_s=recent_s), cfg)
+
+    @property
+    def rows(self) -> Sequence[Row]:
+        """Every sample of the window with its series (built when asked)."""
+        return self.primitives.rows
+
+    def measure(self, name: str, part: Part = Part.WHOLE) -> Value:
+        if name not in MEASURE:
+            raise KeyError(f"no measure {name!r}")
+        return self.measure_of((name, part))
+
+    def measure_of(self, key: tuple[str, Part]) -> Value:
+        memo = self._memo
+        if key in memo:
+            return memo[key]
+        value = memo[key] = self._program.measures[key](self)
+        return value
+
+    def increase(self, counter: str, part: Part = Part.WHOLE) -> Value:
+        """A counter's increase over the part (``enqueued``, ``idle_s``, ...)."""
+        return self.primitives.increase(_COUNTER_FIELD[counter], part)
+
+    def per_second(self, counter: str, part: Part = Part.WHOLE) -> Value:
+        """A counter's increase per second over the part."""
+        count, seconds = self.increase(counter, part), self.primitives.seconds(part)
+        return None if count is None or seconds is None else count / seconds
+
+    def agg(self, node: Agg) -> Value:
+        """Any window measure of the definition's kind, compiled on the spot."""
+        return self._program.agg(node)(self)
 
     def check(self, pred: Pred) -> bool | None:
         """True, False, or None when a measure it needs is unknown."""
-        match pred:
-            case Check(a=a, op=op, b=b):
-                x, y = self.agg(a), self.agg(b)
-                if x is None or y is None:
-                    return None
-                return _COMPARE[op](x, y)
-            case All(preds=preds):
-                results = [self.check(p) for p in preds]
-                if False in results:
-                    return False
-                return None if None in results else True
-            case Any_(preds=preds):
-                results = [self.check(p) for p in preds]
-                if True in results:
-                    return True
-                return None if None in results else False
-            case Unless(a=a, b=b):
-                held = self.check(a)
-                if not held:
-                    return held
-                return not self.check(b)
-            case Unknown(a=a):
-                return self.agg(a) is None
-        raise TypeError(f"not a predicate: {pred!r}")  # pragma: no cover
+        return self._program.pred_fn(pred)(self)
 
     def holds(self, pred: Pred) -> bool:
         return self.check(pred) is True
 
 
-def _first_index(rows: Sequence[Row], t_min: float) -> int:
+def first_index(rows: Sequence[Row], t_min: float) -> int:
     """The index of the first row at or after ``t_min`` (rows are in time order)."""
     lo, hi = 0, len(rows)
     while lo < hi:

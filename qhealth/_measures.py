@@ -638,18 +638,29 @@ def _near_full() -> Agg:
 
 
 def _boom_bust(part: Part, suffix: str) -> Pred:
-    """Idle workers next to waiting work, for long, in the samples; or, when
-    the samples land in step with the polls, a pool caught busier than it is
-    while items are seen waiting next to idle workers."""
+    """The evidence for boom-bust over one part of the window.
+
+    In the samples: workers idle next to waiting work, a real share of the pool
+    and for long enough (a quarter of the pool or more however short each wait,
+    as with fast pollers under heavy load). Or, when the samples land in step
+    with the polls (sampling at a multiple of the poll period), a pool caught
+    far busier at the samples than it is over time, with items seen waiting
+    next to idle workers, or by a wide margin on its own.
+    """
     return any_of(
         all_of(
             at_least(M("idle_capacity_share", part), f"boom_bust_idle_capacity_{suffix}"),
             at_least(M("idle_wait_s", part), f"boom_bust_idle_wait_{suffix}"),
         ),
         all_of(
+            at_least(M("idle_capacity_share", part), f"boom_bust_crowded_{suffix}"),
+            at_least(M("idle_wait_s", part), "boom_bust_idle_wait_off"),
+        ),
+        all_of(
             at_least(M("busy_excess", part), f"boom_bust_busy_excess_{suffix}"),
             at_least(M("waiting_idle_share", part), f"boom_bust_waiting_idle_{suffix}"),
         ),
+        at_least(M("busy_excess", part), f"boom_bust_in_step_{suffix}"),
     )
 
 

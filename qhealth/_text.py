@@ -9,7 +9,23 @@ condition's reason and its fix the same way::
 
 from __future__ import annotations
 
+import unicodedata
+
 from ._classifier import Health
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (ANSI escapes,
+    carriage returns, line feeds, bidirectional overrides) shown as escapes.
+    A queue name comes from a trace file or a broker key: data from outside."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch
+        if ch.isprintable() and unicodedata.category(ch) != "Cf"
+        else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
 
 
 def finding_lines(health: Health, indent: int = 0) -> list[str]:

@@ -24,6 +24,15 @@ from ._sample import SAMPLE_FIELDS, TRACE_FORMAT, TRACE_VERSION, Sample, TraceHe
 _INT_FIELDS = frozenset(SAMPLE_FIELDS) - {"t", "idle_s_total"}
 _NULLABLE = frozenset(SAMPLE_FIELDS) - {"t", "depth"}
 
+#: Every number stays below this: counters are 64-bit in Prometheus and OpenTelemetry.
+MAX_VALUE = 2**63
+#: Sampling intervals a trace may declare: a millisecond to a day.
+MIN_INTERVAL_S, MAX_INTERVAL_S = 0.001, 86_400.0
+#: A sample line is about 200 bytes; a line longer than this is refused before it is parsed.
+MAX_LINE_BYTES = 64 * 1024
+#: Queue names longer than this are refused (a label value, shown on every page).
+MAX_QUEUE_NAME = 256
+
 
 class TraceError(ValueError):
     """A trace that does not follow the format. ``str()`` is one line:
@@ -69,13 +78,22 @@ def _parse_header(obj: Any, source: str, line: int) -> TraceHeader:
     queue = obj.get("queue")
     if not isinstance(queue, str) or not queue:
         raise TraceError(source, line, 'header: "queue" must be a non-empty string')
+    if len(queue) > MAX_QUEUE_NAME:
+        raise TraceError(source, line, f'header: "queue" is longer than {MAX_QUEUE_NAME} characters')
     interval = obj.get("interval_s")
-    if not _is_number(interval) or float(interval) <= 0:
-        raise TraceError(source, line, f'header: "interval_s" must be a positive number, got {interval!r}')
-    capacity = obj.get("capacity")
-    if capacity is not None and (not _is_int(capacity) or capacity <= 0):
+    if not _is_number(interval) or not MIN_INTERVAL_S <= float(interval) <= MAX_INTERVAL_S:
         raise TraceError(
-            source, line, f'header: "capacity" must be a positive integer or null, got {capacity!r}'
+            source,
+            line,
+            f'header: "interval_s" must be a number of seconds from {MIN_INTERVAL_S:g} to '
+            f"{MAX_INTERVAL_S:g}, got {_shown(interval)}",
+        )
+    capacity = obj.get("capacity")
+    if capacity is not None and (not _is_int(capacity) or not 0 < capacity < MAX_VALUE):
+        raise TraceError(
+            source,
+            line,
+            f'header: "capacity" must be a positive integer below 2^63 or null, got {_shown(capacity)}',
         )
     return TraceHeader(
         queue=queue, interval_s=float(interval), capacity=None if capacity is None else int(capacity)
@@ -97,14 +115,16 @@ def _parse_sample(obj: Any, source: str, line: int, previous: Sample | None) -> 
             continue
         if key in _INT_FIELDS:
             if not _is_int(value):
-                raise TraceError(source, line, f'"{key}" must be an integer, got {value!r}')
+                raise TraceError(source, line, f'"{key}" must be an integer, got {_shown(value)}')
             value = int(value)
         elif not _is_number(value):
-            raise TraceError(source, line, f'"{key}" must be a number, got {value!r}')
+            raise TraceError(source, line, f'"{key}" must be a finite number, got {_shown(value)}')
         else:
             value = float(value)
         if key != "t" and value < 0:
-            raise TraceError(source, line, f'"{key}" must not be negative, got {value!r}')
+            raise TraceError(source, line, f'"{key}" must not be negative, got {_shown(value)}')
+        if abs(value) >= MAX_VALUE:
+            raise TraceError(source, line, f'"{key}" must be below 2^63, got {_shown(value)}')
         values[key] = value
     busy, workers = values["busy"], values["workers"]
     if busy is not None and workers is not None and busy > workers:
@@ -125,11 +145,31 @@ def _not_a_trace(first_line: str) -> str:
     )
 
 
+def _shown(value: Any) -> str:
+    """A value for an error message: huge numbers shortened, never thousands of digits."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+
+
+def _lines(stream: IO[str], source: str) -> Iterator[tuple[int, str]]:
+    """The stream's lines, numbered; a line over :data:`MAX_LINE_BYTES` is an
+    error before it is read whole (memory stays bounded whatever the input)."""
+    number = 0
+    while True:
+        text = stream.readline(MAX_LINE_BYTES + 1)
+        if not text:
+            return
+        number += 1
+        if len(text) > MAX_LINE_BYTES and not text.endswith("\n"):
+            raise TraceError(source, number, f"line longer than {MAX_LINE_BYTES:,} characters")
+        yield number, text
+
+
 def iter_trace(stream: IO[str], source: str = "<trace>") -> Iterator[TraceHeader | Sample]:
     """Yield the header, then each sample, validating as it goes."""
     header: TraceHeader | None = None
     previous: Sample | None = None
-    for number, text in enumerate(stream, 1):
+    for number, text in _lines(stream, source):
         if not text.strip():
             continue
         try:

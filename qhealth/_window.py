@@ -1,9 +1,9 @@
-"""The sliding window: the last few dozen samples of one queue, bounded.
+"""A plain sliding window: the samples of the last ``span_s`` seconds of one queue, bounded.
 
-The classifier judges a queue on the window that ends at the newest sample.
-Each sample is kept with the value of every sample series of the definition
-(:mod:`qhealth._measures`), computed once when it arrives: one small record per
-sample, never a tree of objects.
+What :func:`qhealth.judge` and the reference evaluation (a full recomputation
+over the window, :class:`~qhealth._evaluate.ScanPrimitives`) read. The
+classifier itself keeps a compact window with running sums
+(:class:`~qhealth._running.RunningWindow`).
 """
 
 from __future__ import annotations

@@ -6,99 +6,8 @@ counters are read from the monitor's latest snapshot of each queue when
 Prometheus scrapes, and the two latency histograms are fed once per tick with
 the observations the monitor drained from the probes.
 
-Single process (the usual case)::
-
-    import qhealth, qhealth.prometheus
-
-    monitor = qhealth.Monitor().start()
-    server = qhealth.prometheus.serve(monitor)          # http://127.0.0.1:9808/metrics
-
-or, with your own registry or an existing ``/metrics`` endpoint::
-
-    qhealth.prometheus.register(monitor, registry)      # default: prometheus_client.REGISTRY
-
-Public API
-    :class:`QHealthCollector`
-        A prometheus-client collector over a monitor (or any snapshot source).
-        Each scrape builds every family from one consistent set of per-queue
-        snapshots: a counter, a gauge and a histogram of a queue always come
-        from the same tick.
-    :func:`register`
-        Make a collector and register it (default registry unless given).
-    :func:`serve`
-        One call: register the monitor (if given) and serve ``/metrics`` from a
-        background thread; returns the :class:`~qhealth._http.HttpServer`
-        (``.url``, ``.address``, ``.add_route()``, ``.close()``). Binds
-        127.0.0.1 unless ``listen`` says otherwise.
-    :func:`metrics_route`
-        The ``/metrics`` handler for a registry, to mount on a server of yours.
-    :class:`MultiProcessExporter`, :func:`multiprocess_registry`, :func:`mark_process_dead`
-        prometheus-client's multiprocess mode (gunicorn, Celery prefork).
-
-Multiprocess mode
-    With several worker processes per host, each process has its own monitor,
-    and any one process may answer a scrape. prometheus-client handles this
-    with one file per process in ``PROMETHEUS_MULTIPROC_DIR``; qhealth writes
-    its values there at each tick, and the scrape side merges the files:
-
-    * set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory *before* the
-      server starts (and before anything imports prometheus_client); wipe it at
-      each deployment;
-    * in each worker process, after the fork: ``monitor = qhealth.Monitor();
-      ...watch...; MultiProcessExporter(monitor); monitor.start()`` (threads do
-      not survive a fork, so start the monitor in the child: gunicorn's
-      ``post_fork`` hook, Celery's ``worker_process_init`` signal);
-    * serve ``multiprocess_registry()``: from a route of the application, from
-      ``qhealth.prometheus.serve(registry=multiprocess_registry())`` in the
-      parent process, or from ``qhealth serve --multiprocess-dir DIR`` as a
-      sidecar;
-    * when a worker process exits, call ``mark_process_dead(pid)`` (gunicorn's
-      ``child_exit`` hook; Celery: ``worker_process_shutdown``), so that its
-      gauges leave the sums.
-
-    gunicorn (``gunicorn -c gunicorn.conf.py app:app``; no monitor may run in
-    the master, so nothing qhealth at import time with ``preload_app``)::
-
-        # gunicorn.conf.py
-        import qhealth
-        from qhealth.prometheus import MultiProcessExporter, mark_process_dead
-
-        def post_fork(server, worker):
-            MultiProcessExporter(qhealth.default_monitor())  # starts this worker's monitor
-
-        def child_exit(server, worker):
-            mark_process_dead(worker.pid)
-
-        # in the app, the /metrics view answers with
-        #   prometheus_client.generate_latest(qhealth.prometheus.multiprocess_registry())
-
-    Celery prefork::
-
-        from celery.signals import worker_init, worker_process_init, worker_process_shutdown
-
-        @worker_init.connect              # the parent: serve the merged files
-        def _serve(**_):
-            qhealth.prometheus.serve(registry=qhealth.prometheus.multiprocess_registry())
-
-        @worker_process_init.connect      # each child, after the fork
-        def _export(**_):
-            MultiProcessExporter(qhealth.default_monitor())
-
-        @worker_process_shutdown.connect
-        def _gone(pid=None, **_):
-            mark_process_dead(pid or os.getpid())
-
-    Across live processes the gauges ``qhealth_queue_depth``,
-    ``qhealth_queue_capacity``, ``qhealth_workers``, ``qhealth_workers_busy``
-    and ``qhealth_workers_recommended`` are summed (each process reports its
-    own share; pass ``shared_depth=True`` when every process reports the same
-    broker-wide depth, which is then the maximum instead); counters and
-    histograms are summed over all processes, dead ones included, so they
-    never go backwards; ``qhealth_condition`` is 1 when any live process sees
-    the condition, and the ratios and the oldest age are the maximum. The
-    Prometheus rules in ``alerts/`` judge the pooled counters and gauges, so
-    they see the whole pool. A series, once written in a process, stays until
-    that process is marked dead (the files cannot forget a label set).
+How to run it (one process, your own registry, multiprocess mode with gunicorn
+or Celery prefork, the server's limits) is in ``docs/export.md``.
 """
 
 from __future__ import annotations
@@ -108,22 +17,19 @@ import gzip
 import math
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.samples import Sample
 
 from . import _contract as c
-from . import status_page
+from . import _exposition as ex
 from ._contract import DEFAULT_BUCKETS, MetricSpec, SnapshotSource
 from ._http import Handler, HttpServer, Request, Response
 from ._log import ThrottledLog
@@ -137,6 +43,7 @@ __all__ = [
     "DEFAULT_LISTEN",
     "MultiProcessExporter",
     "QHealthCollector",
+    "encode",
     "mark_process_dead",
     "metrics_route",
     "multiprocess_registry",
@@ -177,16 +84,15 @@ class _Histogram:
         return cls((0,) * (len(bounds) + 1))
 
     def add(self, bounds: tuple[float, ...], values: Iterable[float]) -> _Histogram:
-        counts: list[int] | None = None
-        total = self.total
-        for v in values:
-            if not (v >= 0 and math.isfinite(v)):  # a clock that went backwards, a NaN
-                continue
-            if counts is None:
-                counts = list(self.counts)
-            counts[bisect.bisect_left(bounds, v)] += 1
-            total += v
-        return self if counts is None else _Histogram(tuple(counts), total)
+        # A clock that went backwards or a NaN is left out (NaN fails v >= 0).
+        good = [v for v in values if v >= 0 and v != math.inf]
+        if not good:
+            return self
+        counts = list(self.counts)
+        where = bisect.bisect_left
+        for v in good:
+            counts[where(bounds, v)] += 1
+        return _Histogram(tuple(counts), self.total + sum(good))
 
     def append_to(self, family: Metric, queue: str, les: tuple[str, ...]) -> None:
         """Add this histogram's samples for ``queue`` to ``family`` (what
@@ -209,6 +115,14 @@ class _Record:
     waits: _Histogram | None
     durations: _Histogram | None
 
+    def same(self, other: _Record) -> bool:
+        """Whether ``other`` holds the very same values (the same tick)."""
+        return (
+            self.snapshot is other.snapshot
+            and self.waits is other.waits
+            and self.durations is other.durations
+        )
+
 
 class _Feeder(Listener):
     """The collector's ear on the monitor: keeps each queue's latest snapshot
@@ -221,7 +135,9 @@ class _Feeder(Listener):
         self._collector._on_tick(snapshot)
 
     def on_source_down(self, snapshot: QueueSnapshot) -> None:
-        self._collector._on_tick(snapshot)  # no observations: the histograms stay as they were
+        # The record moves to the stale snapshot (gauges withdrawn, conditions
+        # 0); it carries no observations, so the histograms stay as they were.
+        self._collector._on_tick(snapshot)
 
     def on_unwatch(self, queue: str) -> None:
         self._collector._forget(queue)
@@ -232,17 +148,32 @@ class QHealthCollector:
 
     ``source`` is a :class:`~qhealth.Monitor` (or any object with
     ``snapshots()``; with ``add_listener`` too, histograms are fed from its
-    ticks). ``buckets`` are the histogram upper bounds in seconds. Register it
+    ticks). ``buckets`` are the histogram upper bounds in seconds.
+    ``prepare_at_tick`` writes each queue's scrape text on the monitor's tick
+    instead of at the first scrape after it: scrapes then only copy text, at
+    the cost of writing it at every tick, scraped or not (worth it when
+    scrapes come as often as ticks, or scrape latency matters more than CPU). Register it
     with :func:`register` or ``registry.register(collector)``; :meth:`close`
     detaches it from the source.
     """
 
-    def __init__(self, source: SnapshotSource, *, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
+    def __init__(
+        self,
+        source: SnapshotSource,
+        *,
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+        prepare_at_tick: bool = False,
+    ) -> None:
         self._source = source
+        self._prepare = prepare_at_tick
         self._bounds = _check_buckets(buckets)
         self._les = tuple(_le(b) for b in (*self._bounds, math.inf))
+        self._empty = _Histogram.empty(self._bounds)
+        self._buckets = {spec: ex.Buckets.of(spec, self._les) for spec in (c.ITEM_WAIT, c.ITEM_DURATION)}
         self._lock = threading.Lock()
         self._records: dict[str, _Record] = {}
+        self._encoded: dict[str, tuple[_Record, tuple[str, ...]]] = {}
+        """Per queue, the record last written out and its lines, one string per family."""
         self._feeder: _Feeder | None = None
         add_listener = getattr(source, "add_listener", None)
         if callable(add_listener):
@@ -266,11 +197,15 @@ class QHealthCollector:
     def _on_tick(self, snapshot: QueueSnapshot) -> None:
         with self._lock:
             old = self._records.get(snapshot.queue)
-        empty = _Histogram.empty(self._bounds)
+        empty = self._empty
         waits = (old.waits if old and old.waits else empty).add(self._bounds, snapshot.waits)
         durations = (old.durations if old and old.durations else empty).add(self._bounds, snapshot.durations)
+        record = _Record(snapshot, waits, durations)
         with self._lock:
-            self._records[snapshot.queue] = _Record(snapshot, waits, durations)
+            self._records[snapshot.queue] = record
+        if self._prepare:
+            before = self._encoded.get(snapshot.queue)
+            self._encoded[snapshot.queue] = (record, self._lines(snapshot.queue, record, before))
 
     def _forget(self, queue: str) -> None:
         with self._lock:
@@ -290,7 +225,7 @@ class QHealthCollector:
                 # No tick seen yet (collector made after the monitor ran): the
                 # source's snapshot, and histograms with no observations yet;
                 # a source that hands over no ticks has no histograms at all.
-                empty = _Histogram.empty(self._bounds) if self._feeder is not None else None
+                empty = self._empty if self._feeder is not None else None
                 record = _Record(snapshot, empty, empty)
             current[queue] = record
         return current
@@ -301,8 +236,12 @@ class QHealthCollector:
             yield _family(spec)
 
     def collect(self) -> Iterator[Metric]:
+        current = self._current()
+        if ex.ENCODING.get():
+            yield from self._collect_encoded(current)
+            return
         families = {spec: _family(spec) for spec in c.METRICS}
-        for queue, record in sorted(self._current().items()):
+        for queue, record in sorted(current.items()):
             for spec, labels, value in c.series_of(record.snapshot):
                 families[spec].add_metric([queue, *labels], value)  # type: ignore[attr-defined]
             for spec, hist in ((c.ITEM_WAIT, record.waits), (c.ITEM_DURATION, record.durations)):
@@ -311,15 +250,42 @@ class QHealthCollector:
         # A family with no series (no queue yet, or a source without histograms) is left out.
         yield from (family for family in families.values() if family.samples)
 
+    def _collect_encoded(self, current: dict[str, _Record]) -> Iterator[Metric]:
+        """The families as text (see :mod:`qhealth._exposition`): each queue's
+        lines are written once per tick, by the first scrape that sees it."""
+        cache = self._encoded
+        fresh: dict[str, tuple[_Record, tuple[str, ...]]] = {}
+        for queue, record in sorted(current.items()):
+            cached = cache.get(queue)
+            if cached is None or not cached[0].same(record):
+                cached = (record, self._lines(queue, record, cached))
+            fresh[queue] = cached
+        self._encoded = fresh  # queues gone from the source leave the cache here
+        texts = [lines for _, lines in fresh.values()]
+        for i, spec in enumerate(c.METRICS):
+            text = "".join([lines[i] for lines in texts])
+            if text:  # a family with no series is left out, as above
+                yield ex.Encoded(spec, text)
 
-def _family(spec: MetricSpec) -> Metric:
-    labels = ["queue", *spec.labels]
-    unit = spec.prometheus_unit
-    if spec.kind is c.Kind.COUNTER:
-        return CounterMetricFamily(spec.prometheus, spec.help, labels=labels, unit=unit)
-    if spec.kind is c.Kind.HISTOGRAM:
-        return HistogramMetricFamily(spec.prometheus, spec.help, labels=labels, unit=unit)
-    return GaugeMetricFamily(spec.prometheus, spec.help, labels=labels, unit=unit)
+    def _lines(
+        self, queue: str, record: _Record, before: tuple[_Record, tuple[str, ...]] | None
+    ) -> tuple[str, ...]:
+        escaped = ex.label_value(queue)
+        per: list[list[str]] = [[] for _ in c.METRICS]
+        ex.series_lines(escaped, c.series_of(record.snapshot), per)
+        for spec, hist, old in (
+            (c.ITEM_WAIT, record.waits, before and before[0].waits),
+            (c.ITEM_DURATION, record.durations, before and before[0].durations),
+        ):
+            at = ex.POSITION[spec]
+            if hist is not None and before is not None and hist is old:
+                per[at].append(before[1][at])  # no observation since: the same lines
+            elif hist is not None:
+                per[at].append(self._buckets[spec].lines(escaped, hist.counts, hist.total))
+        return tuple(["".join(lines) for lines in per])
+
+
+_family = ex.family
 
 
 def register(
@@ -327,11 +293,13 @@ def register(
     registry: CollectorRegistry | None = None,
     *,
     buckets: Sequence[float] = DEFAULT_BUCKETS,
+    prepare_at_tick: bool = False,
 ) -> QHealthCollector:
     """Export ``source`` (a monitor) through ``registry`` (default:
-    ``prometheus_client.REGISTRY``). Registering a second collector in the
-    same registry raises ``ValueError`` (duplicated series)."""
-    collector = QHealthCollector(source, buckets=buckets)
+    ``prometheus_client.REGISTRY``); see :class:`QHealthCollector` for the
+    options. Registering a second collector in the same registry raises
+    ``ValueError`` (duplicated series)."""
+    collector = QHealthCollector(source, buckets=buckets, prepare_at_tick=prepare_at_tick)
     try:
         (REGISTRY if registry is None else registry).register(collector)
     except ValueError:
@@ -343,6 +311,18 @@ def register(
 # -- HTTP ------------------------------------------------------------------------------
 
 
+def encode(registry: Collector | None = None, accept: str = "") -> tuple[bytes, str]:
+    """The body and content type of a scrape of ``registry`` (default:
+    prometheus-client's) for a scraper that sends ``accept`` (its ``Accept``
+    header: Prometheus text or OpenMetrics). Byte for byte what
+    prometheus-client's own encoder writes, with qhealth's families written
+    from lines prepared once per tick (see :mod:`qhealth._exposition`): use it
+    in a ``/metrics`` view of your own."""
+    target: Collector = REGISTRY if registry is None else registry
+    _, content_type = choose_encoder(accept)
+    return ex.encode(target, content_type.startswith("application/openmetrics-text")), content_type
+
+
 def metrics_route(registry: Collector | None = None) -> Handler:
     """A route handler serving ``registry`` in the format the scraper asks for
     (Prometheus text or OpenMetrics), gzipped when accepted. ``?name[]=...``
@@ -351,10 +331,14 @@ def metrics_route(registry: Collector | None = None) -> Handler:
     target: Collector = REGISTRY if registry is None else registry
 
     def handler(request: Request) -> Response:
-        encoder, content_type = choose_encoder(request.header("accept"))
+        accept = request.header("accept")
         names = request.query.get("name[]")
         restricted = getattr(target, "restricted_registry", None)
-        body = encoder(restricted(names) if names and callable(restricted) else target)
+        if names and callable(restricted):
+            encoder, content_type = choose_encoder(accept)
+            body = encoder(restricted(names))
+        else:
+            body, content_type = encode(target, accept)
         headers: tuple[tuple[str, str], ...] = ()
         if gzip_accepted(request.header("accept-encoding")):
             body = gzip.compress(body, compresslevel=1)
@@ -370,27 +354,27 @@ def serve(
     listen: str = DEFAULT_LISTEN,
     registry: CollectorRegistry | None = None,
     buckets: Sequence[float] = DEFAULT_BUCKETS,
+    routes: Mapping[str, Handler] | None = None,
 ) -> HttpServer:
     """Serve ``/metrics`` from a background thread and return the server.
 
-    ``source`` (a monitor), when given, is registered in ``registry`` first,
-    and its status page (:mod:`qhealth.status_page`) is served at ``/``.
+    ``source`` (a monitor), when given, is registered in ``registry`` first.
     ``registry`` defaults to prometheus-client's default registry, so metrics
-    you defined there are served too. ``listen`` is ``HOST:PORT`` (port 0 for
-    any free port; ``0.0.0.0:PORT`` to accept connections from other hosts).
+    you defined there are served too. ``routes`` are more pages to serve
+    beside ``/metrics`` (path -> handler), e.g. the status page:
+    ``routes={"/": qhealth.status_page.StatusPage(monitor).route}``. ``listen``
+    is ``HOST:PORT`` (port 0 for any free port; ``0.0.0.0:PORT`` to accept
+    connections from other hosts).
     """
-    server = HttpServer(listen)
+    server = HttpServer(listen, routes=routes)
     collector = register(source, registry, buckets=buckets) if source is not None else None
     server.add_route("/metrics", metrics_route(REGISTRY if registry is None else registry))
-    page = status_page.mount(server, source) if source is not None else None  # `/`: conditions at a glance
     try:
         return server.start()
     except OSError:
         if collector is not None:
             (REGISTRY if registry is None else registry).unregister(collector)
             collector.close()
-        if page is not None:
-            page.close()
         raise
 
 

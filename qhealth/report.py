@@ -26,21 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._classifier import HEALTHY, SEVERITY, WARMING_UP, Health, classify
+from ._colors import STATE_COLORS
 from ._config import ClassifierConfig
 from ._sample import Sample, TraceHeader
 from ._trace import Trace
 from ._window import counter_increase
-
-#: Band colours of each state (the dashboard's colours).
-STATE_COLORS: dict[str, str] = {
-    "stalled": "#8f1d1d",
-    "overflow": "#e02f44",
-    "rate_limited": "#8f3bb8",
-    "boom_bust": "#ff9830",
-    "idle": "#3274d9",
-    WARMING_UP: "#c7c7c7",
-    HEALTHY: "#73bf69",
-}
 
 
 class ReportError(RuntimeError):

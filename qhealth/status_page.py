@@ -28,10 +28,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ._classifier import HEALTHY, SEVERITY, WARMING_UP
+from ._colors import STATE_COLORS
 from ._contract import SnapshotSource
 from ._http import HttpServer, Request, Response
 from ._monitor import Listener, QueueSnapshot
-from .report import STATE_COLORS
 
 #: Ticks of history drawn per queue.
 HISTORY = 180
@@ -196,6 +196,20 @@ def _badge(state: str) -> str:
     return f'<span class="badge" style="background:{_color(state)}">{html.escape(state)}</span>'
 
 
+def _judged_badge(state: str, not_judged: int) -> str:
+    """The state badge of a card. A queue with conditions not judged gets an
+    outlined badge saying how many were judged: "healthy" in solid green would
+    claim what was never checked."""
+    if not not_judged:
+        return _badge(state)
+    judged = len(SEVERITY) - not_judged
+    return (
+        f'<span class="badge partial" style="border-color:{_color(state)};color:{_color(state)}">'
+        f"{html.escape(state)}</span>"
+        f'<span class="judged">{judged} of {len(SEVERITY)} conditions judged</span>'
+    )
+
+
 def _state_counts(snapshots: Sequence[QueueSnapshot]) -> str:
     counts: dict[str, int] = {}
     for s in snapshots:
@@ -227,10 +241,14 @@ def _pct(value: float | None) -> str:
 
 
 def _sparkline(values: Sequence[float | None], color: str, *, width: int = 220, height: int = 34) -> str:
-    """A polyline of the known values (gaps where unknown), scaled to its own maximum."""
+    """A polyline of the known values (gaps where unknown), scaled from 0 to
+    its own maximum, which is written beside it (the scale)."""
     known = [v for v in values if v is not None]
     if len(values) < 2 or not known:
-        return f'<svg class="spark" width="{width}" height="{height}" role="img" aria-label="no data"></svg>'
+        return (
+            f'<svg class="spark" viewBox="0 0 {width} {height}" preserveAspectRatio="none" '
+            f'role="img" aria-label="no data"></svg><span class="scale">no data</span>'
+        )
     top = max(known) or 1.0
     step = width / (len(values) - 1)
     runs: list[list[str]] = [[]]
@@ -242,13 +260,21 @@ def _sparkline(values: Sequence[float | None], color: str, *, width: int = 220, 
         y = height - 2 - (v / top) * (height - 4)
         runs[-1].append(f"{i * step:.1f},{y:.1f}")
     lines = "".join(
-        f'<polyline points="{" ".join(run)}" fill="none" stroke="{color}" stroke-width="1.5"/>'
+        f'<polyline points="{" ".join(run)}" fill="none" stroke="{color}" stroke-width="1.5" '
+        'vector-effect="non-scaling-stroke"/>'
         for run in runs
         if len(run) > 1
     )
+    grid = (
+        f'<line x1="0" y1="{height - 2}" x2="{width}" y2="{height - 2}" stroke="#ccd" stroke-width="1" '
+        'vector-effect="non-scaling-stroke"/>'
+        f'<line x1="0" y1="2" x2="{width}" y2="2" stroke="#e4e6eb" stroke-width="1" '
+        'stroke-dasharray="3 3" vector-effect="non-scaling-stroke"/>'
+    )
     return (
-        f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        f'role="img" aria-label="max {_num(top)}">{lines}</svg>'
+        f'<svg class="spark" viewBox="0 0 {width} {height}" preserveAspectRatio="none" '
+        f'role="img" aria-label="0 to {_num(top)}">{grid}{lines}</svg>'
+        f'<span class="scale" title="the line spans 0 (bottom) to this (top)">0&ndash;{_num(top)}</span>'
     )
 
 
@@ -270,7 +296,7 @@ def _strip(states: Sequence[str], *, width: int = 220, height: int = 10) -> str:
         for first, count, state in runs
     )
     return (
-        f'<svg class="strip" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'<svg class="strip" viewBox="0 0 {width} {height}" preserveAspectRatio="none" '
         f'shape-rendering="crispEdges" role="img" aria-label="state history">{rects}</svg>'
     )
 
@@ -306,13 +332,16 @@ def _card(snapshot: QueueSnapshot, history: Sequence[_Point], now: float | None 
         f'{html.escape(f.reason)}<br><span class="fix">fix: {html.escape(f.hint)}</span></li>'
         for f in health.findings
     )
+    unjudged = {str(c): why for c, why in health.not_judged.items()}
     if health.state == WARMING_UP:
         findings = "<li>collecting the first window of samples</li>"
+    elif not findings and unjudged:
+        judged = [str(c) for c in SEVERITY if str(c) not in unjudged]
+        findings = f"<li>none of the conditions judged ({html.escape(', '.join(judged))}) is on</li>"
     elif not findings:
         findings = "<li>no condition: healthy</li>"
     not_judged = "".join(
-        f"<li>{html.escape(str(c))} not judged: {html.escape(why)}</li>"
-        for c, why in health.not_judged.items()
+        f"<li><b>{html.escape(c)}</b> not judged: {html.escape(why)}</li>" for c, why in unjudged.items()
     )
     if not_judged:
         not_judged = f'<ul class="notjudged">{not_judged}</ul>'
@@ -332,6 +361,7 @@ def _card(snapshot: QueueSnapshot, history: Sequence[_Point], now: float | None 
         f"<span>workers needed <b>{_num(health.workers_recommended)}</b></span>"
     )
     if history:
+        span_s = len(history) * snapshot.interval_s
         sparks = (
             '<div class="sparks">'
             f'<div><span class="label">depth</span>{_sparkline([p.depth for p in history], "#555")}</div>'
@@ -340,40 +370,60 @@ def _card(snapshot: QueueSnapshot, history: Sequence[_Point], now: float | None 
             '<div><span class="label">items/s</span>'
             f"{_sparkline([p.throughput for p in history], '#2e9d4f')}</div>"
             f'<div><span class="label">state</span>{_strip([p.state for p in history])}</div>'
+            f'<div class="span">last {_duration(span_s)}, oldest left, newest right</div>'
             "</div>"
         )
     else:
         sparks = ""
     return (
-        f'<section class="card" data-queue="{name}" data-state="{html.escape(health.state)}">'
-        f"<h2>{name} {_badge(health.state)}</h2>"
+        f'<section class="card" data-queue="{name}" data-state="{html.escape(health.state)}" '
+        f'data-not-judged="{len(unjudged)}">'
+        f"<h2>{name} {_judged_badge(health.state, len(unjudged))}</h2>"
         f'<div class="stats">{stats}</div>'
         f'<ul class="findings">{findings}</ul>{not_judged}{sparks}'
         "</section>"
     )
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
+
+
 _CSS = """
+*{box-sizing:border-box}
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
-header{padding:12px 20px;background:#1d2330;color:#fff}
+header{padding:12px 16px;background:#1d2330;color:#fff}
 header h1{font-size:18px;margin:0 0 4px}
-header .summary{font-size:13px}
-main{padding:12px 20px;display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:12px}
-.card{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:10px 14px}
-.card h2{font-size:16px;margin:0 0 6px;word-break:break-all}
+header .summary{font-size:13px;display:flex;flex-wrap:wrap;gap:4px 8px;align-items:center}
+main{padding:12px;display:grid;grid-template-columns:repeat(auto-fill,minmax(min(520px,100%),1fr));gap:12px}
+.card{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:10px 14px;min-width:0;
+overflow-wrap:anywhere}
+.card h2{font-size:16px;margin:0 0 6px;word-break:break-all;display:flex;flex-wrap:wrap;gap:6px;
+align-items:center}
 .badge{display:inline-block;color:#fff;border-radius:4px;padding:2px 10px;font-size:13px;font-weight:600;
-min-width:90px;text-align:center}
-.stats span{display:inline-block;margin-right:14px;color:#555}
+min-width:90px;text-align:center;word-break:normal}
+.badge.partial{background:#fff;border:2px solid;padding:0 8px}
+.judged{font-size:12px;font-weight:600;color:#8a5a00;background:#fff4d6;border-radius:4px;padding:2px 6px;
+word-break:normal}
+.stats{display:flex;flex-wrap:wrap;gap:2px 14px}
+.stats span{color:#555}
 .stats b{color:#1d2330}
 .findings{margin:8px 0;padding-left:18px}
 .fix{color:#555}
-.notjudged{color:#888;font-size:12px;padding-left:18px}
-.sparks{display:grid;grid-template-columns:1fr 1fr;gap:4px 16px;margin-top:6px}
-.sparks .label{display:inline-block;width:56px;color:#666;font-size:12px;vertical-align:top}
-.spark,.strip{vertical-align:middle}
+.notjudged{color:#8a5a00;font-size:12px;padding-left:18px;margin:4px 0}
+.sparks{display:grid;grid-template-columns:repeat(auto-fit,minmax(220px,1fr));gap:4px 16px;margin-top:6px}
+.sparks>div{display:flex;align-items:center;gap:6px;min-width:0}
+.sparks .label{flex:0 0 52px;color:#666;font-size:12px}
+.sparks .scale{flex:0 0 auto;color:#666;font-size:11px;font-variant-numeric:tabular-nums}
+.sparks .span{grid-column:1/-1;color:#888;font-size:11px}
+.spark{flex:1 1 auto;min-width:60px;max-width:220px;height:34px}
+.strip{flex:1 1 auto;min-width:60px;max-width:220px;height:10px}
 .muted,.empty,.more{color:#777}
-footer{padding:6px 20px 16px;color:#666;font-size:12px}
-.key{margin-right:10px}.key i{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}
+footer{padding:6px 16px 16px;color:#666;font-size:12px}
+.key{margin-right:10px;white-space:nowrap}
+.key i{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}
 """
 
 _PAGE = """<!doctype html>
@@ -390,7 +440,9 @@ _PAGE = """<!doctype html>
 <main>
 {cards}
 </main>
-<footer>{legend}<br>Updated {updated}; reloads every {refresh} s. Metrics for Prometheus at
+<footer>{legend}<br>An outlined badge: some conditions could not be judged (the source does not report
+what they need); each card lists them. Sparklines span 0 (bottom) to the value written beside them (top).<br>
+Updated {updated}; reloads every {refresh} s. Metrics for Prometheus at
 <a href="metrics">/metrics</a>.</footer>
 </body>
 </html>

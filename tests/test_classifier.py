@@ -135,6 +135,7 @@ def test_thresholds_are_relative_to_the_pool_not_absolute(scale: int) -> None:
         120,
         depth=lambda t: (21 * scale) if int(t) % 4 == 0 else 0,
         busy=lambda t: 10 if int(t) % 4 == 0 else 4,
+        idle_per_s=10 - (10 + 3 * 4) / 4,  # the idle time those busy counts add up to
         arrivals=5.0 * scale,
         processed=5.0 * scale,
     )

@@ -145,3 +145,19 @@ def test_the_readme_example_is_what_classify_prints(capsys: pytest.CaptureFixtur
     shown = text.split(command, 1)[1].split("```", 1)[0]
     assert main(["classify", str(TRACES / "transition-poll-bug.jsonl")]) == 0
     assert capsys.readouterr().out == shown
+
+
+def test_a_queue_name_with_terminal_escapes_is_printed_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trace is data from outside: its queue name must not drive the terminal."""
+    trace = TRACES / "idle-polling.jsonl"
+    lines = trace.read_text().splitlines()
+    header = json.loads(lines[0])
+    header["queue"] = "evil\x1b[2J\rname\u202e"
+    path = tmp_path / "evil.jsonl"
+    path.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    assert main(["classify", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "\u202e" not in out
+    assert "evil\\x1b[2J\\rname\\u202e" in out

@@ -38,3 +38,17 @@ def test_the_version_comes_from_the_package_metadata() -> None:
     import qhealth
 
     assert qhealth.__version__ and qhealth.__version__ != "0.0.0"
+
+
+def test_the_prometheus_exporter_loads_neither_the_status_page_nor_the_report() -> None:
+    """Layers point one way: the exporter serves the routes it is given; the
+    command line mounts the status page."""
+    code = (
+        "import sys, qhealth.prometheus;"
+        "print(sorted(m for m in sys.modules if m in ('qhealth.status_page', 'qhealth.report')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

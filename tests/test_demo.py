@@ -20,7 +20,7 @@ from qhealth.demo._summary import plain_table, summary_rows
 from qhealth.demo._tally import QueueTally, Tally
 from qhealth.demo._text import sparkline
 
-from .test_export_support import FakeClock
+from .export_support import FakeClock
 
 
 async def _no_wait(seconds: float) -> None:

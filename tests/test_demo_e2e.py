@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_otel_support import OtlpReceiver
+from .otel_support import OtlpReceiver
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from qhealth.integrations.loop import tracked
 from qhealth.otel import instrument
 from qhealth.prometheus import register
 
-from .test_export_support import FakeClock, fake_monitor, scrape
+from .export_support import FakeClock, fake_monitor, scrape
 
 SeriesKey = tuple[str, frozenset[tuple[str, str]]]
 

@@ -19,8 +19,8 @@ from qhealth.cli import main
 from qhealth.cli.serve import DEFAULT_LISTEN
 from tests.services import free_port
 
-from .test_export_support import labels
-from .test_prometheus_multiprocess import Worker
+from .export_support import labels
+from .multiprocess_support import Worker
 
 
 def _trace(shared_traces: Path, name: str) -> qhealth.Trace:

@@ -25,9 +25,8 @@ from qhealth import _contract as c
 from qhealth.otel import instrument
 from qhealth.prometheus import register
 
-from .test_export_support import fake_monitor, families, scrape, spec_rows
-from .test_otel_support import prometheus_name
-from .test_prometheus import _Sidecar, busy_monitor
+from .export_support import Sidecar, busy_monitor, fake_monitor, families, scrape, spec_rows
+from .otel_support import prometheus_name
 
 
 class Collected:
@@ -129,7 +128,7 @@ def test_histograms_are_recorded_at_tick_time_with_the_contract_buckets() -> Non
 def test_unknown_fields_are_not_observed() -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    instrument(_Sidecar(), provider)
+    instrument(Sidecar(), provider)
     got = Collected(reader)
     provider.shutdown()
     assert set(got.metrics) == {"qhealth.queue.depth", "qhealth.condition", "qhealth.source.up"}

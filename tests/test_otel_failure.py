@@ -14,7 +14,7 @@ import pytest
 import qhealth
 from qhealth.otel import setup_otlp
 
-from .test_otel_support import (
+from .otel_support import (
     MODES,
     Chunk,
     SwitchableReceiver,

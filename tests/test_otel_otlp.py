@@ -11,11 +11,11 @@ from typing import Literal
 import pytest
 
 import qhealth
-from qhealth.otel import OtlpExport, setup_otlp
+from qhealth.cli._exports import start_exports
+from qhealth.otel import Messaging, OtlpExport, http_metrics_url, setup_otlp
 
-from .test_export_support import spec_rows
-from .test_otel_support import OtlpReceiver, prometheus_name
-from .test_prometheus import busy_monitor
+from .export_support import busy_monitor, spec_rows
+from .otel_support import OtlpReceiver, prometheus_name
 
 Protocol = Literal["grpc", "http"]
 PROTOCOLS: list[Protocol] = ["grpc", "http"]
@@ -189,3 +189,99 @@ def test_shutting_down_twice_is_harmless(caplog: pytest.LogCaptureFixture) -> No
     caplog.clear()
     export.shutdown(timeout_s=1)
     assert not caplog.records, [r.getMessage() for r in caplog.records]
+
+
+# -- the endpoint given on the command line ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "posted_to"),
+    [
+        ("http://collector:4318", "http://collector:4318/v1/metrics"),
+        ("http://collector:4318/", "http://collector:4318/v1/metrics"),
+        ("https://gateway/otlp", "https://gateway/otlp/v1/metrics"),
+        ("http://collector:4318/v1/metrics", "http://collector:4318/v1/metrics"),
+    ],
+)
+def test_an_http_endpoint_is_a_base_url_as_in_the_standard_variable(given: str, posted_to: str) -> None:
+    assert http_metrics_url(given) == posted_to
+
+
+def test_an_endpoint_that_is_no_url_is_refused_with_its_value_but_no_credentials() -> None:
+    with pytest.raises(ValueError, match="collector:4318"):
+        http_metrics_url("collector:4318")
+    with pytest.raises(ValueError) as err:
+        http_metrics_url("user:s3cret@collector:4318")
+    assert "s3cret" not in str(err.value) and "collector:4318" in str(err.value)
+
+
+@pytest.mark.parametrize("how", ["flag", "variable"])
+def test_the_endpoint_flag_posts_where_the_standard_variable_does(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--otlp-endpoint http://host:port`` and ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    with the same value both reach the receiver's ``/v1/metrics`` (it answers
+    404 anywhere else and keeps nothing)."""
+    for name in ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SDK_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+    monitor, probe = busy_monitor()
+    with OtlpReceiver("http") as receiver:
+        base = f"http://127.0.0.1:{receiver.port}"
+        if how == "variable":
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", base)
+        exports = start_exports(monitor, otlp=True, otlp_endpoint=base if how == "flag" else None)
+        try:
+            _exported(monitor, probe)
+            receiver.wait_for({"qhealth.queue.depth"})
+            assert exports.running == [("exporting", f"over OTLP (http/protobuf) to {base}/v1/metrics")]
+        finally:
+            exports.close()
+
+
+def test_messaging_conventions_arrive_beside_qhealths_names_only_when_asked(
+    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _env_for(receiver, monkeypatch)
+    monitor, probe = busy_monitor()
+    export = setup_otlp(monitor, messaging=Messaging("rabbitmq", consumer_group="mailers"))
+    try:
+        _exported(monitor, probe)
+        seen = receiver.wait_for(
+            {"messaging.process.duration", "messaging.client.consumed.messages", "qhealth.item.duration"}
+        )
+    finally:
+        export.shutdown()
+    consumed = seen["messaging.client.consumed.messages"]
+    assert (consumed.kind, consumed.monotonic, consumed.unit) == ("sum", True, "{message}")
+    assert consumed.attributes == {
+        "messaging.system": "rabbitmq",
+        "messaging.destination.name": "emails",
+        "messaging.consumer.group.name": "mailers",
+        "messaging.operation.name": "process",
+    }
+    assert seen["messaging.process.duration"].kind == "histogram"
+
+
+def test_without_asking_no_messaging_convention_is_exported(
+    exported: tuple[OtlpReceiver, qhealth.Monitor, OtlpExport],
+) -> None:
+    receiver, _, _ = exported
+    assert not [p for p in receiver.points() if p.metric.startswith("messaging.")]
+
+
+def test_the_messaging_conventions_can_be_turned_on_from_the_environment(
+    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that ``qhealth watch --otlp`` and ``qhealth demo --otlp`` can emit them too."""
+    _env_for(receiver, monkeypatch)
+    monkeypatch.setenv("QHEALTH_OTEL_MESSAGING_SYSTEM", "redis")
+    monitor, probe = busy_monitor()
+    export = setup_otlp(monitor)
+    try:
+        _exported(monitor, probe)
+        seen = receiver.wait_for({"messaging.client.consumed.messages"})
+    finally:
+        export.shutdown()
+    assert seen["messaging.client.consumed.messages"].attributes["messaging.system"] == "redis"

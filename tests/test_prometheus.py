@@ -18,33 +18,9 @@ from qhealth import _contract as c
 from qhealth._http import HttpServer, Request, Response, parse_listen
 from qhealth.prometheus import DEFAULT_LISTEN, QHealthCollector, register, serve
 
-from .test_export_support import fake_monitor, families, labels, scrape, spec_rows
+from .export_support import Sidecar, busy_monitor, fake_monitor, families, labels, scrape, spec_rows
 
 CONDITIONS = {"stalled", "overflow", "rate_limited", "boom_bust", "idle"}
-
-
-def busy_monitor() -> tuple[qhealth.Monitor, qhealth.Probe]:
-    """A queue where every field is known, with polls, latencies, a capacity
-    and an oldest age: a scrape of it holds every family of the contract."""
-    monitor, clock = fake_monitor(window_s=8.0)
-    probe = monitor.watch("emails", workers=4, capacity=100, oldest_age=lambda: 2.5)
-    probe.polled(True)
-    probe.polled(False)
-    for t in range(1, 11):
-        probe.enqueued()
-        probe.started()
-        clock.now = t - 0.5
-        if t == 4:
-            probe.failed()
-        else:
-            probe.succeeded()
-        probe.observe_duration(0.05)
-        probe.observe_wait(0.02)
-        probe.attempted(2)
-        probe.rate_limited(t % 2)
-        clock.now = float(t)
-        monitor.tick()
-    return monitor, probe
 
 
 @pytest.fixture
@@ -163,20 +139,8 @@ def test_ratios_and_recommended_workers_come_from_the_verdict(registry: Collecto
     assert got[("qhealth_workers_recommended", q)] == health.workers_recommended
 
 
-class _Sidecar:
-    """A source that knows only the depth of a bare list (trace fields null)."""
-
-    def __init__(self) -> None:
-        sample = qhealth.Sample(t=1.0, depth=7)
-        health = qhealth.Health(t=1.0, state=qhealth.WARMING_UP)
-        self._snap = qhealth.QueueSnapshot("bare", sample, health, None, 0, 0)
-
-    def snapshots(self) -> Mapping[str, qhealth.QueueSnapshot]:
-        return {"bare": self._snap}
-
-
 def test_unknown_fields_give_absent_series_never_a_fake_zero(registry: CollectorRegistry) -> None:
-    register(_Sidecar(), registry)
+    register(Sidecar(), registry)
     assert {k[0] for k in scrape(registry)} == {
         "qhealth_queue_depth",
         "qhealth_condition",
@@ -230,6 +194,34 @@ def test_while_a_source_is_down_its_gauges_are_withdrawn_and_its_conditions_read
     assert after[("qhealth_items_processed_total", labels(queue="q", outcome="success"))] == 0, (
         "counters keep their last value"
     )
+
+
+def test_a_collector_that_saw_the_queue_up_reports_it_down_when_its_source_fails(
+    registry: CollectorRegistry,
+) -> None:
+    """Registered before the ticks (the usual order), the collector follows
+    the monitor's down notice instead of serving its last good tick."""
+    monitor, clock = fake_monitor()
+    state = {"up": True}
+
+    class Flaky:
+        unknown: Mapping[str, str] = {}
+
+        def read(self) -> qhealth.Reading:
+            if not state["up"]:
+                raise ConnectionError("down")
+            return qhealth.Reading(depth=4, workers=1)
+
+    monitor.watch_source("flaky", Flaky())
+    register(monitor, registry)
+    clock.now = 1.0
+    monitor.tick()
+    state["up"] = False
+    clock.now = 2.0
+    monitor.tick()
+    got = scrape(registry)
+    assert got[("qhealth_source_up", labels(queue="flaky"))] == 0
+    assert ("qhealth_queue_depth", labels(queue="flaky")) not in got
 
 
 def test_histograms_accumulate_the_observations_drained_at_each_tick(registry: CollectorRegistry) -> None:

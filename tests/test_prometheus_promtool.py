@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
-from qhealth.prometheus import register
+from qhealth.prometheus import encode, register
 
-from .test_export_support import spec_rows
-from .test_prometheus import busy_monitor
-from .test_prometheus_multiprocess import Worker
+from .export_support import busy_monitor, spec_rows
+from .multiprocess_support import Worker
 
 
 def promtool_check(text: bytes) -> subprocess.CompletedProcess[str]:
@@ -38,6 +37,18 @@ def test_a_full_scrape_passes_promtool() -> None:
     text = generate_latest(registry)
     assert all(f"# HELP {r.prometheus.removesuffix('_total')}".encode() in text for r in spec_rows())
     result = promtool_check(text)
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result
+
+
+def test_the_served_scrape_passes_promtool() -> None:
+    """What /metrics serves: qhealth's families from their prepared lines.
+    (promtool reads the Prometheus text format only: the OpenMetrics body is
+    checked against prometheus-client's own encoder instead.)"""
+    registry = CollectorRegistry()
+    monitor, _ = busy_monitor()
+    register(monitor, registry)
+    body, _ = encode(registry)
+    result = promtool_check(body)
     assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result
 
 

@@ -11,7 +11,7 @@ import qhealth
 from qhealth.prometheus import register
 from qhealth.replay import TraceSource, replay_monitor
 
-from .test_export_support import FakeClock, labels, scrape
+from .export_support import FakeClock, labels, scrape
 
 
 def _trace(shared_traces: Path, name: str) -> qhealth.Trace:

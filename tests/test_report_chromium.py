@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from qhealth import read_trace
+from qhealth._colors import STATE_COLORS
 from qhealth.demo import SCENARIOS, Options, Settings, run_demo
-from qhealth.report import STATE_COLORS, Section, write_html
+from qhealth.report import Section, write_html
 
-from .test_status_page_support import count_color, read_png, run_chromium
+from .status_page_support import count_color, read_png, run_chromium
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from qhealth import prometheus
 from qhealth.status_page import COLORS, HISTORY, MAX_QUEUES, StatusPage
 
 from .conftest import TRACES
-from .test_status_page_support import play, replaying_monitor
+from .status_page_support import play, replaying_monitor
 
 QUEUES = {
     "cache-warm": "boom-bust-poisson",
@@ -163,9 +163,12 @@ def _get(url: str) -> tuple[int, str, str]:
         return response.status, response.headers["Content-Type"], response.read().decode()
 
 
-def test_prometheus_serve_answers_root_with_the_page_and_metrics_still() -> None:
+def test_the_page_mounted_on_the_metrics_server_answers_root_and_metrics_still() -> None:
     monitor, clock, ticks = replaying_monitor(QUEUES)
-    server = prometheus.serve(monitor, listen="127.0.0.1:0", registry=CollectorRegistry())
+    page = StatusPage(monitor)
+    server = prometheus.serve(
+        monitor, listen="127.0.0.1:0", registry=CollectorRegistry(), routes={"/": page.route}
+    )
     try:
         play(monitor, clock, ticks)
         status, content_type, body = _get(server.url + "/")

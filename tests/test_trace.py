@@ -94,7 +94,10 @@ def test_integral_floats_are_accepted_for_counts(tmp_path: Path) -> None:
         ([HEADER, sample_at(0, busy=True)], 2, '"busy" must be an integer'),
         ([HEADER, sample_at(0, depth=None)], 2, '"depth" must be a number, got null'),
         ([HEADER, {**GOOD, "t": None}], 2, '"t" must be a number, got null'),
-        ([HEADER, sample_at(0, idle_s_total="x")], 2, '"idle_s_total" must be a number'),
+        ([HEADER, sample_at(0, idle_s_total="x")], 2, '"idle_s_total" must be a finite number'),
+        ([HEADER, sample_at(0, processed_total=10**4000)], 2, '"processed_total" must be below 2^63'),
+        ([HEADER, sample_at(0, processed_total=2**63)], 2, '"processed_total" must be below 2^63'),
+        ([HEADER, sample_at(0, idle_s_total=1e300)], 2, '"idle_s_total" must be below 2^63'),
         ([HEADER, sample_at(0, processed_total=-1)], 2, "must not be negative"),
         ([HEADER, sample_at(0, busy=3, workers=2)], 2, '"busy" (3) exceeds "workers" (2)'),
         ([HEADER, sample_at(1), sample_at(1)], 3, '"t" must increase'),
@@ -102,8 +105,11 @@ def test_integral_floats_are_accepted_for_counts(tmp_path: Path) -> None:
         ([HEADER, "[1, 2]"], 2, "a sample must be a JSON object"),
         ([{**HEADER, "format": "other"}], 1, '"format" must be "qhealth-trace"'),
         ([{**HEADER, "version": 2}], 1, 'unsupported "version"'),
-        ([{**HEADER, "interval_s": 0}], 1, '"interval_s" must be a positive number'),
-        ([{**HEADER, "capacity": -5}], 1, '"capacity" must be a positive integer or null'),
+        ([{**HEADER, "interval_s": 0}], 1, '"interval_s" must be a number of seconds from 0.001 to 86400'),
+        ([{**HEADER, "interval_s": 1e-300}], 1, '"interval_s" must be a number of seconds from 0.001'),
+        ([{**HEADER, "interval_s": 1e9}], 1, '"interval_s" must be a number of seconds from 0.001'),
+        ([{**HEADER, "capacity": -5}], 1, '"capacity" must be a positive integer below 2^63 or null'),
+        ([{**HEADER, "queue": "q" * 300}], 1, '"queue" is longer than 256 characters'),
         ([{**HEADER, "queue": ""}], 1, '"queue" must be a non-empty string'),
     ],
 )
@@ -116,6 +122,31 @@ def test_bad_input_names_the_file_the_line_and_the_problem(
     assert caught.value.line == line_number
     assert str(caught.value).startswith(f"{path}:{line_number}: ")
     assert message in str(caught.value)
+
+
+def test_a_huge_line_is_refused_before_it_is_read_whole(tmp_path: Path) -> None:
+    """A 100 MB line once cost 250 MB of memory: now reading stops at 64 KiB."""
+    import tracemalloc
+
+    path = tmp_path / "huge.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        out.write(json.dumps(HEADER) + "\n")
+        out.write('{"t": 0, "pad": "' + "x" * 20_000_000 + '"}\n')
+    tracemalloc.start()
+    with pytest.raises(TraceError, match=r"huge\.jsonl:2: line longer than 65,536 characters"):
+        read_trace(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 5_000_000, f"reading took {peak:,} bytes"
+
+
+def test_an_integer_of_thousands_of_digits_is_refused_with_a_short_message(tmp_path: Path) -> None:
+    path = write_lines(
+        tmp_path, HEADER, raw=json.dumps(HEADER) + "\n" + '{"t": 0, "depth": 1' + "0" * 4000 + "}\n"
+    )
+    with pytest.raises(TraceError) as caught:
+        read_trace(path)
+    assert len(str(caught.value)) < 300
 
 
 def test_an_empty_file_has_no_header(tmp_path: Path) -> None:

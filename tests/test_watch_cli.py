@@ -142,7 +142,7 @@ def test_the_first_verdict_names_the_conditions_it_could_not_judge(redis_url: st
 
 @pytest.mark.slow
 def test_watch_exports_over_otlp(procs: Callable[..., Proc], redis_url: str) -> None:
-    from tests.test_otel_support import OtlpReceiver
+    from tests.otel_support import OtlpReceiver
 
     key = unique("otlp")
     redis.Redis.from_url(redis_url).rpush(key, *range(4))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from typing import TextIO, cast
@@ -12,7 +11,7 @@ from typing import TextIO, cast
 from .._classifier import SEVERITY, WARMING_UP, Classifier, Condition, Health
 from .._config import ClassifierConfig
 from .._sample import Sample, TraceHeader
-from .._text import finding_lines
+from .._text import finding_lines, printable
 from .._trace import TraceError, iter_trace
 from . import UsageError
 
@@ -80,16 +79,15 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.trace}: {exc.strerror or exc}") from None
     source = "<stdin>" if args.trace == "-" else args.trace
     try:
-        if not stream.seekable():  # standard input: kept aside (in memory up to 8 MB, then on disk)
-            spooled = tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", encoding="utf-8")  # noqa: SIM115
-            shutil.copyfileobj(stream, spooled)
-            spooled.seek(0)
-            stream = cast(TextIO, spooled)
-        # The whole trace is checked first: bad input prints its one error line and nothing else.
-        start = stream.tell()
-        for _ in iter_trace(stream, source):
-            pass
-        stream.seek(start)
+        whole = True
+        if not stream.seekable():  # a pipe: kept aside to be read twice, up to a bound
+            stream, whole = _kept_aside(stream)
+        if whole:
+            # The whole trace is checked first: bad input prints its one error line and nothing else.
+            start = stream.tell()
+            for _ in iter_trace(stream, source):
+                pass
+            stream.seek(start)
         return _classify_stream(stream, source, args.format, config)
     except TraceError as exc:
         raise UsageError(str(exc)) from None
@@ -98,6 +96,49 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if stream is not sys.stdin:
             stream.close()
+
+
+#: Characters of a piped trace kept aside (in memory up to 8 MB, then on disk) so that it can be checked
+#: whole before anything is printed. Beyond, the rest streams unchecked: rows may come before an error.
+KEPT_ASIDE = 256 << 20
+
+
+def _kept_aside(pipe: TextIO) -> tuple[TextIO, bool]:
+    """A copy of the pipe's text (True: all of it), or the first :data:`KEPT_ASIDE`
+    characters followed by the rest of the pipe (False)."""
+    spool = tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", encoding="utf-8")  # noqa: SIM115
+    copy = cast(TextIO, spool)
+    kept = 0
+    while kept < KEPT_ASIDE:
+        chunk = pipe.read(min(1 << 20, KEPT_ASIDE - kept))
+        if not chunk:
+            copy.seek(0)
+            return copy, True
+        copy.write(chunk)
+        kept += len(chunk)
+    copy.seek(0)
+    return cast(TextIO, _Joined(copy, pipe)), False
+
+
+class _Joined:
+    """Lines read from ``first`` to its end, then from ``second`` (a line cut in two joined)."""
+
+    def __init__(self, first: TextIO, second: TextIO) -> None:
+        self._first, self._second = first, second
+        self._first_done = False
+
+    def readline(self, size: int = -1) -> str:
+        if self._first_done:
+            return self._second.readline(size)
+        line = self._first.readline(size)
+        if line.endswith("\n") or (size >= 0 and len(line) >= size):
+            return line
+        self._first_done = True
+        left = -1 if size < 0 else size - len(line)
+        return line + (self._second.readline(left) if left != 0 else "")
+
+    def close(self) -> None:
+        self._first.close()
 
 
 def _classify_stream(stream: TextIO, source: str, fmt: str, config: ClassifierConfig) -> int:
@@ -139,7 +180,7 @@ class _Table:
         header = self.header
         capacity = f"capacity {header.capacity:,}" if header.capacity else "unbounded"
         self.out.write(
-            f"queue {header.queue}: sampled every {header.interval_s:g} s, {capacity}, "
+            f"queue {printable(header.queue)}: sampled every {header.interval_s:g} s, {capacity}, "
             f"window {self.span_s:g} s\n\n"
         )
         self.out.write(f"{'t (s)':>9}  {'state':<13} conditions\n")

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._exports import add_export_arguments
 from . import UsageError
+from ._exports import add_export_arguments
 
 if TYPE_CHECKING:
     from ..demo import Options

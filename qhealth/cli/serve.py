@@ -24,7 +24,7 @@ from typing import TextIO
 
 from .._classifier import Health
 from .._monitor import Listener, QueueSnapshot
-from .._text import finding_lines
+from .._text import finding_lines, printable
 from .._trace import TraceError, read_trace
 from ..replay import Replay, replay_monitor
 from . import UsageError
@@ -104,7 +104,9 @@ class ChangePrinter(Listener):
         ):
             return
         conditions = ", ".join(health.ordered_conditions) or "-"
-        self._out.write(f"{snapshot.queue}  t={snapshot.sample.t:>8.1f}  {health.state:<13} {conditions}\n")
+        self._out.write(
+            f"{printable(snapshot.queue)}  t={snapshot.sample.t:>8.1f}  {health.state:<13} {conditions}\n"
+        )
         for line in finding_lines(health, indent=4):
             self._out.write(line + "\n")
         self._out.flush()

@@ -20,13 +20,13 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .._exports import add_export_arguments, start_exports
 from .._log import ThrottledLog
 from .._monitor import Listener, Monitor, QueueSnapshot
 from .._record import TraceRecorder
 from .._sample import TraceHeader
 from .._trace import TraceWriter
 from . import UsageError
+from ._exports import add_export_arguments, start_exports
 from .classify import config_from_args
 from .watch_output import WatchOutput
 

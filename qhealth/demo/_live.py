@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from qhealth import SEVERITY, WARMING_UP, Finding
-from qhealth.report import STATE_COLORS
+from qhealth._colors import STATE_COLORS
 
 from ._tally import QueueTally, Tally
 from ._text import number, percent, sparkline

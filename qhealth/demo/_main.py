@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from qhealth import ClassifierConfig, Monitor, TraceRecorder, read_trace
-from qhealth._exports import start_exports
+from qhealth.cli._exports import start_exports
 
 from ._clock import SimulatedTime
 from ._clock import run as run_simulated

@@ -355,7 +355,7 @@ def build_agreement_test(
         judged += 1
         if (judged - 1) % every:
             continue
-        ev = Evaluation(
+        ev = Evaluation.of_rows(
             classifier.window.rows,
             cfg.classifier,
             interval_s=cfg.scrape_interval_s,

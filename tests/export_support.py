@@ -4,6 +4,7 @@ from the spec file itself, a monitor driven by a fake clock, and scraping a regi
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,3 +86,39 @@ def families(registry: CollectorRegistry) -> dict[str, str]:
 
 def labels(**kv: str) -> frozenset[tuple[str, str]]:
     return frozenset(kv.items())
+
+
+def busy_monitor() -> tuple[qhealth.Monitor, qhealth.Probe]:
+    """A queue where every field is known, with polls, latencies, a capacity
+    and an oldest age: a scrape of it holds every family of the contract."""
+    monitor, clock = fake_monitor(window_s=8.0)
+    probe = monitor.watch("emails", workers=4, capacity=100, oldest_age=lambda: 2.5)
+    probe.polled(True)
+    probe.polled(False)
+    for t in range(1, 11):
+        probe.enqueued()
+        probe.started()
+        clock.now = t - 0.5
+        if t == 4:
+            probe.failed()
+        else:
+            probe.succeeded()
+        probe.observe_duration(0.05)
+        probe.observe_wait(0.02)
+        probe.attempted(2)
+        probe.rate_limited(t % 2)
+        clock.now = float(t)
+        monitor.tick()
+    return monitor, probe
+
+
+class Sidecar:
+    """A source that knows only the depth of a bare list (trace fields null)."""
+
+    def __init__(self) -> None:
+        sample = qhealth.Sample(t=1.0, depth=7)
+        health = qhealth.Health(t=1.0, state=qhealth.WARMING_UP)
+        self._snap = qhealth.QueueSnapshot("bare", sample, health, None, 0, 0)
+
+    def snapshots(self) -> Mapping[str, qhealth.QueueSnapshot]:
+        return {"bare": self._snap}

@@ -1,4 +1,5 @@
-"""Starting the exports a command asks for: a ``/metrics`` server, OTLP.
+"""Starting the exports a command asks for: a ``/metrics`` server with the
+status page beside it, OTLP.
 
 ``qhealth watch`` and ``qhealth demo`` take the same options and start the
 same things; this is the one place that does it, so that both say the same
@@ -11,7 +12,7 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._monitor import Monitor
+from .._monitor import Monitor
 
 
 def add_export_arguments(parser: argparse.ArgumentParser, serve_help: str) -> None:
@@ -22,7 +23,12 @@ def add_export_arguments(parser: argparse.ArgumentParser, serve_help: str) -> No
         action="store_true",
         help="export over OTLP, configured by the OTEL_EXPORTER_OTLP_* variables",
     )
-    parser.add_argument("--otlp-endpoint", metavar="URL", help="OTLP endpoint (implies --otlp)")
+    parser.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="the collector's URL, read as OTEL_EXPORTER_OTLP_ENDPOINT is (http/protobuf: "
+        "http://host:4318, to which /v1/metrics is appended; grpc: http://host:4317); implies --otlp",
+    )
     parser.add_argument(
         "--otlp-protocol", choices=("grpc", "http/protobuf"), help="OTLP protocol (implies --otlp)"
     )
@@ -62,19 +68,26 @@ def start_exports(
         if serve:
             from prometheus_client import CollectorRegistry
 
-            from . import prometheus
-            from ._http import parse_listen
+            from .. import prometheus, status_page
+            from .._http import parse_listen
 
             try:
                 parse_listen(serve)
-                server = prometheus.serve(monitor, listen=serve, registry=CollectorRegistry())
+            except ValueError as exc:
+                raise ValueError(f"--serve {serve}: {exc}") from None
+            page = status_page.StatusPage(monitor)  # `/`: conditions at a glance
+            exports.closers.append(page.close)
+            try:
+                server = prometheus.serve(
+                    monitor, listen=serve, registry=CollectorRegistry(), routes={"/": page.route}
+                )
             except (ValueError, OSError) as exc:
                 raise ValueError(f"--serve {serve}: {exc}") from None
             exports.closers.append(server.close)
             exports.url = server.url
             exports.running.append(("serving", server.url))
         if otlp or otlp_endpoint or otlp_protocol:
-            from . import otel
+            from .. import otel
 
             try:
                 export = otel.setup_otlp(monitor, protocol=otlp_protocol, endpoint=otlp_endpoint)

@@ -343,8 +343,7 @@ class SwitchableReceiver:
 
         root = Path(__file__).resolve().parent.parent
         script = (
-            "from tests.test_otel_support import _serve_switchable; "
-            f"_serve_switchable({protocol!r}, {delay_s})"
+            f"from tests.otel_support import _serve_switchable; _serve_switchable({protocol!r}, {delay_s})"
         )
         self.protocol = protocol
         self._proc = subprocess.Popen(

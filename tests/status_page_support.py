@@ -15,7 +15,7 @@ import pytest
 import qhealth
 
 from .conftest import TRACES
-from .test_export_support import FakeClock
+from .export_support import FakeClock
 
 
 class TraceSource:
