@@ -235,7 +235,10 @@ def test_the_command_writes_html_and_png(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_the_command_passes_classifier_settings(tmp_path: Path) -> None:
     html = tmp_path / "r.html"
-    assert main(["report", str(POLL_BUG), "-o", str(html), "--set", "boom_bust_idle_capacity_on=1"]) == 0
+    assert main(["report", str(POLL_BUG), "-o", str(html)]) == 0
+    assert "boom_bust</td>" in html.read_text()
+    # A window longer than the trace: nothing is ever judged.
+    assert main(["report", str(POLL_BUG), "-o", str(html), "--set", "window_s=100000"]) == 0
     assert "boom_bust</td>" not in html.read_text()
 
 
