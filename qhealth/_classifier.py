@@ -122,14 +122,34 @@ def _stalled(ev: Evaluation) -> Finding:
     return Finding(Condition.STALLED, reason, hint)
 
 
+#: Calls at this share of the configured ``downstream_limit`` or more: the limit is what caps processing.
+LIMIT_REACHED = 0.9
+
+
+def _calls_per_s(ev: Evaluation) -> float | None:
+    attempts, seconds = ev.measure("attempts"), _seconds(ev)
+    return attempts / seconds if attempts is not None and seconds > 0 else None
+
+
 def _capacity_hint(ev: Evaluation, recommended: int | None, capped: bool) -> str:
-    """What to do about a backlog: more workers only when workers are what is missing."""
+    """What to do about a backlog: more workers only when workers are what is missing.
+
+    Two signals say the downstream caps processing: it answers 429 (``capped``,
+    the rate_limited condition), or the pool already calls at the limit the
+    configuration states (``downstream_limit``), which a pool that paces its
+    calls with a limiter reaches without a single 429."""
     if capped:
         accepted = _accepted_calls_per_s(ev)
         limit = f" at about {_fmt(accepted)} calls/s" if accepted is not None else ""
         return (
             f"the downstream API caps processing{limit} (it answers 429): more workers cannot help; "
             "raise the downstream limit or shed load"
+        )
+    stated, calls = ev.cfg.downstream_limit, _calls_per_s(ev)
+    if stated > 0 and calls is not None and calls >= LIMIT_REACHED * stated:
+        return (
+            f"the downstream limit caps processing at {_fmt(stated)} calls/s (calls run at {_fmt(calls)}/s): "
+            "more workers cannot help; raise the downstream limit or shed load"
         )
     if recommended is None:
         return "add workers or shed load"

@@ -121,6 +121,14 @@ class ClassifierConfig:
     min_workers: int = 1
     """The recommendation never goes below this."""
 
+    # -- the downstream ----------------------------------------------------------
+    downstream_limit: float = 0.0
+    """The downstream's rate limit in calls per second for the whole pool (its
+    documented limit, or the rate of the pool's own limiter), 0 when unknown.
+    A pool that calls at this rate cannot go faster with more workers: the
+    overflow fix then names the limit instead of asking for workers. Without
+    it, only a downstream that answers 429 shows the cap."""
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
@@ -141,6 +149,7 @@ class ClassifierConfig:
             "min_workers",
             "boom_bust_idle_wait_on",
             "boom_bust_idle_wait_off",
+            "downstream_limit",
         }
         for f in fields(self):
             value = getattr(self, f.name)
@@ -153,9 +162,10 @@ class ClassifierConfig:
                     f"classifier setting {low!r} ({getattr(self, low)}) must not exceed "
                     f"{high!r} ({getattr(self, high)}): the off threshold is the lower one"
                 )
-        if self.min_workers < 0 or self.rate_limited_min_calls < 0:
+        if self.min_workers < 0 or self.rate_limited_min_calls < 0 or self.downstream_limit < 0:
             raise ValueError(
-                "classifier settings 'min_workers' and 'rate_limited_min_calls' must not be negative"
+                "classifier settings 'min_workers', 'rate_limited_min_calls' and 'downstream_limit' "
+                "must not be negative"
             )
 
     def span_for(self, interval_s: float) -> float:

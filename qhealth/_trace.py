@@ -134,6 +134,17 @@ def _parse_sample(obj: Any, source: str, line: int, previous: Sample | None) -> 
     return Sample(**values)
 
 
+def _not_a_trace(first_line: str) -> str:
+    """What a first line that is not JSON is not, and what a trace looks like."""
+    stripped = first_line.strip()
+    looks = " (this looks like CSV)" if "," in stripped and not stripped.startswith(("{", "[")) else ""
+    return (
+        f"not JSON{looks}: a qhealth trace is JSON Lines, a header object "
+        f'{{"format": "{TRACE_FORMAT}", "version": {TRACE_VERSION}, "queue": ..., "interval_s": ...}} '
+        "then one sample object per line"
+    )
+
+
 def _shown(value: Any) -> str:
     """A value for an error message: huge numbers shortened, never thousands of digits."""
     text = repr(value)
@@ -164,6 +175,8 @@ def iter_trace(stream: IO[str], source: str = "<trace>") -> Iterator[TraceHeader
         try:
             obj = json.loads(text)
         except ValueError as exc:
+            if header is None:  # the first line: most likely not a trace at all (a CSV export...)
+                raise TraceError(source, number, _not_a_trace(text)) from None
             raise TraceError(source, number, f"not valid JSON ({exc})") from None
         if header is None:
             header = _parse_header(obj, source, number)

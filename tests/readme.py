@@ -56,12 +56,13 @@ def run_example(program: str, timeout: float = 60) -> list[str]:
     return result.stdout.splitlines()
 
 
-def snippet(name: str) -> str:
-    """The fenced block that follows ``<!-- readme-test: NAME -->``."""
+def snippet(name: str, page: str = "README.md") -> str:
+    """The fenced block that follows ``<!-- readme-test: NAME -->`` in the README
+    (or in another page of the project, such as ``docs/autoscaling.md``)."""
     marker = f"<!-- readme-test: {name} -->\n"
-    readme = _readme()
+    readme = (ROOT / page).read_text(encoding="utf-8")
     if readme.count(marker) != 1:
-        pytest.fail(f"README.md must hold exactly one {marker.strip()}")
+        pytest.fail(f"{page} must hold exactly one {marker.strip()}")
     block = readme.split(marker, 1)[1]
     if not block.startswith("```"):
         pytest.fail(f"{marker.strip()} must be followed by a fenced block")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import re
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import pytest
 
 from qhealth import Sample, Trace, TraceHeader, read_trace
 from qhealth.cli import main
-from qhealth.report import ReportError, Section, bands, changes, render_html, write_png
+from qhealth.report import ReportError, Section, bands, changes, lanes, render_html, write_png
 
 from .conftest import TRACES
 
@@ -25,14 +27,30 @@ def poll_bug() -> Section:
     return Section.from_trace(read_trace(POLL_BUG))
 
 
+@pytest.fixture(scope="module")
+def demo_sections(tmp_path_factory: pytest.TempPathFactory) -> list[Section]:
+    """The demo's two pools (boom-bust, seed 7), recorded: naive, then reference."""
+    import io
+
+    from qhealth.demo import SCENARIOS, Options, Settings, run_demo
+
+    traces = tmp_path_factory.mktemp("demo-traces")
+    settings = Settings(SCENARIOS["boom-bust"], duration_s=60)
+    options = Options(settings=settings, live=False, report=None, record=traces, paced=False)
+    run_demo(options, io.StringIO())
+    return [
+        Section.from_trace(read_trace(traces / f"{q}.jsonl"), options.config) for q in ("naive", "reference")
+    ]
+
+
 def _svgs(page: str) -> list[ET.Element]:
     return [ET.fromstring(svg) for svg in re.findall(r"<svg .*?</svg>", page, flags=re.DOTALL)]
 
 
-def test_the_page_has_a_state_strip_and_four_charts_of_well_formed_svg(poll_bug: Section) -> None:
+def test_the_page_has_condition_lanes_and_four_charts_of_well_formed_svg(poll_bug: Section) -> None:
     svgs = _svgs(render_html([poll_bug]))
     labels = [svg.get("aria-label") for svg in svgs]
-    assert labels == ["state over time", "Depth", "Throughput", "Workers", "Downstream calls"]
+    assert labels == ["conditions over time", "Depth", "Throughput", "Workers", "Downstream calls"]
 
 
 def test_the_boom_bust_band_covers_the_labeled_segment(poll_bug: Section) -> None:
@@ -41,17 +59,64 @@ def test_the_boom_bust_band_covers_the_labeled_segment(poll_bug: Section) -> Non
     boom = [b for b in bands(poll_bug) if b.state == "boom_bust"]
     assert len(boom) == 1
     assert boom[0].t0 <= segment["t0"] and boom[0].t1 >= segment["t1"]
+    (on,) = [r for r in lanes(poll_bug)["boom_bust"] if r.kind == "on"]
+    assert (on.t0, on.t1) == (boom[0].t0, boom[0].t1)
 
 
-def test_bands_are_drawn_behind_every_chart(poll_bug: Section) -> None:
-    charts = _svgs(render_html([poll_bug]))[1:]
-    for chart in charts:
-        titles = [
+def _lane_titles(page: str) -> dict[str, list[str]]:
+    """Each lane's coloured stretches, by the title they carry (``boom_bust 175-377 s``)."""
+    lanes_svg = _svgs(page)[0]
+    out: dict[str, list[str]] = {}
+    for group in lanes_svg.iter("{http://www.w3.org/2000/svg}g"):
+        titles = [str(el.findtext("{http://www.w3.org/2000/svg}title")) for el in group.iter()]
+        out[str(group.get("data-condition"))] = [t for t in titles if t != "None"]
+    return out
+
+
+def test_there_is_one_lane_per_condition_and_conditions_on_together_each_show(
+    demo_sections: list[Section],
+) -> None:
+    """The naive pool of the demo is rate_limited and boom_bust at once: the
+    state (the most severe) alone would hide boom_bust; the lanes show both."""
+    naive = demo_sections[0]
+    page = render_html([naive])
+    titles = _lane_titles(page)
+    assert list(titles) == ["stalled", "overflow", "rate_limited", "boom_bust", "idle"]
+    both = [h for h in naive.healths if {str(c) for c in h.conditions} >= {"rate_limited", "boom_bust"}]
+    assert both, "the demo's naive pool has both on at once"
+    assert all(h.state == "rate_limited" for h in both)  # what a single state band showed
+    assert any(t.startswith("boom_bust ") for t in titles["boom_bust"])
+    assert any(t.startswith("rate_limited ") for t in titles["rate_limited"])
+    assert not any(t.startswith("idle ") for t in titles["idle"])
+
+
+def test_a_condition_the_source_cannot_judge_says_so_in_its_lane() -> None:
+    samples = [Sample(t=float(t), depth=t % 3) for t in range(90)]
+    section = Section.from_trace(Trace(TraceHeader("sidecar", 1.0), samples))
+    titles = _lane_titles(render_html([section]))
+    assert any(t.startswith("not judged: ") for t in titles["idle"])
+
+
+def test_charts_shade_the_warm_up_only(poll_bug: Section) -> None:
+    for chart in _svgs(render_html([poll_bug]))[1:]:
+        titles = {
             el.findtext("{http://www.w3.org/2000/svg}title")
             for el in chart.iter()
             if el.get("class") == "band"
-        ]
-        assert "boom_bust" in titles and "warming_up" in titles
+        }
+        assert titles == {"warming_up"}
+
+
+def test_a_change_lists_every_condition_on_and_those_that_cleared(demo_sections: list[Section]) -> None:
+    naive = demo_sections[0]
+    listed = changes(naive)
+    rows = re.findall(r'<tr class="change">.*?</tr>', render_html([naive]), re.S)
+    together = next(i for i, c in enumerate(listed) if set(c.conditions) == {"rate_limited", "boom_bust"})
+    assert listed[together].state == "rate_limited"  # the state names only the most severe...
+    assert "rate_limited<br>" in rows[together] and "boom_bust</td>" in rows[together]  # ...the row both
+    after = listed[together + 1]
+    assert after.cleared, "the next change ended one of the two"
+    assert f"cleared: {', '.join(after.cleared)}" in rows[together + 1]
 
 
 def test_each_change_of_state_is_listed_with_its_reason_and_fix(poll_bug: Section) -> None:
@@ -63,6 +128,41 @@ def test_each_change_of_state_is_listed_with_its_reason_and_fix(poll_bug: Sectio
     condition, reason, fix = boom.reasons[0]
     assert condition == "boom_bust" and "idle" in reason
     assert reason in page and f"fix: {fix}" in page
+
+
+def _y_ticks(chart: ET.Element) -> list[float]:
+    return [
+        float(str(el.text).replace(",", ""))
+        for el in chart.iter()
+        if el.get("class") == "tick" and el.get("text-anchor") == "end"
+    ]
+
+
+def test_a_depth_far_below_capacity_is_scaled_to_the_data_and_the_capacity_named(
+    demo_sections: list[Section],
+) -> None:
+    reference = demo_sections[1]
+    deepest = max(s.depth for s in reference.samples)
+    assert reference.header.capacity == 1000 and deepest < 100
+    depth = _svgs(render_html([reference]))[1]
+    ticks = _y_ticks(depth)
+    assert deepest <= ticks[-1] < 2 * deepest + 10
+    notes = [el.text for el in depth.iter() if el.get("class") == "tick note"]
+    assert notes == ["capacity 1,000 (off the scale)"]
+    assert len([el for el in depth.iter() if el.tag.endswith("polyline")]) == 1  # depth only
+
+
+def test_tick_labels_are_round_steps_from_zero(demo_sections: list[Section], poll_bug: Section) -> None:
+    """0, 10, 20, 30 - never 6.25 or 18.8; whole counts (items, workers) in whole steps."""
+    for section in [*demo_sections, poll_bug]:
+        for chart in _svgs(render_html([section]))[1:]:
+            ticks = _y_ticks(chart)
+            step = ticks[1] - ticks[0]
+            assert ticks[0] == 0 and all(b - a == pytest.approx(step) for a, b in itertools.pairwise(ticks))
+            mantissa = step / 10 ** math.floor(math.log10(step))
+            assert round(mantissa, 6) in (1, 2, 5), (chart.get("aria-label"), ticks)
+            if chart.get("aria-label") in ("Depth", "Workers"):
+                assert step >= 1
 
 
 def test_the_depth_chart_draws_capacity_for_a_bounded_queue() -> None:
@@ -135,7 +235,10 @@ def test_the_command_writes_html_and_png(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_the_command_passes_classifier_settings(tmp_path: Path) -> None:
     html = tmp_path / "r.html"
-    assert main(["report", str(POLL_BUG), "-o", str(html), "--set", "boom_bust_idle_capacity_on=1"]) == 0
+    assert main(["report", str(POLL_BUG), "-o", str(html)]) == 0
+    assert "boom_bust</td>" in html.read_text()
+    # A window longer than the trace: nothing is ever judged.
+    assert main(["report", str(POLL_BUG), "-o", str(html), "--set", "window_s=100000"]) == 0
     assert "boom_bust</td>" not in html.read_text()
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TextIO
+import tempfile
+from typing import TextIO, cast
 
 from .._classifier import SEVERITY, WARMING_UP, Classifier, Condition, Health
 from .._config import ClassifierConfig
@@ -76,8 +77,18 @@ def run(args: argparse.Namespace) -> int:
             stream = open(args.trace, encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
             raise UsageError(f"{args.trace}: {exc.strerror or exc}") from None
+    source = "<stdin>" if args.trace == "-" else args.trace
     try:
-        return _classify_stream(stream, "<stdin>" if args.trace == "-" else args.trace, args.format, config)
+        whole = True
+        if not stream.seekable():  # a pipe: kept aside to be read twice, up to a bound
+            stream, whole = _kept_aside(stream)
+        if whole:
+            # The whole trace is checked first: bad input prints its one error line and nothing else.
+            start = stream.tell()
+            for _ in iter_trace(stream, source):
+                pass
+            stream.seek(start)
+        return _classify_stream(stream, source, args.format, config)
     except TraceError as exc:
         raise UsageError(str(exc)) from None
     except UnicodeDecodeError as exc:
@@ -85,6 +96,49 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if stream is not sys.stdin:
             stream.close()
+
+
+#: Characters of a piped trace kept aside (in memory up to 8 MB, then on disk) so that it can be checked
+#: whole before anything is printed. Beyond, the rest streams unchecked: rows may come before an error.
+KEPT_ASIDE = 256 << 20
+
+
+def _kept_aside(pipe: TextIO) -> tuple[TextIO, bool]:
+    """A copy of the pipe's text (True: all of it), or the first :data:`KEPT_ASIDE`
+    characters followed by the rest of the pipe (False)."""
+    spool = tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", encoding="utf-8")  # noqa: SIM115
+    copy = cast(TextIO, spool)
+    kept = 0
+    while kept < KEPT_ASIDE:
+        chunk = pipe.read(min(1 << 20, KEPT_ASIDE - kept))
+        if not chunk:
+            copy.seek(0)
+            return copy, True
+        copy.write(chunk)
+        kept += len(chunk)
+    copy.seek(0)
+    return cast(TextIO, _Joined(copy, pipe)), False
+
+
+class _Joined:
+    """Lines read from ``first`` to its end, then from ``second`` (a line cut in two joined)."""
+
+    def __init__(self, first: TextIO, second: TextIO) -> None:
+        self._first, self._second = first, second
+        self._first_done = False
+
+    def readline(self, size: int = -1) -> str:
+        if self._first_done:
+            return self._second.readline(size)
+        line = self._first.readline(size)
+        if line.endswith("\n") or (size >= 0 and len(line) >= size):
+            return line
+        self._first_done = True
+        left = -1 if size < 0 else size - len(line)
+        return line + (self._second.readline(left) if left != 0 else "")
+
+    def close(self) -> None:
+        self._first.close()
 
 
 def _classify_stream(stream: TextIO, source: str, fmt: str, config: ClassifierConfig) -> int:
@@ -117,14 +171,23 @@ class _Table:
         self.last_t: float | None = None
         self.count = 0
         self.not_judged: dict[Condition, str] = {}
+        self.span_s = span_s
+        self.started = False
+
+    def _start(self) -> None:
+        """The table's head, written with its first row (never before a bad first sample)."""
+        self.started = True
+        header = self.header
         capacity = f"capacity {header.capacity:,}" if header.capacity else "unbounded"
-        out.write(
+        self.out.write(
             f"queue {printable(header.queue)}: sampled every {header.interval_s:g} s, {capacity}, "
-            f"window {span_s:g} s\n\n"
+            f"window {self.span_s:g} s\n\n"
         )
-        out.write(f"{'t (s)':>9}  {'state':<13} conditions\n")
+        self.out.write(f"{'t (s)':>9}  {'state':<13} conditions\n")
 
     def add(self, health: Health) -> None:
+        if not self.started:
+            self._start()
         if self.last_t is not None and self.previous is not None:
             state = self.previous.state
             self.time_in[state] = self.time_in.get(state, 0.0) + health.t - self.last_t
@@ -144,6 +207,8 @@ class _Table:
         self.previous = health
 
     def finish(self) -> None:
+        if not self.started:
+            self._start()
         out = self.out
         total = sum(self.time_in.values())
         out.write(f"\n{self.count} samples")

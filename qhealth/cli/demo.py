@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import UsageError
 from ._exports import add_export_arguments
+
+if TYPE_CHECKING:
+    from ..demo import Options
 
 #: Bounds that keep a mistyped option from turning the demo into a load test.
 MAX_WORKERS = 500
@@ -33,7 +38,11 @@ scenarios (--scenario):
 
 qhealth samples every 0.5 s and judges a 15 s window here (--window), instead
 of 1 s and 60 s, so that the story fits in a minute. Recorded traces classify
-the same way offline: qhealth classify DIR/naive.jsonl --window 15.
+the same way offline: qhealth classify DIR/naive.jsonl --window 15
+--set downstream_limit=LIMIT (the API's limit: the demo states it).
+
+The demo runs on simulated time kept to the wall clock: one seed gives one
+run, figures included, however busy the machine.
 
 Exit status: 0; 1 if an item was lost (a bug); 130 when stopped by Ctrl-C
 (after printing the summary so far); 2 on bad options.
@@ -69,7 +78,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the API's rate limit (default: the scenario's)",
     )
     parser.add_argument(
-        "--seed", type=int, default=7, help="the workload's random seed (default: %(default)s)"
+        "--seed",
+        type=int,
+        default=7,
+        help="the workload's random seed: one seed gives one run, figures included (default: %(default)s)",
     )
     parser.add_argument(
         "--window",
@@ -99,8 +111,20 @@ def _positive(option: str, value: float, limit: float = math.inf) -> None:
         raise UsageError(f"{option} must be a positive number{bound}, got {value:g}")
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..demo import SCENARIOS, DemoError, Options, Settings, print_summary, run_demo
+def _writable_file(option: str, path: Path) -> None:
+    """A file the demo will write at its end: refuse before the run, not after it."""
+    folder = path.parent
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory, not a file")
+    if not folder.is_dir():
+        raise UsageError(f"{option} {path}: no directory {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option} {path}: not writable")
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    """The demo's options from the command line, checked (UsageError names a bad one)."""
+    from ..demo import SCENARIOS, Options, Settings
     from ..demo._main import INTERVAL_S
 
     _positive("--duration", args.duration, MAX_DURATION_S)
@@ -109,9 +133,11 @@ def run(args: argparse.Namespace) -> int:
     if args.rate_limit is not None:
         _positive("--rate-limit", args.rate_limit)
     _positive("--window", args.window)
+    if not args.no_report:
+        _writable_file("--report", Path(args.report))
     if args.window < 8 * INTERVAL_S:
         raise UsageError(f"--window must be at least {8 * INTERVAL_S:g} s (8 samples), got {args.window:g}")
-    options = Options(
+    return Options(
         settings=Settings(
             SCENARIOS[args.scenario],
             duration_s=args.duration,
@@ -128,6 +154,12 @@ def run(args: argparse.Namespace) -> int:
         otlp_endpoint=args.otlp_endpoint,
         otlp_protocol=args.otlp_protocol,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..demo import DemoError, print_summary, run_demo
+
+    options = options_from(args)
     out = sys.stdout
     try:
         outcome = run_demo(options, out)

@@ -9,9 +9,9 @@ from .classify import config_from_args
 
 _DESCRIPTION = """\
 Draw a trace (shared/spec/trace-format.md) for people without Grafana: depth
-and capacity, throughput, busy and idle workers, and 429s over time, with the
-classifier's conditions as coloured bands and, below, each change of state with
-its reasons and the fix.
+and capacity, throughput, busy and idle workers, and 429s over time, with one
+lane per condition of the classifier and, below, each change with its reasons
+and the fix.
 
   -o FILE     a self-contained HTML file (inline SVG, no dependencies)
   --png FILE  the same charts as a PNG image (needs: pip install 'qhealth[report]')
@@ -44,11 +44,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from .._trace import TraceError, read_trace
-    from ..report import ReportError, Section, write_html, write_png
+    from ..report import ReportError, Section, check_png, write_html, write_png
 
     if not args.output and not args.png:
         raise UsageError("say where to write the report: -o report.html and/or --png report.png")
     config = config_from_args(args.window, args.set)
+    if args.png:
+        try:
+            check_png()  # before the HTML is written: nothing, or everything that was asked
+        except ReportError as exc:
+            raise UsageError(f"--png {args.png}: {exc}") from None
     try:
         sections = [Section.from_trace(read_trace(args.trace), config)]
         if args.output:

@@ -9,7 +9,7 @@ Two sources:
   mode, merged (a sidecar for gunicorn or Celery prefork workers that run
   :class:`qhealth.prometheus.MultiProcessExporter`).
 
-The server binds 127.0.0.1 unless ``--listen`` names another address; it is
+The server binds 127.0.0.1 unless ``--serve`` names another address; it is
 the route-table server of :mod:`qhealth._http`, so pages can be added to it.
 """
 
@@ -47,8 +47,9 @@ is printed as it happens. At the end of a trace its queue is reported down
 (qhealth_source_up 0: no fresh samples), or with --loop the trace starts
 again, its counters carrying on upwards.
 
-Listens on {DEFAULT_LISTEN} unless --listen says otherwise (0.0.0.0:PORT to
-accept other hosts). Stops on Ctrl-C or SIGTERM.
+Listens on {DEFAULT_LISTEN} unless --serve says otherwise (0.0.0.0:PORT to
+accept other hosts): the option `qhealth demo` and `qhealth watch` take too
+(--listen, its former name, still works). Stops on Ctrl-C or SIGTERM.
 """
 
 
@@ -61,11 +62,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("traces", nargs="*", metavar="TRACE", help="trace files (JSON Lines) to replay")
     parser.add_argument(
-        "--listen",
-        default=DEFAULT_LISTEN,
+        "--serve",
         metavar="ADDR:PORT",
-        help="address to serve on (default: %(default)s; port 0 picks a free port)",
+        help=f"address to serve on (default: {DEFAULT_LISTEN}; port 0 picks a free port)",
     )
+    parser.add_argument("--listen", metavar="ADDR:PORT", help=argparse.SUPPRESS)  # the former name
     parser.add_argument(
         "--speed", type=float, default=1.0, help="replay this many times faster (default: %(default)s)"
     )
@@ -117,10 +118,14 @@ def run(args: argparse.Namespace) -> int:
     from .. import prometheus, status_page
     from .._http import HttpServer, parse_listen
 
+    if args.serve is not None and args.listen is not None:
+        raise UsageError("--listen is the former name of --serve: give only --serve")
+    option, listen = ("--listen", args.listen) if args.listen is not None else ("--serve", args.serve)
+    listen = listen or DEFAULT_LISTEN
     try:
-        parse_listen(args.listen)
+        parse_listen(listen)
     except ValueError as exc:
-        raise UsageError(f"--listen: {exc}") from None
+        raise UsageError(f"{option}: {exc}") from None
     if bool(args.traces) == bool(args.multiprocess_dir):
         raise UsageError("give trace files to replay, or --multiprocess-dir DIR (one of the two)")
 
@@ -147,14 +152,19 @@ def run(args: argparse.Namespace) -> int:
         plural = "s" if len(traces) != 1 else ""
         what = f"{len(traces)} replayed trace{plural} ({queues}) at speed {args.speed:g}"
 
-    server = HttpServer(args.listen)
+    server = HttpServer(listen)
     server.add_route("/metrics", prometheus.metrics_route(registry))
     if replay is not None:
         status_page.mount(server, replay.monitor)  # `/`: the status page
     try:
         server.start()
     except OSError as exc:
-        raise UsageError(str(exc.strerror or exc)) from None
+        raise UsageError(f"{option} {listen}: {exc.strerror or exc}") from None
+    if option == "--listen":
+        print(
+            "qhealth serve: --listen is now --serve (as for demo and watch); --listen will go",
+            file=sys.stderr,
+        )
 
     stop = threading.Event()
     previous_term = signal.signal(signal.SIGTERM, lambda *_: stop.set())

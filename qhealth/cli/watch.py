@@ -172,14 +172,31 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args.window, args.set)
     url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
     shown_url = redact_url(url)
+    monitor = Monitor(interval=args.interval, config=config)
+    # The exports start before the broker is touched: a bad or busy --serve address, or
+    # the missing OTLP extra, is said at once rather than after connecting.
     try:
-        sidecar = Sidecar(args.kind, url, group=args.group, events=args.events)
-    except (ValueError, ImportError) as exc:
-        raise UsageError(scrub(str(exc), url)) from None
+        exports = start_exports(
+            monitor,
+            serve=args.serve,
+            otlp=args.otlp,
+            otlp_endpoint=args.otlp_endpoint,
+            otlp_protocol=args.otlp_protocol,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     try:
-        names = _start(sidecar, args.queue, max_queues, shown_url)
+        try:
+            sidecar = Sidecar(args.kind, url, group=args.group, events=args.events)
+        except (ValueError, ImportError) as exc:
+            raise UsageError(scrub(str(exc), url)) from None
+        try:
+            names = _start(sidecar, args.queue, max_queues, shown_url)
+        except BaseException:
+            sidecar.group.close()
+            raise
     except BaseException:
-        sidecar.group.close()
+        exports.close()
         raise
 
     out = sys.stdout
@@ -200,7 +217,6 @@ def run(args: argparse.Namespace) -> int:
         out.write(f"  not read now: {name!r}: {problem}\n")
     out.flush()
 
-    monitor = Monitor(interval=args.interval, config=config)
     for name, source in sidecar.group.sources.items():
         monitor.watch_source(name, source, capacity=args.capacity)
     group = sidecar.group
@@ -217,21 +233,10 @@ def run(args: argparse.Namespace) -> int:
             consumers=lambda q: getattr(group.sources.get(q), "consumers", None),
         )
     )
-    closers: list[Any] = []
+    closers: list[Any] = [exports.close]
     try:
         if args.record:
             closers.append(_start_recording(monitor, args.record, many, names[0], args))
-        try:
-            exports = start_exports(
-                monitor,
-                serve=args.serve,
-                otlp=args.otlp,
-                otlp_endpoint=args.otlp_endpoint,
-                otlp_protocol=args.otlp_protocol,
-            )
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        closers.append(exports.close)
         for kind, where in exports.running:
             out.write(f"{kind} {where}\n")
         out.flush()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import TextIO
 
-from qhealth import Listener, QueueSnapshot
+from qhealth import SEVERITY, Listener, QueueSnapshot
 from qhealth._text import finding_lines
 
 from ._text import number
@@ -20,12 +20,18 @@ from ._text import number
 STATUS_EVERY_S = 5.0
 
 
-def change_line(snapshot: QueueSnapshot) -> str:
-    """``  17.5 s  naive      now rate_limited (rate_limited, boom_bust)``"""
+def change_line(snapshot: QueueSnapshot, before: frozenset[str] = frozenset()) -> str:
+    """``  17.5 s  naive      now rate_limited (rate_limited, boom_bust)``, and
+    ``  21.5 s  naive      now rate_limited; boom_bust cleared`` when one of
+    several conditions ends (the state alone would read as no change at all).
+    ``before``: the conditions on at the previous change."""
     health = snapshot.health
     conditions = ", ".join(health.ordered_conditions)
     also = f" ({conditions})" if len(health.conditions) > 1 else ""
-    return f"{snapshot.sample.t:7.1f} s  {snapshot.queue:<10} now {health.state}{also}"
+    now = {str(c) for c in health.conditions}
+    gone = [str(c) for c in SEVERITY if str(c) in before and str(c) not in now]
+    cleared = f"; {', '.join(gone)} cleared" if gone else ""
+    return f"{snapshot.sample.t:7.1f} s  {snapshot.queue:<10} now {health.state}{also}{cleared}"
 
 
 class LogView(Listener):
@@ -44,9 +50,10 @@ class LogView(Listener):
         lines: list[str] = []
         with self._lock:
             state = (health.state, frozenset(str(c) for c in health.conditions))
-            if self._state.get(queue) != state:
+            previous = self._state.get(queue)
+            if previous != state:
                 self._state[queue] = state
-                lines.append(change_line(snapshot))
+                lines.append(change_line(snapshot, previous[1] if previous else frozenset()))
                 lines += finding_lines(health, indent=11)
             last = self._last_status.get(queue)
             if last is None:

@@ -20,6 +20,8 @@ from typing import TextIO
 from qhealth import ClassifierConfig, Monitor, TraceRecorder, read_trace
 from qhealth.cli._exports import start_exports
 
+from ._clock import SimulatedTime
+from ._clock import run as run_simulated
 from ._log_view import LogView
 from ._run import NAIVE, QUEUES, REFERENCE, Account, Settings, run_pools
 from ._summary import plain_table, summary_rows
@@ -49,10 +51,15 @@ class Options:
     otlp: bool = False
     otlp_endpoint: str | None = None
     otlp_protocol: str | None = None
+    paced: bool = True
+    """Simulated time kept to the wall clock (a 60 s demo takes a minute); False
+    runs it as fast as the machine can, with the same results (tests)."""
 
     @property
     def config(self) -> ClassifierConfig:
-        return ClassifierConfig(window_s=self.window_s)
+        # The API's limit is known here: a pool that calls at it is told that
+        # more workers cannot help, even when its own limiter avoids every 429.
+        return ClassifierConfig(window_s=self.window_s, downstream_limit=self.settings.limit)
 
 
 @dataclass
@@ -128,8 +135,8 @@ def _start_exports(options: Options, monitor: Monitor) -> tuple[list[Callable[[]
     return [exports.close], lines
 
 
-def _run_loop(settings: Settings, monitor: Monitor) -> tuple[dict[str, Account], bool]:
-    """Run the pools on a new event loop; returns the accounts and whether a signal stopped them."""
+def _run_loop(settings: Settings, monitor: Monitor, clock: SimulatedTime) -> tuple[dict[str, Account], bool]:
+    """Run the pools on a new event loop on ``clock``: the accounts, and whether a signal stopped them."""
     interrupted = False
 
     async def main() -> dict[str, Account]:
@@ -157,7 +164,7 @@ def _run_loop(settings: Settings, monitor: Monitor) -> tuple[dict[str, Account],
             for sig in handled:
                 loop.remove_signal_handler(sig)
 
-    accounts = asyncio.run(main())
+    accounts: dict[str, Account] = run_simulated(main(), clock)
     return accounts, interrupted
 
 
@@ -183,7 +190,8 @@ def _write_report(options: Options, traces: dict[str, Path]) -> tuple[Path | Non
 def run_demo(options: Options, out: TextIO) -> Outcome:
     """Run the demo, printing to ``out``; returns what it measured."""
     settings = options.settings
-    monitor = Monitor(interval=INTERVAL_S, config=options.config)
+    clock = SimulatedTime(paced=options.paced)
+    monitor = Monitor(interval=INTERVAL_S, config=options.config, clock=clock)
     tally = Tally()
     monitor.add_listener(tally)
     scratch: tempfile.TemporaryDirectory[str] | None = None
@@ -203,10 +211,10 @@ def run_demo(options: Options, out: TextIO) -> Outcome:
         out.flush()
         try:
             if options.live:
-                accounts, interrupted = _run_live(options, monitor, tally, out)
+                accounts, interrupted = _run_live(options, monitor, tally, out, clock)
             else:
                 monitor.add_listener(LogView(out))
-                accounts, interrupted = _run_loop(settings, monitor)
+                accounts, interrupted = _run_loop(settings, monitor, clock)
         finally:
             monitor.stop()
             recorder.close()
@@ -228,7 +236,7 @@ def run_demo(options: Options, out: TextIO) -> Outcome:
 
 
 def _run_live(
-    options: Options, monitor: Monitor, tally: Tally, out: TextIO
+    options: Options, monitor: Monitor, tally: Tally, out: TextIO, clock: SimulatedTime
 ) -> tuple[dict[str, Account], bool]:
     from rich.console import Console
     from rich.live import Live
@@ -239,7 +247,7 @@ def _run_live(
     view = LiveView(tally, descriptions(settings), f"scenario {settings.scenario.name}", settings.duration_s)
     console = Console(file=out)
     with Live(get_renderable=view.render, console=console, refresh_per_second=REFRESH_PER_SECOND):
-        return _run_loop(settings, monitor)
+        return _run_loop(settings, monitor, clock)
 
 
 def print_summary(outcome: Outcome, options: Options, out: TextIO) -> None:
@@ -265,7 +273,10 @@ def print_summary(outcome: Outcome, options: Options, out: TextIO) -> None:
             f"ITEMS LOST: {outcome.lost} (a bug: every item must be served, dead-lettered or queued)"
         )
     for queue, path in outcome.traces.items():
-        notes.append(f"trace of {queue}: {path}  (qhealth classify {path} --window {options.window_s:g})")
+        notes.append(
+            f"trace of {queue}: {path}  (qhealth classify {path} --window {options.window_s:g} "
+            f"--set downstream_limit={options.settings.limit:g})"
+        )
     if outcome.report is not None:
         notes.append(f"report: {outcome.report}")
     elif outcome.report_error is not None:

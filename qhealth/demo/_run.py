@@ -11,7 +11,9 @@ losing an item, and returns what became of every item, by id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
@@ -46,9 +48,11 @@ class Settings:
     def limit(self) -> float:
         return self.scenario.rate_limit if self.rate_limit is None else self.rate_limit
 
-    def api(self) -> SimulatedAPI:
+    def api(self, clock: Callable[[], float] = time.monotonic) -> SimulatedAPI:
         """A fresh copy of the downstream API (each pool gets its own)."""
-        return SimulatedAPI(self.limit, latency_s=self.scenario.latency_s, rng=random.Random(self.seed))
+        return SimulatedAPI(
+            self.limit, latency_s=self.scenario.latency_s, rng=random.Random(self.seed), clock=clock
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +122,15 @@ class _Counter:
 async def run_pools(settings: Settings, monitor: Monitor, stop: asyncio.Event) -> dict[str, Account]:
     """Run both pools until ``settings.duration_s`` passed or ``stop`` is set.
 
-    The monitor is started and stopped here (its last tick is before the pools
-    begin to shut down, so traces end on the pools at work).
+    The monitor ticks on this loop, from here (its last tick is before the
+    pools begin to shut down, so traces end on the pools at work). Every clock
+    is the loop's: on :class:`~._clock.SimulatedLoop` a seed gives one run.
     """
-    from src_pool import Pool, TokenBucket
+    from src_pool import AIMD, Pool, TokenBucket
 
     scenario = settings.scenario
-    naive_api, reference_api = settings.api(), settings.api()
+    clock = asyncio.get_running_loop().time
+    naive_api, reference_api = settings.api(clock), settings.api(clock)
     naive = NaivePool(
         naive_api,
         name=NAIVE,
@@ -137,13 +143,15 @@ async def run_pools(settings: Settings, monitor: Monitor, stop: asyncio.Event) -
         name=REFERENCE,
         concurrency=settings.workers,
         capacity=REFERENCE_CAPACITY,
-        limiter=TokenBucket(settings.limit),  # the API's documented limit, shared by every worker
+        # The API's documented limit, shared by every worker.
+        limiter=TokenBucket(settings.limit, clock=clock),
+        adaptive=AIMD(settings.workers, clock=clock),
         monitor=monitor,
         drain_timeout=DRAIN_TIMEOUT_S,
         rng=random.Random(settings.seed),
     )
     naive_in, reference_in = _Counter(naive.submit), _Counter(reference.submit)
-    monitor.start()
+    ticker = asyncio.create_task(monitor.run(), name="qhealth-monitor")
     naive.start()
     await reference.start()
     feeders = [
@@ -159,7 +167,9 @@ async def run_pools(settings: Settings, monitor: Monitor, stop: asyncio.Event) -
         for feeder in feeders:
             feeder.cancel()
         await asyncio.gather(*feeders, return_exceptions=True)
-        monitor.stop()
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
         await naive.stop()
         await reference.stop()
     broker = reference.broker

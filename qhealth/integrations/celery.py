@@ -30,12 +30,20 @@ prefetched wait inside the worker and are not in it. Run workers with
 ``worker_prefetch_multiplier = 1`` and ``task_acks_late = True`` for a depth
 that tells the whole backlog.
 
-Tasks are published by other processes, so arrivals are reported unknown.
+Tasks are published by other processes, so a worker reports arrivals unknown.
 
-In the producers, :func:`stamp_published` adds the time each task message is
-published to its headers, from which ``qhealth watch --kind celery`` on a Redis
-broker reads the oldest waiting message's age (Celery's messages carry no such
-time of their own).
+In the producers (web processes, schedulers, workers that send tasks):
+
+* :func:`count_published` counts the tasks each process publishes, per
+  queue, on Celery's publish signals: its monitor exports them as
+  ``qhealth_items_enqueued_total`` (with the queue's depth read from the
+  broker, and nothing else: workers, items processed and calls are the
+  workers' to report). Prometheus sums the counters of every process by
+  queue, so the rules in ``alerts/`` see the arrivals of the whole fleet.
+* :func:`stamp_published` adds the time each task message is published to
+  its headers, from which ``qhealth watch --kind celery`` on a Redis broker
+  reads the oldest waiting message's age (Celery's messages carry no such
+  time of their own).
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from .._log import ThrottledLog
 from .._monitor import Monitor, default_monitor
 from .._probe import Probe
 from .._ratelimit import is_rate_limited
+from .._source import Reading
 from ._common import require
 
 #: At most this many queues are watched per process: a routing key nobody
@@ -60,6 +69,41 @@ _POOLS_WITH_CHILD_PROCESSES = ("prefork",)
 
 class _Failed(Exception):
     """Stands for a failure whose exception no signal handed over."""
+
+
+def _celery_app(app: Any, who: str) -> Any:
+    """The celery module, once ``app`` is known to be a Celery app (TypeError otherwise)."""
+    celery = require("celery", extra="celery", who=f"qhealth.integrations.celery.{who}")
+    if not isinstance(app, celery.Celery):
+        raise TypeError(f"{who}() takes a Celery app, got {type(app).__name__}")
+    return celery
+
+
+class _BrokerDepth:
+    """A queue's depth as the broker shows it, and how to let go of the connection."""
+
+    def __init__(self, read: Callable[[], int], close: Callable[[], None]) -> None:
+        self.read = read
+        self.close = close
+
+
+def _broker_depth(app: Any, queue: str) -> _BrokerDepth | None:
+    """The length of the queue's lists on Redis, a passive ``queue.declare`` on
+    RabbitMQ; None on a transport qhealth cannot read. Connects on first read."""
+    from ..sidecar.celery_queue import AmqpDepth, RedisDepth
+
+    connection = app.connection_for_read()
+    url = connection.as_uri(include_password=True)
+    driver = getattr(connection.transport, "driver_type", "")
+    if driver == "redis":
+        from ..sidecar._redis import connect
+
+        source: RedisDepth | AmqpDepth = RedisDepth(connect(url), queue)
+    elif driver == "amqp":
+        source = AmqpDepth(url, queue)
+    else:
+        return None
+    return _BrokerDepth(source, source.close)
 
 
 class CeleryInstrumentation:
@@ -101,21 +145,11 @@ class CeleryInstrumentation:
         return dict(selected if selected else queues)
 
     def _depth_source(self, queue: str) -> Callable[[], int] | None:
-        from ..sidecar.celery_queue import AmqpDepth, RedisDepth
-
-        connection = self.app.connection_for_read()
-        url = connection.as_uri(include_password=True)
-        driver = getattr(connection.transport, "driver_type", "")
-        if driver == "redis":
-            from ..sidecar._redis import connect
-
-            source: RedisDepth | AmqpDepth = RedisDepth(connect(url), queue)
-        elif driver == "amqp":
-            source = AmqpDepth(url, queue)
-        else:
+        depth = _broker_depth(self.app, queue)
+        if depth is None:
             return None  # a transport we cannot read: depth from the probe's own counts
-        self._closers.append(source.close)
-        return source
+        self._closers.append(depth.close)
+        return depth.read
 
     def _setup_process(self, workers: int) -> None:
         """Watch the consumed queues in this process, with ``workers`` workers each."""
@@ -273,9 +307,7 @@ def instrument(
     ``on_process_start(monitor)`` runs in each process that executes tasks,
     before its monitor starts. Instrumenting an app twice returns the first
     instrumentation."""
-    celery = require("celery", extra="celery", who="qhealth.integrations.celery")
-    if not isinstance(app, celery.Celery):
-        raise TypeError(f"instrument() takes a Celery app, got {type(app).__name__}")
+    celery = _celery_app(app, "instrument")
     existing = _instrumented.get(id(app))
     if existing is not None and existing.app is app:
         return existing
@@ -305,9 +337,7 @@ def stamp_published(app: Any) -> None:
     oldest waiting message has waited. Call it once where tasks are sent (the
     producers: web processes, and workers that send tasks). A retried task is
     stamped again when it is republished. Costs one header per message."""
-    celery = require("celery", extra="celery", who="qhealth.integrations.celery.stamp_published")
-    if not isinstance(app, celery.Celery):
-        raise TypeError(f"stamp_published() takes a Celery app, got {type(app).__name__}")
+    celery = _celery_app(app, "stamp_published")
     from ..sidecar.celery_queue import PUBLISHED_HEADER
 
     def stamp(sender: Any = None, headers: Any = None, **kwargs: Any) -> None:
@@ -316,3 +346,220 @@ def stamp_published(app: Any) -> None:
 
     # Celery's publish signal is process-wide: one receiver, whatever the number of apps.
     celery.signals.before_task_publish.connect(stamp, weak=False, dispatch_uid="qhealth-stamp-published")
+
+
+# -- arrivals, counted where tasks are published ----------------------------------------------
+
+#: Why a producer's reading leaves the other fields unknown.
+_WORKERS_REPORT = "a producer sees the tasks it publishes, not the workers: their own integration reports it"
+
+
+class PublishedArrivals:
+    """A queue as one producing process sees it (a :class:`~qhealth.Source`):
+    the tasks it published there, and the depth the broker shows. Everything
+    else is the workers' to report, so it stays unknown here rather than 0:
+    no condition is judged on fields this process cannot see."""
+
+    def __init__(self, queue: str, depth: _BrokerDepth) -> None:
+        self.queue = queue
+        self._depth = depth
+        self._lock = threading.Lock()  # publishing threads add; a publish costs far more than the lock
+        self._published = 0
+
+    def published(self) -> None:
+        with self._lock:
+            self._published += 1
+
+    @property
+    def total(self) -> int:
+        """Tasks published to the queue by this process so far."""
+        return self._published
+
+    @property
+    def unknown(self) -> dict[str, str]:
+        fields = ("workers", "busy", "processed_total", "failed_total", "attempts_total")
+        return {name: _WORKERS_REPORT for name in (*fields, "rate_limited_total", "idle_s_total")}
+
+    def read(self) -> Reading:
+        return Reading(depth=self._depth.read(), enqueued_total=self._published)
+
+    def close(self) -> None:
+        self._depth.close()
+
+
+class PublishCounter:
+    """The publish-signal receivers of one app (see :func:`count_published`).
+
+    ``before_task_publish`` names the queue a message goes to (Celery hands it
+    the queue it declares; otherwise the routing key, through the app's queue
+    table); ``after_task_publish``, sent only once the broker took the
+    message, counts it. A queue is watched by this process's monitor the first
+    time the process publishes to it (after a fork too: the child watches
+    afresh, with a monitor thread of its own).
+    """
+
+    def __init__(
+        self, app: Any, monitor: Monitor | None, on_process_start: Callable[[Monitor], None] | None
+    ) -> None:
+        self.app = app
+        self._monitor = monitor
+        self._on_process_start = on_process_start
+        self._lock = threading.Lock()
+        self._log = ThrottledLog(interval_s=60.0)
+        self._pending = threading.local()
+        self._pid: int | None = None
+        self._sources: dict[str, PublishedArrivals | None] = {}
+        """Queues seen by this process; None: not counted here (and said why, once)."""
+        self._uid = f"qhealth-count-{id(self)}"
+
+    @property
+    def monitor(self) -> Monitor:
+        if self._monitor is None:
+            self._monitor = default_monitor()
+        return self._monitor
+
+    def close(self) -> None:
+        """Stop counting: disconnect from Celery's signals, stop watching the
+        queues counted here and let go of their broker connections."""
+        from celery import signals
+
+        signals.before_task_publish.disconnect(dispatch_uid=f"{self._uid}-before")
+        signals.after_task_publish.disconnect(dispatch_uid=f"{self._uid}-after")
+        if _counters.get(id(self.app)) is self:
+            del _counters[id(self.app)]
+        with self._lock:
+            sources, self._sources = self._sources, {}
+        for queue, source in sources.items():
+            if source is not None:
+                self.monitor.unwatch(queue)
+                source.close()
+
+    def count(self, queue: str) -> int | None:
+        """Tasks this process published to ``queue`` (None: not counted here)."""
+        source = self._sources.get(queue)
+        return source.total if source is not None else None
+
+    def _queue_of(self, declare: Any, routing_key: Any) -> str:
+        for declared in declare or ():
+            name = getattr(declared, "name", None)
+            if name:
+                return str(name)
+        key = str(routing_key or "")
+        for name, queue in self.app.amqp.queues.items():
+            if key and str(getattr(queue, "routing_key", "") or "") == key:
+                return str(name)
+        return key
+
+    def on_before_publish(
+        self, sender: Any = None, declare: Any = None, routing_key: Any = None, headers: Any = None, **kw: Any
+    ) -> None:
+        try:
+            self._pending.message = (headers, self._queue_of(declare, routing_key))
+        except Exception:
+            self._pending.message = None
+            self._log.exception("before", "qhealth: cannot tell which queue a Celery task goes to")
+
+    def on_after_publish(self, sender: Any = None, headers: Any = None, **kw: Any) -> None:
+        pending = getattr(self._pending, "message", None)
+        self._pending.message = None
+        if pending is None or pending[0] is not headers:
+            return  # published before count_published() was called, or by another path
+        try:
+            source = self._source_for(pending[1])
+        except Exception:
+            self._log.exception("after", "qhealth: counting a published Celery task failed")
+            return
+        if source is not None:
+            source.published()
+
+    def _source_for(self, queue: str) -> PublishedArrivals | None:
+        if self._pid == os.getpid() and queue in self._sources:
+            return self._sources[queue]
+        with self._lock:
+            if self._pid != os.getpid():  # first publish here, or in a child after a fork
+                self._start_process()
+            if queue not in self._sources:
+                self._sources[queue] = self._watch(queue)
+            return self._sources[queue]
+
+    def _start_process(self) -> None:
+        """Forget what a parent process counted (its monitor thread did not survive the fork)."""
+        inherited = [q for q, source in self._sources.items() if source is not None]
+        self._sources = {}
+        self._pid = os.getpid()
+        monitor = self.monitor
+        for queue in inherited:
+            monitor.unwatch(queue)
+        if self._on_process_start is not None:
+            self._on_process_start(monitor)
+        monitor.start()
+
+    def _watch(self, queue: str) -> PublishedArrivals | None:
+        monitor = self.monitor
+        if not queue:
+            return None
+        if len(self._sources) >= MAX_QUEUES:
+            self._log.warning(
+                "max-queues",
+                "qhealth: tasks published to more than %d queues: %r not counted",
+                MAX_QUEUES,
+                queue,
+            )
+            return None
+        if queue in monitor.queues:
+            self._log.warning(
+                f"watched:{queue}",
+                "qhealth: queue %r is watched in this process as a worker's queue: the tasks this process "
+                "publishes to it are not counted (count arrivals in the producers)",
+                queue,
+            )
+            return None
+        depth = _broker_depth(self.app, queue)
+        if depth is None:
+            self._log.warning(
+                f"transport:{queue}",
+                "qhealth: cannot read queue %r on this broker's transport (Redis and RabbitMQ only): "
+                "the tasks published to it are not counted",
+                queue,
+            )
+            return None
+        source = PublishedArrivals(queue, depth)
+        monitor.watch_source(queue, source)
+        return source
+
+
+_counters: dict[int, PublishCounter] = {}
+
+
+def count_published(
+    app: Any,
+    *,
+    monitor: Monitor | None = None,
+    on_process_start: Callable[[Monitor], None] | None = None,
+) -> PublishCounter:
+    """Count the tasks this process publishes, per queue, as arrivals
+    (``qhealth_items_enqueued_total``). Call it once where tasks are sent:
+    the web processes, schedulers (celery beat) and other producers.
+
+    ``monitor``: the monitor that watches the queues published to (default:
+    the process-wide one). It reads each queue's depth from the broker (Redis
+    or RabbitMQ) and reports nothing else; export it as any monitor.
+    ``on_process_start(monitor)`` runs in each process the first time it
+    publishes, before its monitor starts: attach an exporter there (for
+    gunicorn's worker processes, ``qhealth.prometheus.MultiProcessExporter``).
+    Counting an app twice returns the first counter; ``close()`` on it stops counting."""
+    celery = _celery_app(app, "count_published")
+    existing = _counters.get(id(app))
+    if existing is not None and existing.app is app:
+        return existing
+    counter = PublishCounter(app, monitor, on_process_start)
+    # Celery's publish signals are process-wide: one pair of receivers per app.
+    uid = counter._uid
+    celery.signals.before_task_publish.connect(
+        counter.on_before_publish, weak=False, dispatch_uid=f"{uid}-before"
+    )
+    celery.signals.after_task_publish.connect(
+        counter.on_after_publish, weak=False, dispatch_uid=f"{uid}-after"
+    )
+    _counters[id(app)] = counter
+    return counter
