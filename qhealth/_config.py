@@ -106,6 +106,11 @@ class ClassifierConfig:
     sample than over time works in step with the sampling clock, even when no
     sample lands while its workers sleep."""
     boom_bust_in_step_off: float = 0.20
+    boom_bust_in_step_floor_on: float = 0.15
+    """...and most samples must show it: the 25th percentile of the sampled
+    busy share at least this far above the share busy over time (a few
+    samples that land on a bursty pool's bursts do not make it)."""
+    boom_bust_in_step_floor_off: float = 0.08
 
     # -- idle --------------------------------------------------------------------
     idle_on: float = 0.90

@@ -36,6 +36,7 @@ from ._measures import (
     Is,
     Latest,
     Lesser,
+    LowQuartile,
     M,
     MaxOfFirst,
     Mean,
@@ -43,6 +44,7 @@ from ._measures import (
     Minus,
     Number,
     Otherwise,
+    Over,
     Part,
     Pred,
     Product,
@@ -90,6 +92,11 @@ def _compile(expr: SampleExpr, cfg: ClassifierConfig, capacity: int | None) -> S
             return _binary(_compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: x - y)
         case Times(a=a, b=b):
             return _binary(_compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: x * y)
+        case Over(a=a, b=b):
+            over = _binary(
+                _compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: x / y if y else _NONE
+            )
+            return lambda s: None if (v := over(s)) is _NONE else v
         case Lesser(a=a, b=b):
             return _binary(_compile(a, cfg, capacity), _compile(b, cfg, capacity), min)
         case Is(a=a, op=op, b=b):
@@ -114,6 +121,9 @@ def _compile(expr: SampleExpr, cfg: ClassifierConfig, capacity: int | None) -> S
 
             return otherwise
     raise TypeError(f"not a sample expression: {expr!r}")  # pragma: no cover
+
+
+_NONE = float("nan")  # a marker for "unknown" inside a binary operation (never a value)
 
 
 def _num(value: float | int | None) -> Value:
@@ -183,7 +193,7 @@ def _generate(
                 return frozenset()
             case Otherwise():
                 return frozenset()  # decides by itself what it needs
-            case Minus(a=a, b=b) | Times(a=a, b=b) | Lesser(a=a, b=b) | Is(a=a, b=b):
+            case Minus(a=a, b=b) | Times(a=a, b=b) | Over(a=a, b=b) | Lesser(a=a, b=b) | Is(a=a, b=b):
                 return needs(a) | needs(b)
             case Both(a=a, b=b) | Either(a=a, b=b):
                 return needs(a) | needs(b)
@@ -197,7 +207,7 @@ def _generate(
                 return False
             case Otherwise(a=a, b=b):
                 return has_capacity(a) or has_capacity(b)
-            case Minus(a=a, b=b) | Times(a=a, b=b) | Lesser(a=a, b=b) | Is(a=a, b=b):
+            case Minus(a=a, b=b) | Times(a=a, b=b) | Over(a=a, b=b) | Lesser(a=a, b=b) | Is(a=a, b=b):
                 return has_capacity(a) or has_capacity(b)
             case Both(a=a, b=b) | Either(a=a, b=b):
                 return has_capacity(a) or has_capacity(b)
@@ -218,6 +228,8 @@ def _generate(
                 return f"({pure(a)} - {pure(b)})"
             case Times(a=a, b=b) | Both(a=a, b=b):
                 return f"({pure(a)} * {pure(b)})"
+            case Over(a=a, b=b):
+                return f"({pure(a)} / {pure(b)} if {pure(b)} else None)"
             case Lesser(a=a, b=b):
                 return f"min({pure(a)}, {pure(b)})"
             case Is(a=a, op=op, b=b):
@@ -297,6 +309,8 @@ class Primitives(Protocol):
     def earliest(self, index: int, part: Part) -> Value: ...
 
     def latest_value(self, index: int) -> Value: ...
+
+    def low_quartile(self, index: int, part: Part) -> Value: ...
 
     def max_of_first(self, index: int, fraction: int) -> Value: ...
 
@@ -382,6 +396,9 @@ class ScanPrimitives:
     def latest_value(self, index: int) -> Value:
         return self._rows[-1].values[index]
 
+    def low_quartile(self, index: int, part: Part) -> Value:
+        return quantile(0.25, self._known(index, self._sample_start[part]))
+
     def max_of_first(self, index: int, fraction: int) -> Value:
         first_end, _ = thirds(self._rows, self.interval_s, self.span_s, fraction)
         known = self._known(index, self._sample_start[Part.WHOLE], first_end)
@@ -391,6 +408,19 @@ class ScanPrimitives:
         _, last_start = thirds(self._rows, self.interval_s, self.span_s, fraction)
         known = self._known(index, last_start)
         return min(known) if known else None
+
+
+def quantile(q: float, values: list[float]) -> Value:
+    """The ``q`` quantile of ``values``, interpolated exactly as Prometheus'
+    ``quantile_over_time`` does (so that both back ends agree to the last bit)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = q * (len(ordered) - 1)
+    lower = max(0, math.floor(rank))
+    upper = min(len(ordered) - 1, lower + 1)
+    weight = rank - math.floor(rank)
+    return ordered[lower] * (1 - weight) + ordered[upper] * weight
 
 
 def thirds(rows: Sequence[Row], interval: float, span: float, fraction: int) -> tuple[int, int]:
@@ -443,6 +473,9 @@ class Program:
             case Total(series=series, part=part):
                 index = INDEX[series.name]
                 return lambda ev: ev.primitives.total(index, part)
+            case LowQuartile(series=series, part=part):
+                index = INDEX[series.name]
+                return lambda ev: ev.primitives.low_quartile(index, part)
             case Increase(counter=counter, part=part):
                 name = _COUNTER_FIELD[counter]
                 return lambda ev: ev.primitives.increase(name, part)

@@ -80,6 +80,14 @@ class Lesser:
     b: SampleExpr
 
 
+@dataclass(frozen=True, slots=True)
+class Over:
+    """``a / b``; unknown when ``b`` is zero."""
+
+    a: SampleExpr
+    b: SampleExpr
+
+
 CmpOp = Literal[">=", ">", "<", "=="]
 
 
@@ -116,7 +124,9 @@ class Otherwise:
     b: SampleExpr
 
 
-SampleExpr: TypeAlias = Field | Const | Setting | Minus | Times | Lesser | Is | Both | Either | Otherwise
+SampleExpr: TypeAlias = (
+    Field | Const | Setting | Minus | Times | Over | Lesser | Is | Both | Either | Otherwise
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +213,15 @@ class MinOfLast:
 
 
 @dataclass(frozen=True, slots=True)
+class LowQuartile:
+    """The 25th percentile of a series over the part's samples (interpolated as
+    Prometheus' ``quantile_over_time`` does): a value most samples reach."""
+
+    series: Series
+    part: Part
+
+
+@dataclass(frozen=True, slots=True)
 class Ratio:
     """``a / b``; unknown when ``b`` is zero."""
 
@@ -262,6 +281,7 @@ class M:
 Agg: TypeAlias = (
     Mean
     | Total
+    | LowQuartile
     | Increase
     | Seconds
     | Latest
@@ -445,6 +465,11 @@ QUEUED_WHILE_IDLE = Series(
     "Items waiting while at least one worker sat idle (0 when every worker is busy).",
     Times(Field("depth"), Is(_IDLE_WORKERS, ">=", Const(1))),
 )
+BUSY_SHARE = Series(
+    "busy_share",
+    "Share of the workers busy at the sample (unknown without workers).",
+    Over(Field("busy"), Field("workers")),
+)
 WAITING_NEXT_TO_IDLE = Series(
     "waiting_next_to_idle",
     "1 when items wait and at least one worker is idle.",
@@ -463,6 +488,7 @@ SERIES: tuple[Series, ...] = (
     IDLE_NEXT_TO_WORK,
     QUEUED_WHILE_IDLE,
     WAITING_NEXT_TO_IDLE,
+    BUSY_SHARE,
 )
 
 
@@ -598,6 +624,15 @@ MEASURES: tuple[Measure, ...] = (
         recent=True,
     ),
     Measure(
+        "busy_excess_low",
+        "The busy excess of most samples: the 25th percentile of the share of workers busy at the "
+        "samples, minus the share busy over the window. Pollers caught at the same phase every time "
+        "are busier than average at nearly every sample; a bursty pool is caught busy by a few "
+        "samples that land on its bursts, and its other samples are not.",
+        lambda p: Diff(LowQuartile(BUSY_SHARE, p), Diff(Number(1.0), _counted_idle_ratio(p))),
+        recent=True,
+    ),
+    Measure(
         "depth_now",
         "Items waiting at the newest sample.",
         lambda p: Latest(DEPTH),
@@ -645,7 +680,7 @@ def _boom_bust(part: Part, suffix: str) -> Pred:
     as with fast pollers under heavy load). Or, when the samples land in step
     with the polls (sampling at a multiple of the poll period), a pool caught
     far busier at the samples than it is over time, with items seen waiting
-    next to idle workers, or by a wide margin on its own.
+    next to idle workers, or by a wide margin at nearly every sample.
     """
     return any_of(
         all_of(
@@ -662,10 +697,13 @@ def _boom_bust(part: Part, suffix: str) -> Pred:
             at_least(M("waiting_idle_share", part), f"boom_bust_regular_{suffix}"),
         ),
         all_of(
-            at_least(M("busy_excess", part), f"boom_bust_busy_excess_{suffix}"),
             at_least(M("waiting_idle_share", part), f"boom_bust_waiting_idle_{suffix}"),
+            at_least(M("busy_excess", part), f"boom_bust_busy_excess_{suffix}"),
         ),
-        at_least(M("busy_excess", part), f"boom_bust_in_step_{suffix}"),
+        all_of(
+            at_least(M("busy_excess", part), f"boom_bust_in_step_{suffix}"),
+            at_least(M("busy_excess_low", part), f"boom_bust_in_step_floor_{suffix}"),
+        ),
     )
 
 
@@ -766,15 +804,23 @@ RULES: tuple[ConditionRule, ...] = (
     ),
     ConditionRule(
         Condition.IDLE,
-        on=all_of(
-            at_least(M("idle_ratio"), "idle_on"),
-            at_least(M("idle_ratio", _R), "idle_off"),
-            at_least(M("no_backlog_share"), "idle_empty_share"),
-            at_least(M("no_backlog_share", _R), "idle_empty_share"),
+        # The queue stays empty: few items caught between arrival and pickup, and
+        # none waiting long next to an idle worker (that is work left waiting).
+        on=Unless(
+            all_of(
+                at_least(M("idle_ratio"), "idle_on"),
+                at_least(M("idle_ratio", _R), "idle_off"),
+                at_least(M("no_backlog_share"), "idle_empty_share"),
+                at_least(M("no_backlog_share", _R), "idle_empty_share"),
+            ),
+            at_least(M("idle_wait_s"), "boom_bust_idle_wait_on"),
         ),
-        hold=all_of(
-            at_least(M("idle_ratio", _R), "idle_off"),
-            at_least(M("no_backlog_share", _R), "idle_empty_share"),
+        hold=Unless(
+            all_of(
+                at_least(M("idle_ratio", _R), "idle_off"),
+                at_least(M("no_backlog_share", _R), "idle_empty_share"),
+            ),
+            at_least(M("idle_wait_s", _R), "boom_bust_idle_wait_on"),
         ),
         requires=(
             Requirement(

@@ -26,7 +26,7 @@ import math
 from array import array
 from collections.abc import Iterator, Sequence
 
-from ._evaluate import COUNTER_FIELD, INDEX, Row, SeriesComputer, Value
+from ._evaluate import COUNTER_FIELD, INDEX, Row, SeriesComputer, Value, quantile
 from ._measures import SERIES, Field, Part
 from ._sample import Sample
 
@@ -324,6 +324,10 @@ class RunningWindow:
             gauge = self._gauges[column]
             return [v for v in gauge[start:stop] if not math.isnan(v)]
         return [v for i in range(start, stop) if (v := self._values_at(i)[index]) is not None]
+
+    def low_quartile(self, index: int, part: Part) -> Value:
+        start = self._parts[part].sample_start - self._base
+        return quantile(0.25, self._known(index, start, len(self._t)))
 
     def max_of_first(self, index: int, fraction: int) -> Value:
         first_end, _ = self._thirds(fraction)

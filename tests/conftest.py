@@ -3,6 +3,7 @@ tests that need them; the ones used across files are here."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,3 +20,11 @@ def shared_traces() -> Path:
             f"the example traces are missing: expected {TRACES} (the shared/ folder beside the project)"
         )
     return TRACES
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_rq_metrics_server_in_test_processes() -> None:
+    """An RQ worker made in a test process would serve ``/metrics`` on 9808 and put
+    the default monitor in prometheus-client's default registry for good; the
+    tests that check that serving start real workers with QHEALTH_RQ_LISTEN set."""
+    os.environ.setdefault("QHEALTH_RQ_LISTEN", "off")

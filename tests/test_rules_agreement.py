@@ -70,15 +70,15 @@ def test_rules_compute_every_measure_and_condition_as_the_classifier_on_wide(
 
 def test_the_agreement_check_fails_when_a_back_end_computes_differently(tmp_path: Path) -> None:
     """The same generated test against rules built with another threshold fails."""
-    trace = read_trace(TRACES / "boom-bust-slow-poll.jsonl")
+    trace = read_trace(TRACES / "transition-429-storm.jsonl")
     rules = RulesConfig(scrape_interval_s=trace.header.interval_s)
     test = build_agreement_test(trace, ["rules.yml"], rules, every=4)
     other = RulesConfig(
         scrape_interval_s=trace.header.interval_s,
-        classifier=ClassifierConfig(boom_bust_idle_capacity_on=0.9, boom_bust_idle_capacity_off=0.9),
+        classifier=ClassifierConfig(rate_limited_on=1.0, rate_limited_off=1.0),
     )
     failures = _promtool(test, other, tmp_path)
-    assert 'condition="boom_bust"' in failures and "got: nil" in failures
+    assert 'condition="rate_limited"' in failures and "got: nil" in failures
 
 
 def _at(path: Path, interval: float | None) -> tuple[Trace, list[Segment]]:

@@ -36,6 +36,7 @@ from .._measures import (
     Is,
     Latest,
     Lesser,
+    LowQuartile,
     M,
     MaxOfFirst,
     Mean,
@@ -43,6 +44,7 @@ from .._measures import (
     Minus,
     Number,
     Otherwise,
+    Over,
     Part,
     Pred,
     Product,
@@ -147,6 +149,11 @@ class Compiler:
                 return self._arith(self.sample(a), "-", self.sample(b))
             case Times(a=a, b=b):
                 return self._arith(self.sample(a), "*", self.sample(b))
+            case Over(a=a, b=b):
+                x, y = self.sample(a), self.sample(b)
+                if y.scalar:
+                    return _Q(f"({x.text} / {y.text})")
+                return _Q(f"({x.text} / on (queue) ({y.text} > 0))")
             case Both(a=a, b=b):
                 return self._arith(self.sample(a), "*", self.sample(b))
             case Lesser(a=a, b=b):
@@ -190,6 +197,8 @@ class Compiler:
                 return _Q(f"(sum_over_time({s}[{r}]) / count_over_time({s}[{r}]))")
             case Total(series=series, part=part):
                 return _Q(f"sum_over_time({self.series_name(series)}[{self._range(part)}])")
+            case LowQuartile(series=series, part=part):
+                return _Q(f"quantile_over_time(0.25, {self.series_name(series)}[{self._range(part)}])")
             case Increase(counter=counter, part=part):
                 metric = self.raw(RAW_COUNTERS[counter])
                 return _Q(f"sum by (queue) (increase({metric}[{duration(self.span[part])}]))")
