@@ -174,8 +174,11 @@ class ClassifierConfig:
             )
 
     def span_for(self, interval_s: float) -> float:
-        """The window span used for a given sampling interval."""
-        return max(self.window_s, self.min_window_intervals * interval_s)
+        """The window span used for a given sampling interval: ``window_s``, and
+        at least ``min_window_intervals`` samples, in whole intervals (so that the
+        window holds the same samples for the classifier and the PromQL rules)."""
+        intervals = max(math.ceil(self.window_s / interval_s - 1e-9), self.min_window_intervals)
+        return intervals * interval_s
 
     def with_overrides(self, overrides: dict[str, Any]) -> ClassifierConfig:
         """A copy with some settings replaced; an unknown key is a ValueError naming it."""

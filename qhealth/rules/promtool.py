@@ -138,13 +138,31 @@ def alerts_from_rules(path: str | os.PathLike[str]) -> list[AlertTiming]:
 # -- series ------------------------------------------------------------------------
 
 
+def _origin(trace: Trace) -> float:
+    """Where the trace's sampling grid starts: its first sample, moved by the median
+    offset of the samples from that grid (a recorder that started at t=0.4 s, or
+    jittered sampling, still maps to one sample per slot)."""
+    samples, interval = trace.samples, trace.header.interval_s
+    if not samples:
+        return 0.0
+    t0 = samples[0].t
+    offsets = sorted(((s.t - t0 + interval / 2) % interval) - interval / 2 for s in samples)
+    return t0 + offsets[len(offsets) // 2]
+
+
+def _slot(t: float, origin: float, interval: float) -> int:
+    return round((t - origin) / interval)
+
+
 def _slots(trace: Trace, source: str) -> dict[int, Sample]:
-    """Each sample on the trace's sampling grid: slot k is time k * interval."""
+    """Each sample on the trace's sampling grid: slot k is ``k * interval`` after the
+    grid's origin (:func:`_origin`), which becomes time 0 in promtool's series."""
     interval = trace.header.interval_s
+    origin = _origin(trace)
     slots: dict[int, Sample] = {}
     for sample in trace.samples:
-        slot = round(sample.t / interval)
-        if slot < 0 or abs(sample.t - slot * interval) > 0.25 * interval:
+        slot = _slot(sample.t, origin, interval)
+        if slot < 0 or abs(sample.t - origin - slot * interval) > 0.25 * interval:
             raise PromtoolError(
                 f"{source}: sample at t={sample.t} is off the {interval:g} s sampling grid; "
                 "promtool series need one sample per interval"
@@ -160,7 +178,8 @@ def _slots(trace: Trace, source: str) -> dict[int, Sample]:
 
 def on_grid(trace: Trace, source: str = "<trace>") -> Trace:
     """The trace with each sample moved to its slot on the sampling grid: the
-    samples promtool replays, for the classifier to judge the same data."""
+    samples promtool replays (slot k at time ``k * interval``), for the
+    classifier to judge the same data."""
     interval = trace.header.interval_s
     samples = [replace(s, t=k * interval) for k, s in sorted(_slots(trace, source).items())]
     return Trace(trace.header, samples)
@@ -263,10 +282,11 @@ def _labeled_times(
     trace: Trace, segments: Sequence[Segment], every: float | None
 ) -> list[tuple[float, Segment]]:
     interval = trace.header.interval_s
+    origin = _origin(trace)
     stride = max(1, round((every or interval) / interval))
     times = []
     for segment in segments:
-        slots = [round(s.t / interval) for s in trace.samples if segment.t0 <= s.t < segment.t1]
+        slots = [_slot(s.t, origin, interval) for s in trace.samples if segment.t0 <= s.t < segment.t1]
         times += [(k * interval, segment) for k in slots[::stride]]
     return times
 
