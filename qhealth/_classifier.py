@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from ._condition import HEALTHY, SEVERITY, WARMING_UP, Condition, state_of
 from ._config import ClassifierConfig
 from ._evaluate import Evaluation, SeriesComputer
-from ._measures import RULE, Part, Requirement
+from ._language import Part, Requirement
+from ._measures import RULE
 from ._running import RunningWindow
 from ._sample import Sample
 from ._window import Window

@@ -16,10 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ._config import ClassifierConfig
-from ._measures import (
-    MEASURE,
-    MEASURES,
-    SERIES,
+from ._language import (
     Agg,
     All,
     Any_,
@@ -58,6 +55,7 @@ from ._measures import (
     Unknown,
     Unless,
 )
+from ._measures import MEASURE, MEASURES, SERIES
 from ._sample import Sample
 
 Value = float | None

@@ -27,7 +27,8 @@ from array import array
 from collections.abc import Iterator, Sequence
 
 from ._evaluate import COUNTER_FIELD, INDEX, Row, SeriesComputer, Value, quantile
-from ._measures import SERIES, Field, Part
+from ._language import Field, Part
+from ._measures import SERIES
 from ._sample import Sample
 
 _EPS = 1e-9

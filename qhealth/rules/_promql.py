@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._measures import (
-    MEASURE,
-    SERIES,
+from .._language import (
     Agg,
     All,
     Any_,
@@ -59,6 +57,7 @@ from .._measures import (
     Unknown,
     Unless,
 )
+from .._measures import MEASURE, SERIES
 from ._config import RulesConfig, duration
 
 CONDITION_SERIES = "queue:qhealth_condition:active"
