@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import qhealth
 
+from .clocks import FakeClock
 from .conftest import SHARED
 
 SPEC = SHARED / "spec" / "metrics.md"
@@ -50,14 +51,6 @@ def spec_rows(path: Path = SPEC) -> list[SpecRow]:
             labels = set(re.findall(r"`(\w+)` =", cells[0])) if len(cells) > 2 else set()
             rows.append(SpecRow(match[1], match[2], match[3], kind, frozenset(labels)))
     return rows
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def fake_monitor(interval: float = 1.0, **config: object) -> tuple[qhealth.Monitor, FakeClock]:

@@ -14,8 +14,8 @@ import pytest
 
 import qhealth
 
+from .clocks import FakeClock
 from .conftest import TRACES
-from .export_support import FakeClock
 
 
 class TraceSource:

@@ -14,7 +14,7 @@ import pytest
 from tests.services import free_port, wait_ready
 
 from .conftest import ROOT
-from .test_rules import need_tool, run
+from .services import need_tool, run
 
 CONFIG = ROOT / "alerts" / "alertmanager.yml"
 

@@ -10,7 +10,7 @@ import pytest
 from qhealth import Condition, Monitor
 from qhealth.integrations.asyncio_queue import instrument, instrumented_queue, probe_of
 
-from .test_probe import FakeClock
+from .clocks import FakeClock
 
 
 async def drain(queue: asyncio.Queue[Any], workers: int) -> None:

@@ -171,7 +171,7 @@ def test_report_png_without_matplotlib_writes_nothing_and_says_why(tmp_path: Pat
 def test_when_one_of_two_conditions_clears_the_demo_says_which() -> None:
     import io
 
-    from qhealth.demo import SCENARIOS, Options, Settings, run_demo
+    from qhealth.cli._demo import SCENARIOS, Options, Settings, run_demo
 
     out = io.StringIO()
     settings = Settings(SCENARIOS["boom-bust"], duration_s=60)

@@ -12,15 +12,15 @@ import pytest
 
 import qhealth
 from qhealth import Health, QueueSnapshot, Sample
-from qhealth.demo import SCENARIOS, Workload
-from qhealth.demo._api import RateLimited, SimulatedAPI
-from qhealth.demo._naive import NaivePool
-from qhealth.demo._run import Account, _account
-from qhealth.demo._summary import plain_table, summary_rows
-from qhealth.demo._tally import QueueTally, Tally
-from qhealth.demo._text import sparkline
+from qhealth.cli._demo import SCENARIOS, Workload
+from qhealth.cli._demo._api import RateLimited, SimulatedAPI
+from qhealth.cli._demo._naive import NaivePool
+from qhealth.cli._demo._run import Account, _account
+from qhealth.cli._demo._summary import plain_table, summary_rows
+from qhealth.cli._demo._tally import QueueTally, Tally
+from qhealth.cli._demo._text import sparkline
 
-from .export_support import FakeClock
+from .clocks import FakeClock
 
 
 async def _no_wait(seconds: float) -> None:
@@ -340,7 +340,7 @@ def test_a_sparkline_scales_to_its_maximum() -> None:
 def test_the_live_view_shows_each_pools_condition_with_its_reason_and_fix() -> None:
     from rich.console import Console
 
-    from qhealth.demo._live import LiveView
+    from qhealth.cli._demo._live import LiveView
 
     finding = qhealth.Finding(qhealth.Condition.BOOM_BUST, "workers sat idle while items waited", "block")
     boom = Health(t=1.0, state="boom_bust", conditions=frozenset({finding.condition}), findings=(finding,))

@@ -15,13 +15,13 @@ import pytest
 from rich.console import Console
 
 from qhealth import Monitor
-from qhealth.demo import SCENARIOS, Settings
-from qhealth.demo._clock import SimulatedTime, run
-from qhealth.demo._live import LiveView
-from qhealth.demo._main import INTERVAL_S, Options, descriptions
-from qhealth.demo._run import run_pools
-from qhealth.demo._tally import Tally
-from qhealth.demo._text import sparkline
+from qhealth.cli._demo import SCENARIOS, Settings
+from qhealth.cli._demo._clock import SimulatedTime, run
+from qhealth.cli._demo._live import LiveView
+from qhealth.cli._demo._main import INTERVAL_S, Options, descriptions
+from qhealth.cli._demo._run import run_pools
+from qhealth.cli._demo._tally import Tally
+from qhealth.cli._demo._text import sparkline
 
 _BLOCKS = "▁▂▃▄▅▆▇█"
 

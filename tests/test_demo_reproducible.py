@@ -1,6 +1,6 @@
 """One seed, one demo run (issue 16, item 17).
 
-The demo runs on simulated time (``qhealth.demo._clock``): the clock moves
+The demo runs on simulated time (``qhealth.cli._demo._clock``): the clock moves
 only between callbacks, to the next timer, so what happens follows from the
 seed alone. Kept to the wall clock or run flat out, a run gives the same
 figures, and the README's table is what its command gives.
@@ -18,11 +18,11 @@ from dataclasses import replace
 import pytest
 
 from qhealth.cli import build_parser
+from qhealth.cli._demo import SCENARIOS, Options, Settings, run_demo
+from qhealth.cli._demo._clock import SimulatedTime, run
+from qhealth.cli._demo._run import QUEUES
+from qhealth.cli._demo._summary import plain_table, summary_rows
 from qhealth.cli.demo import options_from
-from qhealth.demo import SCENARIOS, Options, Settings, run_demo
-from qhealth.demo._clock import SimulatedTime, run
-from qhealth.demo._run import QUEUES
-from qhealth.demo._summary import plain_table, summary_rows
 
 from .readme import section
 

@@ -16,7 +16,8 @@ from qhealth.integrations.loop import tracked
 from qhealth.otel import instrument
 from qhealth.prometheus import register
 
-from .export_support import FakeClock, fake_monitor, scrape
+from .clocks import FakeClock
+from .export_support import fake_monitor, scrape
 
 SeriesKey = tuple[str, frozenset[tuple[str, str]]]
 

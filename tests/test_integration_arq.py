@@ -96,8 +96,8 @@ else:
     from arq.connections import RedisSettings
 
     from qhealth import ClassifierConfig, Monitor
+    from qhealth.brokers.arq_queue import ArqSource
     from qhealth.integrations.arq import instrument
-    from qhealth.sidecar.arq_queue import ArqSource
 
     def lines(path: Path) -> list[dict[str, Any]]:
         if not path.exists():

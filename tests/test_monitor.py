@@ -10,7 +10,7 @@ import pytest
 
 from qhealth import ClassifierConfig, Condition, Listener, Monitor, QueueSnapshot, Reading
 
-from .test_probe import FakeClock
+from .clocks import FakeClock
 
 
 class Recorder(Listener):
@@ -99,7 +99,7 @@ def test_a_failing_depth_source_skips_the_sample_and_logs_once(caplog: pytest.Lo
 
 def test_a_failed_read_marks_the_queue_down_and_keeps_its_last_sample_as_stale() -> None:
     clock = FakeClock()
-    monitor = Monitor(clock=clock, wall_clock=lambda: 1_700_000_000.0 + clock.t)
+    monitor = Monitor(clock=clock, wall_clock=lambda: 1_700_000_000.0 + clock.now)
     depth: dict[str, object] = {"value": 3}
 
     def read() -> int:
@@ -114,7 +114,7 @@ def test_a_failed_read_marks_the_queue_down_and_keeps_its_last_sample_as_stale()
     monitor.add_listener(heard)
     clock.advance(1)
     good = monitor.tick()["emails"]
-    assert good.source_up and good.sampled_at == 1_700_000_000.0 + clock.t
+    assert good.source_up and good.sampled_at == 1_700_000_000.0 + clock.now
 
     depth["value"] = ConnectionError("broker down")
     clock.advance(1)
@@ -127,7 +127,7 @@ def test_a_failed_read_marks_the_queue_down_and_keeps_its_last_sample_as_stale()
     depth["value"] = 5
     clock.advance(1)
     back = monitor.tick()["emails"]
-    assert back.source_up and back.sample.depth == 5 and back.sampled_at == 1_700_000_000.0 + clock.t
+    assert back.source_up and back.sample.depth == 5 and back.sampled_at == 1_700_000_000.0 + clock.now
 
 
 def test_a_queue_whose_source_never_answered_is_down_without_a_sample() -> None:

@@ -93,7 +93,7 @@ def test_in_the_overflow_demo_the_reference_pool_is_told_the_limit_not_to_add_wo
     and yet more workers cannot help. The demo states the limit, and the fix says so."""
     import io
 
-    from qhealth.demo import SCENARIOS, Options, Settings, run_demo
+    from qhealth.cli._demo import SCENARIOS, Options, Settings, run_demo
 
     out = io.StringIO()
     settings = Settings(SCENARIOS["overflow"], duration_s=30)

@@ -11,16 +11,7 @@ import pytest
 from qhealth import Monitor, Probe
 from qhealth._probe import MAX_OBSERVATIONS_PER_TICK
 
-
-class FakeClock:
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
+from .clocks import FakeClock
 
 
 def test_counters_count_items_calls_and_polls() -> None:

@@ -9,7 +9,7 @@ import pytest
 from qhealth import Monitor, TraceRecorder, classify, read_trace
 from qhealth._record import trace_filename
 
-from .test_probe import FakeClock
+from .clocks import FakeClock
 
 
 def test_a_recording_reads_back_as_the_samples_the_monitor_took(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ import qhealth
 from qhealth.prometheus import register
 from qhealth.replay import TraceSource, replay_monitor
 
-from .export_support import FakeClock, labels, scrape
+from .clocks import FakeClock
+from .export_support import labels, scrape
 
 
 def _trace(shared_traces: Path, name: str) -> qhealth.Trace:

@@ -32,7 +32,7 @@ def demo_sections(tmp_path_factory: pytest.TempPathFactory) -> list[Section]:
     """The demo's two pools (boom-bust, seed 7), recorded: naive, then reference."""
     import io
 
-    from qhealth.demo import SCENARIOS, Options, Settings, run_demo
+    from qhealth.cli._demo import SCENARIOS, Options, Settings, run_demo
 
     traces = tmp_path_factory.mktemp("demo-traces")
     settings = Settings(SCENARIOS["boom-bust"], duration_s=60)

@@ -13,7 +13,7 @@ import pytest
 
 from qhealth import read_trace
 from qhealth._colors import STATE_COLORS
-from qhealth.demo import SCENARIOS, Options, Settings, run_demo
+from qhealth.cli._demo import SCENARIOS, Options, Settings, run_demo
 from qhealth.report import Section, write_html
 
 from .status_page_support import count_color, read_png, run_chromium

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from qhealth import ClassifierConfig, Monitor, Reading
-from qhealth.sidecar.celery_queue import CelerySource, RedisCeleryQueue
+from qhealth.brokers.celery_queue import CelerySource, RedisCeleryQueue
 from tests.integration_brokers import PYTHON, Proc, amqp_url, procs, redis_url, unique, wait_until
 
 __all__ = ["amqp_url", "procs", "redis_url"]

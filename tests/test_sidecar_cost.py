@@ -25,11 +25,11 @@ import pytest
 import redis
 
 from qhealth import Reading
-from qhealth.sidecar.arq_queue import ArqSource
-from qhealth.sidecar.celery_queue import RedisCeleryQueue
-from qhealth.sidecar.redis_list import RedisListSource
-from qhealth.sidecar.redis_stream import RedisStreamSource
-from qhealth.sidecar.rq_queue import RQSource
+from qhealth.brokers.arq_queue import ArqSource
+from qhealth.brokers.celery_queue import RedisCeleryQueue
+from qhealth.brokers.redis_list import RedisListSource
+from qhealth.brokers.redis_stream import RedisStreamSource
+from qhealth.brokers.rq_queue import RQSource
 from tests.redis_latency import PingProbe
 from tests.redis_server import RedisServer
 

@@ -11,9 +11,9 @@ import redis
 import rq
 
 from qhealth import ClassifierConfig, Monitor
+from qhealth.brokers.redis_stream import RedisStreamSource
+from qhealth.brokers.rq_queue import RQSource
 from qhealth.sidecar import open_source
-from qhealth.sidecar.redis_stream import RedisStreamSource
-from qhealth.sidecar.rq_queue import RQSource
 from tests import integration_jobs as jobs
 from tests.integration_brokers import PYTHON, Proc, procs, redis_url, unique, wait_until
 

@@ -13,7 +13,7 @@ from . import UsageError
 from ._exports import add_export_arguments
 
 if TYPE_CHECKING:
-    from ..demo import Options
+    from ._demo import Options
 
 #: Bounds that keep a mistyped option from turning the demo into a load test.
 MAX_WORKERS = 500
@@ -50,8 +50,8 @@ Exit status: 0; 1 if an item was lost (a bug); 130 when stopped by Ctrl-C
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from ..demo import DEFAULT_SCENARIO, SCENARIOS, WINDOW_S
-    from ..demo._main import DEFAULT_REPORT
+    from ._demo import DEFAULT_SCENARIO, SCENARIOS, WINDOW_S
+    from ._demo._main import DEFAULT_REPORT
 
     listing = "\n".join(f"  {name:<12}{s.title}" for name, s in SCENARIOS.items())
     parser = subparsers.add_parser(
@@ -124,8 +124,8 @@ def _writable_file(option: str, path: Path) -> None:
 
 def options_from(args: argparse.Namespace) -> Options:
     """The demo's options from the command line, checked (UsageError names a bad one)."""
-    from ..demo import SCENARIOS, Options, Settings
-    from ..demo._main import INTERVAL_S
+    from ._demo import SCENARIOS, Options, Settings
+    from ._demo._main import INTERVAL_S
 
     _positive("--duration", args.duration, MAX_DURATION_S)
     if not 1 <= args.workers <= MAX_WORKERS:
@@ -157,7 +157,7 @@ def options_from(args: argparse.Namespace) -> Options:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import DemoError, print_summary, run_demo
+    from ._demo import DemoError, print_summary, run_demo
 
     options = options_from(args)
     out = sys.stdout

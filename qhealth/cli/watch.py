@@ -272,8 +272,8 @@ def _names(sidecar: Sidecar, queues: list[str], max_queues: int) -> tuple[list[s
 def _start(sidecar: Sidecar, queues: list[str], max_queues: int, shown_url: str) -> list[str]:
     """Find the queues, read them once, and refuse to start on what cannot work:
     a broker that cannot be read, or a queue named outright that cannot be."""
+    from ..brokers._rounds import CannotTell
     from ..sidecar import scrub
-    from ..sidecar._rounds import CannotTell
 
     kind, url = sidecar.kind, sidecar.url
     try:

@@ -1,4 +1,4 @@
-"""What every framework adapter shares: importing the framework, and ending an item.
+"""What every framework adapter shares: ending an item.
 
 Kept apart so that each adapter module is only about its framework's hooks,
 and so that there is one place deciding what a failed item counts as (a failure
@@ -7,21 +7,11 @@ always; a rate-limited call too when the shared 429 detector says so).
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-
+from .._optional import require
 from .._probe import Probe
 from .._ratelimit import is_rate_limited
 
-
-def require(module: str, *, extra: str, who: str) -> ModuleType:
-    """Import an optional dependency, or say which extra installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(
-            f"{who} requires the {module.split('.', maxsplit=1)[0]} package: pip install 'qhealth[{extra}]'"
-        ) from exc
+__all__ = ["item_ended", "require"]
 
 
 def item_ended(probe: Probe, exc: BaseException | None, *, count_calls: bool) -> None:

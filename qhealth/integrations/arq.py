@@ -136,7 +136,7 @@ class _QueueReads:
 
 
 def _queue_reads(settings: Any, queue: str) -> _QueueReads | None:
-    from ..sidecar.arq_queue import ArqSource
+    from ..brokers.arq_queue import ArqSource
 
     redis_settings = _get(settings, "redis_settings")
     host = getattr(redis_settings, "host", "localhost")

@@ -90,13 +90,13 @@ class _BrokerDepth:
 def _broker_depth(app: Any, queue: str) -> _BrokerDepth | None:
     """The length of the queue's lists on Redis, a passive ``queue.declare`` on
     RabbitMQ; None on a transport qhealth cannot read. Connects on first read."""
-    from ..sidecar.celery_queue import AmqpDepth, RedisDepth
+    from ..brokers.celery_queue import AmqpDepth, RedisDepth
 
     connection = app.connection_for_read()
     url = connection.as_uri(include_password=True)
     driver = getattr(connection.transport, "driver_type", "")
     if driver == "redis":
-        from ..sidecar._redis import connect
+        from ..brokers._redis import connect
 
         source: RedisDepth | AmqpDepth = RedisDepth(connect(url), queue)
     elif driver == "amqp":
@@ -338,7 +338,7 @@ def stamp_published(app: Any) -> None:
     producers: web processes, and workers that send tasks). A retried task is
     stamped again when it is republished. Costs one header per message."""
     celery = _celery_app(app, "stamp_published")
-    from ..sidecar.celery_queue import PUBLISHED_HEADER
+    from ..brokers.celery_queue import PUBLISHED_HEADER
 
     def stamp(sender: Any = None, headers: Any = None, **kwargs: Any) -> None:
         if isinstance(headers, dict):

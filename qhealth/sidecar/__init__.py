@@ -48,7 +48,7 @@ def open_source(
     if not queue:
         raise ValueError("a queue name is needed")
     if kind == "celery":
-        from .celery_queue import CelerySource
+        from ..brokers.celery_queue import CelerySource
 
         return CelerySource(url, queue, events=events)
     source: Source = Sidecar(kind, url, group=group).reader(queue)  # type: ignore[assignment]

@@ -27,8 +27,8 @@ import fnmatch
 from collections.abc import Iterable
 from typing import Any
 
-from .arq_queue import HEALTH_CHECK_SUFFIX
-from .celery_queue import KOMBU_PRIORITY_SEP
+from ..brokers.arq_queue import HEALTH_CHECK_SUFFIX
+from ..brokers.celery_queue import KOMBU_PRIORITY_SEP
 
 #: Keys asked for per SCAN call.
 SCAN_COUNT = 1000

@@ -22,7 +22,7 @@ from typing import Any
 
 from .._redact import scrub
 from .._source import Reading
-from ._rounds import QueueReader, RedisBatch
+from ..brokers._rounds import QueueReader, RedisBatch
 
 ReadAll = Callable[[Sequence[QueueReader]], list[Reading | Exception | None]]
 """Reads queues together: each one's reading, or the exception that stopped it."""

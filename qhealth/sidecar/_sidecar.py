@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from .._redact import redact_url
+from ..brokers._rounds import QueueReader
 from ._group import GroupSource, SourceGroup, one_by_one, redis_reads
-from ._rounds import QueueReader
 
 KINDS: tuple[str, ...] = ("redis-list", "redis-stream", "rq", "arq", "celery")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -66,7 +66,7 @@ class Sidecar:
         self.events: Any = None
         self._unacked: Any = None
         if scheme_of(url) in REDIS_SCHEMES:
-            from ._redis import connect
+            from ..brokers._redis import connect
 
             self.client = client if client is not None else connect(url)
             self.group = SourceGroup(url, redis_reads(self.client), close=self._close)
@@ -79,26 +79,26 @@ class Sidecar:
         if not name:
             raise ValueError("a queue name is needed")
         if self.kind == "redis-list":
-            from .redis_list import RedisListSource
+            from ..brokers.redis_list import RedisListSource
 
             return RedisListSource(self.client, name)
         if self.kind == "redis-stream":
-            from .redis_stream import RedisStreamSource
+            from ..brokers.redis_stream import RedisStreamSource
 
             assert self._stream_group is not None
             return RedisStreamSource(self.client, name, self._stream_group)
         if self.kind == "rq":
-            from .rq_queue import RQSource
+            from ..brokers.rq_queue import RQSource
 
             return RQSource(self.client, name)
         if self.kind == "arq":
-            from .arq_queue import ArqSource
+            from ..brokers.arq_queue import ArqSource
 
             return ArqSource(self.client, name)
         return self._celery_reader(name)
 
     def _celery_reader(self, name: str) -> QueueReader:
-        from .celery_queue import CelerySource, RedisCeleryQueue, TaskEvents, Unacked
+        from ..brokers.celery_queue import CelerySource, RedisCeleryQueue, TaskEvents, Unacked
 
         if self._events_wanted and self.group.sources:
             raise ValueError("Celery's task events carry no queue name: --events needs a single Celery queue")

@@ -46,9 +46,9 @@ from collections import OrderedDict
 from typing import Any
 
 from .._log import ThrottledLog
+from .._optional import require
 from .._redact import redact_url, scrub
 from .._source import Reading
-from ..integrations._common import require
 from ._rounds import QueueReader, RedisQueueSource, Round
 
 KOMBU_PRIORITY_SEP = "\x06\x16"

@@ -1,10 +1,10 @@
-"""Connecting to Redis for a sidecar source (redis-py, imported on use)."""
+"""Connecting to Redis for a queue reader (redis-py, imported on use)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..integrations._common import require
+from .._optional import require
 
 #: A sidecar read is a few round trips: give up quickly rather than pile up ticks.
 SOCKET_TIMEOUT_S = 5.0
