@@ -27,7 +27,7 @@ from grafanalib.core import (
     TimeSeries,
 )
 
-from qhealth import SEVERITY
+from qhealth.conditions import SEVERITY
 from qhealth.rules import CONDITION_SERIES, Compiler, RulesConfig
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}

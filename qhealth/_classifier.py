@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ._condition import HEALTHY, SEVERITY, WARMING_UP, Condition, state_of
+from ._condition import HEALTHY, SEVERITY, WARMING_UP, Condition, State, state_of
 from ._config import ClassifierConfig
 from ._evaluate import Evaluation, SeriesComputer
 from ._language import Part, Requirement
@@ -32,6 +32,7 @@ __all__ = [
     "Condition",
     "Finding",
     "Health",
+    "State",
     "classify",
     "judge",
     "state_of",
@@ -52,7 +53,7 @@ class Health:
     """The verdict on one queue at one tick."""
 
     t: float
-    state: str
+    state: State
     """``healthy``, ``warming_up``, or the most severe active condition."""
     conditions: frozenset[Condition] = frozenset()
     findings: tuple[Finding, ...] = ()

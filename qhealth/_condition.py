@@ -25,14 +25,29 @@ SEVERITY: tuple[Condition, ...] = (
     Condition.IDLE,
 )
 
-HEALTHY = "healthy"
-WARMING_UP = "warming_up"
+
+class State(StrEnum):
+    """A verdict's one-word summary: ``healthy``, ``warming_up`` (the window
+    does not yet reach back far enough to judge), or the most severe active
+    condition. A string enum: it compares equal to its name."""
+
+    HEALTHY = "healthy"
+    WARMING_UP = "warming_up"
+    STALLED = "stalled"
+    OVERFLOW = "overflow"
+    RATE_LIMITED = "rate_limited"
+    BOOM_BUST = "boom_bust"
+    IDLE = "idle"
 
 
-def state_of(conditions: Iterable[Condition]) -> str:
+HEALTHY = State.HEALTHY
+WARMING_UP = State.WARMING_UP
+
+
+def state_of(conditions: Iterable[Condition]) -> State:
     """``healthy``, or the most severe of the active conditions."""
     active = set(conditions)
     for condition in SEVERITY:
         if condition in active:
-            return str(condition)
-    return HEALTHY
+            return State(condition.value)
+    return State.HEALTHY

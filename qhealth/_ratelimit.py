@@ -47,7 +47,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def status_of(exc: BaseException) -> int | None:
+def http_status(exc: BaseException) -> int | None:
     """The HTTP status an exception carries (on itself or its response), if any."""
     for error in _chain(exc):
         status = _status_of(error)
@@ -60,7 +60,7 @@ def status_of(exc: BaseException) -> int | None:
 
 def is_rate_limited(exc: BaseException) -> bool:
     """Whether an exception means "rate limited" (HTTP 429)."""
-    return status_of(exc) == RATE_LIMITED_STATUS
+    return http_status(exc) == RATE_LIMITED_STATUS
 
 
 def _headers_of(obj: object) -> Mapping[str, str] | None:
@@ -91,7 +91,7 @@ def parse_retry_after(value: str | float | int | None, now: float | None = None)
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
-def retry_after(exc: BaseException) -> float | None:
+def retry_after_s(exc: BaseException) -> float | None:
     """The ``Retry-After`` an exception carries, in seconds, if any.
 
     Looks at a ``retry_after`` attribute first (some SDKs parse it for you),

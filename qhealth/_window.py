@@ -1,6 +1,6 @@
 """A plain sliding window: the samples of the last ``span_s`` seconds of one queue, bounded.
 
-What :func:`qhealth.judge` and the reference evaluation (a full recomputation
+What :func:`qhealth._classifier.judge` and the reference evaluation (a full recomputation
 over the window, :class:`~qhealth._evaluate.ScanPrimitives`) read. The
 classifier itself keeps a compact window with running sums
 (:class:`~qhealth._running.RunningWindow`).

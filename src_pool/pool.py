@@ -27,7 +27,7 @@ Failures
     ``RetryPolicy.max_attempts``, then dead-lettered; raising
     :class:`~src_pool.retry.Reject` dead-letters at once. An exception that
     carries HTTP 429 (as httpx, requests, aiohttp, openai and anthropic raise
-    it; :func:`qhealth.is_rate_limited` decides) is counted as rate limited,
+    it; :func:`qhealth.ratelimit.is_rate_limited` decides) is counted as rate limited,
     its ``Retry-After`` is honoured with jitter, and the pool's concurrency is
     cut (:class:`~src_pool.aimd.AIMD`). A worker that dies of a bug in the
     pool or broker is logged and replaced.
@@ -68,7 +68,9 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from qhealth import Monitor, Probe, default_monitor, is_rate_limited, retry_after
+from qhealth import Monitor, Probe, default_monitor
+from qhealth.ratelimit import is_rate_limited
+from qhealth.ratelimit import retry_after_s as retry_after
 
 from .aimd import AIMD
 from .broker import Broker, BrokerClosed, Envelope, check_positive_int, check_timeout

@@ -110,7 +110,7 @@ class Sidecar:
 
     def __init__(self) -> None:
         sample = qhealth.Sample(t=1.0, depth=7)
-        health = qhealth.Health(t=1.0, state=qhealth.WARMING_UP)
+        health = qhealth.Health(t=1.0, state=qhealth.conditions.WARMING_UP)
         self._snap = qhealth.QueueSnapshot("bare", sample, health, None, 0, 0)
 
     def snapshots(self) -> Mapping[str, qhealth.QueueSnapshot]:

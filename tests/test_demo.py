@@ -47,8 +47,8 @@ async def test_a_call_above_the_limit_is_a_429_that_qhealth_recognises() -> None
     await api.call(1)
     with pytest.raises(RateLimited) as refused:
         await api.call(2)
-    assert qhealth.is_rate_limited(refused.value)
-    assert qhealth.retry_after(refused.value) == 1.0
+    assert qhealth.ratelimit.is_rate_limited(refused.value)
+    assert qhealth.ratelimit.retry_after_s(refused.value) == 1.0
     assert refused.value.headers == {"Retry-After": "1"}
     assert (api.calls, api.refused, api.served) == (2, 1, {1})
 
@@ -256,13 +256,13 @@ def _snapshot(
 
 
 def _health(t: float, *conditions: qhealth.Condition) -> Health:
-    return Health(t=t, state=qhealth.state_of(conditions), conditions=frozenset(conditions))
+    return Health(t=t, state=qhealth.conditions.state_of(conditions), conditions=frozenset(conditions))
 
 
 def test_time_in_each_condition_adds_up_from_the_ticks() -> None:
     tally = QueueTally("q")
-    tally.add(_snapshot("q", 0.0, 0, 0, 0.0, Health(t=0.0, state=qhealth.WARMING_UP)))
-    tally.add(_snapshot("q", 1.0, 0, 1, 0.0, Health(t=1.0, state=qhealth.WARMING_UP)))
+    tally.add(_snapshot("q", 0.0, 0, 0, 0.0, Health(t=0.0, state=qhealth.conditions.WARMING_UP)))
+    tally.add(_snapshot("q", 1.0, 0, 1, 0.0, Health(t=1.0, state=qhealth.conditions.WARMING_UP)))
     tally.add(_snapshot("q", 2.0, 0, 2, 0.0, _health(2.0)))
     both = (qhealth.Condition.RATE_LIMITED, qhealth.Condition.BOOM_BUST)
     tally.add(_snapshot("q", 3.0, 0, 3, 0.0, _health(3.0, *both)))
@@ -342,10 +342,12 @@ def test_the_live_view_shows_each_pools_condition_with_its_reason_and_fix() -> N
 
     from qhealth.cli._demo._live import LiveView
 
-    finding = qhealth.Finding(qhealth.Condition.BOOM_BUST, "workers sat idle while items waited", "block")
+    finding = qhealth.conditions.Finding(
+        qhealth.Condition.BOOM_BUST, "workers sat idle while items waited", "block"
+    )
     boom = Health(t=1.0, state="boom_bust", conditions=frozenset({finding.condition}), findings=(finding,))
     tally = Tally()
-    tally.on_tick(_snapshot("naive", 0.0, 9, 0, 0.0, Health(t=0.0, state=qhealth.WARMING_UP)))
+    tally.on_tick(_snapshot("naive", 0.0, 9, 0, 0.0, Health(t=0.0, state=qhealth.conditions.WARMING_UP)))
     tally.on_tick(_snapshot("naive", 1.0, 12, 4, 2.0, boom))
     tally.on_tick(_snapshot("reference", 1.0, 0, 4, 0.0, _health(1.0)))
     view = LiveView(tally, {"naive": "polls", "reference": "blocks"}, "scenario x", 60.0)

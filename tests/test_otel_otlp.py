@@ -114,7 +114,7 @@ def test_values_that_arrive_are_what_the_monitor_saw(
     assert latest[("qhealth.attempts", q)] == 20
     assert latest[("qhealth.rate_limited", q)] == 5
     assert latest[("qhealth.worker.idle", q)] == pytest.approx(snap.sample.idle_s_total)
-    for condition in qhealth.SEVERITY:
+    for condition in qhealth.conditions.SEVERITY:
         active = 1.0 if condition in snap.health.conditions else 0.0
         assert latest[("qhealth.condition", (("condition", str(condition)), *q))] == active
     # The histogram counts what was observed after the instruments existed: one item.

@@ -56,7 +56,7 @@ def _snapshot(queue: str, *, scale: float, durations: tuple[float, ...] = ()) ->
         rate_limited_total=0,
         idle_s_total=0.1 + 1e-9 * scale,
     )
-    health = qhealth.Health(t=1.0, state=qhealth.WARMING_UP)
+    health = qhealth.Health(t=1.0, state=qhealth.conditions.WARMING_UP)
     return qhealth.QueueSnapshot(
         queue,
         sample,

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qhealth import SEVERITY, ClassifierConfig
+from qhealth import ClassifierConfig
 from qhealth._measures import MEASURES, SERIES
 from qhealth.cli import main as cli
+from qhealth.conditions import SEVERITY
 from qhealth.rules import MONITOR_DOWN, Compiler, RulesConfig, build, render, render_template
 
 from .conftest import ROOT

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qhealth import SAMPLE_FIELDS, Sample, TraceError, TraceHeader, classify, read_trace, write_trace
+from qhealth import Sample, TraceError, TraceHeader, classify, read_trace, write_trace
 from qhealth._trace import dumps_trace
+from qhealth.traces import SAMPLE_FIELDS
 
 HEADER = {"format": "qhealth-trace", "version": 1, "queue": "q", "interval_s": 1.0, "capacity": None}
 GOOD = {

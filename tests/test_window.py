@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from qhealth import ClassifierConfig, Sample, Window
+from qhealth import ClassifierConfig, Sample
 from qhealth._evaluate import SeriesComputer
 from qhealth._measures import SERIES
-from qhealth._window import counter_increase
+from qhealth._window import Window, counter_increase
 
 
 def sample(t: float, depth: int = 0) -> Sample:

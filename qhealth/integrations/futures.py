@@ -55,7 +55,7 @@ def instrument(
 
     ``count_calls``: each item is one downstream call, and an item that
     raised a "rate limited" exception one rate-limited call (see
-    :func:`qhealth.is_rate_limited`); turn it off when the functions count
+    :func:`qhealth.ratelimit.is_rate_limited`); turn it off when the functions count
     their own calls on ``probe.local()``.
     """
     if getattr(executor, _MARK, None) is not None:

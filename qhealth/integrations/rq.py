@@ -22,7 +22,7 @@ counted in the worker process, not in the horse, so a horse that hangs or
 is stopped shows as a busy worker that finishes nothing, which the classifier
 calls ``stalled``.
 
-A job that raised a "rate limited" exception (:func:`qhealth.is_rate_limited`)
+A job that raised a "rate limited" exception (:func:`qhealth.ratelimit.is_rate_limited`)
 is found by an exception handler that runs in the horse and leaves a mark in
 the job's ``meta``, which the worker reads after the job: one Redis round trip
 per failed job, none per successful one. Each job also counts as one

@@ -8,8 +8,8 @@ The limit is a token bucket on the server side (``burst`` calls at once, then
 
 A refused call raises :class:`RateLimited`, which carries ``status_code = 429``,
 a ``Retry-After`` header and a ``retry_after`` attribute, the way httpx,
-requests, openai or anthropic exceptions do: ``qhealth.is_rate_limited`` and
-``qhealth.retry_after`` recognise it, and so does ``src_pool`` through them.
+requests, openai or anthropic exceptions do: ``qhealth.ratelimit.is_rate_limited`` and
+``qhealth.ratelimit.retry_after_s`` recognise it, and so does ``src_pool`` through them.
 
 The API also keeps the ids of the items it served, which is how the demo
 proves that no item was lost (or served twice): by identity, not by counts.

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from qhealth import SEVERITY, WARMING_UP, Finding
 from qhealth._colors import STATE_COLORS
+from qhealth.conditions import SEVERITY, WARMING_UP, Finding
 
 from ._tally import QueueTally, Tally
 from ._text import number, percent, sparkline

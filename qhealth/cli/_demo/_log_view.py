@@ -11,8 +11,9 @@ from __future__ import annotations
 import threading
 from typing import TextIO
 
-from qhealth import SEVERITY, Listener, QueueSnapshot
+from qhealth import Listener, QueueSnapshot
 from qhealth._text import finding_lines
+from qhealth.conditions import SEVERITY
 
 from ._text import number
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from qhealth import Monitor, Probe, is_rate_limited
+from qhealth import Monitor, Probe
+from qhealth.ratelimit import is_rate_limited
 
 from ._api import SimulatedAPI
 

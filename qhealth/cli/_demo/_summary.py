@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 
-from qhealth import SEVERITY, WARMING_UP
+from qhealth.conditions import SEVERITY, WARMING_UP
 
 from ._run import QUEUES, Account
 from ._tally import BIN_S, QueueTally

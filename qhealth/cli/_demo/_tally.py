@@ -14,7 +14,8 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from qhealth import SEVERITY, WARMING_UP, Listener, QueueSnapshot
+from qhealth import Listener, QueueSnapshot
+from qhealth.conditions import SEVERITY, WARMING_UP
 
 #: Ticks of history kept for sparklines.
 HISTORY = 60
@@ -98,8 +99,9 @@ class QueueTally:
         if dt <= 0:
             return
         self.seconds += dt
+        keys: list[str]
         if health.state == WARMING_UP:
-            keys = [WARMING_UP]
+            keys = [str(WARMING_UP)]
         elif not health.conditions:
             keys = ["healthy"]
         else:
