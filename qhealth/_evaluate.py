@@ -15,46 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from . import _language as lang
 from ._config import ClassifierConfig
-from ._language import (
-    Agg,
-    All,
-    Any_,
-    Both,
-    Check,
-    Const,
-    Diff,
-    Earliest,
-    Either,
-    Field,
-    FirstKnown,
-    Gated,
-    Increase,
-    Is,
-    Latest,
-    Lesser,
-    LowQuartile,
-    M,
-    MaxOfFirst,
-    Mean,
-    MinOfLast,
-    Minus,
-    Number,
-    Otherwise,
-    Over,
-    Part,
-    Pred,
-    Product,
-    Ratio,
-    SampleExpr,
-    Seconds,
-    Setting,
-    Share,
-    Times,
-    Total,
-    Unknown,
-    Unless,
-)
+from ._language import Part
 from ._measures import MEASURE, MEASURES, SERIES
 from ._sample import Sample
 
@@ -73,44 +36,44 @@ _COUNTER_FIELD = {
 _EPS = 1e-9
 
 
-def _compile(expr: SampleExpr, cfg: ClassifierConfig, capacity: int | None) -> SeriesFn:
+def _compile(expr: lang.SampleExpr, cfg: ClassifierConfig, capacity: int | None) -> SeriesFn:
     """A function of one sample (None when a field it needs is unknown)."""
     match expr:
-        case Field(name="capacity"):
+        case lang.Field(name="capacity"):
             cap = None if capacity is None else float(capacity)
             return lambda s: cap
-        case Field(name=name):
+        case lang.Field(name=name):
             return lambda s: _num(getattr(s, name))
-        case Const(value=value):
+        case lang.Const(value=value):
             return lambda s: value
-        case Setting(name=name):
+        case lang.Setting(name=name):
             setting = float(getattr(cfg, name))
             return lambda s: setting
-        case Minus(a=a, b=b):
+        case lang.Minus(a=a, b=b):
             return _binary(_compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: x - y)
-        case Times(a=a, b=b):
+        case lang.Times(a=a, b=b):
             return _binary(_compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: x * y)
-        case Over(a=a, b=b):
+        case lang.Over(a=a, b=b):
             over = _binary(
                 _compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: x / y if y else _NONE
             )
             return lambda s: None if (v := over(s)) is _NONE else v
-        case Lesser(a=a, b=b):
+        case lang.Lesser(a=a, b=b):
             return _binary(_compile(a, cfg, capacity), _compile(b, cfg, capacity), min)
-        case Is(a=a, op=op, b=b):
+        case lang.Is(a=a, op=op, b=b):
             compare = _COMPARE[op]
             return _binary(
                 _compile(a, cfg, capacity),
                 _compile(b, cfg, capacity),
                 lambda x, y: 1.0 if compare(x, y) else 0.0,
             )
-        case Both(a=a, b=b):
+        case lang.Both(a=a, b=b):
             return _binary(_compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: x * y)
-        case Either(a=a, b=b):
+        case lang.Either(a=a, b=b):
             return _binary(
                 _compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: min(x + y, 1.0)
             )
-        case Otherwise(a=a, b=b):
+        case lang.Otherwise(a=a, b=b):
             first, second = _compile(a, cfg, capacity), _compile(b, cfg, capacity)
 
             def otherwise(s: Sample) -> Value:
@@ -181,71 +144,83 @@ def _generate(
     known = {"depth": "depth", "workers": "workers", "busy": "busy"}
     fields_of: dict[str, frozenset[str]] = {}
 
-    def needs(expr: SampleExpr) -> frozenset[str]:
+    def needs(expr: lang.SampleExpr) -> frozenset[str]:
         match expr:
-            case Field(name="capacity"):
+            case lang.Field(name="capacity"):
                 return frozenset()
-            case Field(name=name):
+            case lang.Field(name=name):
                 return frozenset({name})
-            case Const() | Setting():
+            case lang.Const() | lang.Setting():
                 return frozenset()
-            case Otherwise():
+            case lang.Otherwise():
                 return frozenset()  # decides by itself what it needs
-            case Minus(a=a, b=b) | Times(a=a, b=b) | Over(a=a, b=b) | Lesser(a=a, b=b) | Is(a=a, b=b):
+            case (
+                lang.Minus(a=a, b=b)
+                | lang.Times(a=a, b=b)
+                | lang.Over(a=a, b=b)
+                | lang.Lesser(a=a, b=b)
+                | lang.Is(a=a, b=b)
+            ):
                 return needs(a) | needs(b)
-            case Both(a=a, b=b) | Either(a=a, b=b):
+            case lang.Both(a=a, b=b) | lang.Either(a=a, b=b):
                 return needs(a) | needs(b)
         raise TypeError(f"not a sample expression: {expr!r}")  # pragma: no cover
 
-    def has_capacity(expr: SampleExpr) -> bool:
+    def has_capacity(expr: lang.SampleExpr) -> bool:
         match expr:
-            case Field(name="capacity"):
+            case lang.Field(name="capacity"):
                 return True
-            case Field() | Const() | Setting():
+            case lang.Field() | lang.Const() | lang.Setting():
                 return False
-            case Otherwise(a=a, b=b):
+            case lang.Otherwise(a=a, b=b):
                 return has_capacity(a) or has_capacity(b)
-            case Minus(a=a, b=b) | Times(a=a, b=b) | Over(a=a, b=b) | Lesser(a=a, b=b) | Is(a=a, b=b):
+            case (
+                lang.Minus(a=a, b=b)
+                | lang.Times(a=a, b=b)
+                | lang.Over(a=a, b=b)
+                | lang.Lesser(a=a, b=b)
+                | lang.Is(a=a, b=b)
+            ):
                 return has_capacity(a) or has_capacity(b)
-            case Both(a=a, b=b) | Either(a=a, b=b):
+            case lang.Both(a=a, b=b) | lang.Either(a=a, b=b):
                 return has_capacity(a) or has_capacity(b)
         raise TypeError(f"not a sample expression: {expr!r}")  # pragma: no cover
 
-    def pure(expr: SampleExpr) -> str:
+    def pure(expr: lang.SampleExpr) -> str:
         """The expression, its inputs known."""
         match expr:
-            case Field(name="capacity"):
+            case lang.Field(name="capacity"):
                 return repr(float(capacity)) if capacity is not None else "None"
-            case Field(name=name):
+            case lang.Field(name=name):
                 return known[name]
-            case Const(value=value):
+            case lang.Const(value=value):
                 return repr(float(value))
-            case Setting(name=name):
+            case lang.Setting(name=name):
                 return repr(float(getattr(cfg, name)))
-            case Minus(a=a, b=b):
+            case lang.Minus(a=a, b=b):
                 return f"({pure(a)} - {pure(b)})"
-            case Times(a=a, b=b) | Both(a=a, b=b):
+            case lang.Times(a=a, b=b) | lang.Both(a=a, b=b):
                 return f"({pure(a)} * {pure(b)})"
-            case Over(a=a, b=b):
+            case lang.Over(a=a, b=b):
                 return f"({pure(a)} / {pure(b)} if {pure(b)} else None)"
-            case Lesser(a=a, b=b):
+            case lang.Lesser(a=a, b=b):
                 return f"min({pure(a)}, {pure(b)})"
-            case Is(a=a, op=op, b=b):
+            case lang.Is(a=a, op=op, b=b):
                 return f"(1.0 if {pure(a)} {op} {pure(b)} else 0.0)"
-            case Either(a=a, b=b):
+            case lang.Either(a=a, b=b):
                 return f"min({pure(a)} + {pure(b)}, 1.0)"
-            case Otherwise(a=a, b=b):
+            case lang.Otherwise(a=a, b=b):
                 return guarded(a) + " if " + known_test(a) + " else " + guarded(b)
         raise TypeError(f"not a sample expression: {expr!r}")  # pragma: no cover
 
-    def known_test(expr: SampleExpr) -> str:
+    def known_test(expr: lang.SampleExpr) -> str:
         if has_capacity(expr) and capacity is None:
             return "False"
         names = sorted(needs(expr))
         return " and ".join(f"{n} is not None" for n in names) or "True"
 
-    def guarded(expr: SampleExpr) -> str:
-        if isinstance(expr, Otherwise):
+    def guarded(expr: lang.SampleExpr) -> str:
+        if isinstance(expr, lang.Otherwise):
             return f"({pure(expr)})"
         test = known_test(expr)
         if test == "False":
@@ -445,9 +420,9 @@ class Program:
         self.measures: dict[tuple[str, Part], Fn] = {
             (m.name, part): self.agg(m.expr(part)) for m in MEASURES for part in m.parts
         }
-        self._preds: dict[int, tuple[Pred, PredFn]] = {}
+        self._preds: dict[int, tuple[lang.Pred, PredFn]] = {}
 
-    def pred_fn(self, pred: Pred) -> PredFn:
+    def pred_fn(self, pred: lang.Pred) -> PredFn:
         """The compiled predicate (cached: the rules' predicates are module constants)."""
         cached = self._preds.get(id(pred))
         if cached is None or cached[0] is not pred:
@@ -455,49 +430,49 @@ class Program:
             self._preds[id(pred)] = cached
         return cached[1]
 
-    def agg(self, node: Agg) -> Fn:
+    def agg(self, node: lang.Agg) -> Fn:
         match node:
-            case M(name=name, part=part):
+            case lang.M(name=name, part=part):
                 key = (name, part)
                 return lambda ev: ev.measure_of(key)
-            case Number(value=value):
+            case lang.Number(value=value):
                 return lambda ev: value
-            case Setting(name=name):
+            case lang.Setting(name=name):
                 setting = float(getattr(self.cfg, name))
                 return lambda ev: setting
-            case Mean(series=series, part=part):
+            case lang.Mean(series=series, part=part):
                 index = INDEX[series.name]
                 return lambda ev: ev.primitives.mean(index, part)
-            case Total(series=series, part=part):
+            case lang.Total(series=series, part=part):
                 index = INDEX[series.name]
                 return lambda ev: ev.primitives.total(index, part)
-            case LowQuartile(series=series, part=part):
+            case lang.LowQuartile(series=series, part=part):
                 index = INDEX[series.name]
                 return lambda ev: ev.primitives.low_quartile(index, part)
-            case Increase(counter=counter, part=part):
+            case lang.Increase(counter=counter, part=part):
                 name = _COUNTER_FIELD[counter]
                 return lambda ev: ev.primitives.increase(name, part)
-            case Seconds(part=part):
+            case lang.Seconds(part=part):
                 return lambda ev: ev.primitives.seconds(part)
-            case Latest(series=series):
+            case lang.Latest(series=series):
                 index = INDEX[series.name]
                 return lambda ev: ev.primitives.latest_value(index)
-            case Earliest(series=series, part=part):
+            case lang.Earliest(series=series, part=part):
                 index = INDEX[series.name]
                 return lambda ev: ev.primitives.earliest(index, part)
-            case MaxOfFirst(series=series, fraction=fraction):
+            case lang.MaxOfFirst(series=series, fraction=fraction):
                 index = INDEX[series.name]
                 return lambda ev: ev.primitives.max_of_first(index, fraction)
-            case MinOfLast(series=series, fraction=fraction):
+            case lang.MinOfLast(series=series, fraction=fraction):
                 index = INDEX[series.name]
                 return lambda ev: ev.primitives.min_of_last(index, fraction)
-            case Ratio(a=a, b=b):
-                return _ratio(self.agg(a), self.agg(b))
-            case Diff(a=a, b=b):
+            case lang.Ratio(a=a, b=b):
+                return _both(self.agg(a), self.agg(b), lambda x, y: x / y if y > 0 else None)
+            case lang.Diff(a=a, b=b):
                 return _both(self.agg(a), self.agg(b), lambda x, y: x - y)
-            case Product(a=a, b=b):
+            case lang.Product(a=a, b=b):
                 return _both(self.agg(a), self.agg(b), lambda x, y: x * y)
-            case Share(a=a):
+            case lang.Share(a=a):
                 inner = self.agg(a)
 
                 def share(ev: Evaluation) -> Value:
@@ -505,7 +480,7 @@ class Program:
                     return None if x is None else min(max(x, 0.0), 1.0)
 
                 return share
-            case FirstKnown(a=a, b=b):
+            case lang.FirstKnown(a=a, b=b):
                 first, second = self.agg(a), self.agg(b)
 
                 def first_known(ev: Evaluation) -> Value:
@@ -513,14 +488,14 @@ class Program:
                     return x if x is not None else second(ev)
 
                 return first_known
-            case Gated(a=a, gate=gate):
+            case lang.Gated(a=a, gate=gate):
                 gated, holds = self.agg(a), self.pred(gate)
                 return lambda ev: gated(ev) if holds(ev) is True else None
         raise TypeError(f"not a window measure: {node!r}")  # pragma: no cover
 
-    def pred(self, pred: Pred) -> PredFn:
+    def pred(self, pred: lang.Pred) -> PredFn:
         match pred:
-            case Check(a=a, op=op, b=b):
+            case lang.Check(a=a, op=op, b=b):
                 x_fn, y_fn, compare = self.agg(a), self.agg(b), _COMPARE[op]
 
                 def check(ev: Evaluation) -> bool | None:
@@ -531,33 +506,11 @@ class Program:
                     return None if y is None else compare(x, y)
 
                 return check
-            case All(preds=preds):
-                fns = tuple(self.pred(p) for p in preds)
-
-                def all_of(ev: Evaluation) -> bool | None:
-                    unknown = False
-                    for fn in fns:
-                        result = fn(ev)
-                        if result is False:
-                            return False
-                        unknown = unknown or result is None
-                    return None if unknown else True
-
-                return all_of
-            case Any_(preds=preds):
-                fns = tuple(self.pred(p) for p in preds)
-
-                def any_of(ev: Evaluation) -> bool | None:
-                    unknown = False
-                    for fn in fns:
-                        result = fn(ev)
-                        if result is True:
-                            return True
-                        unknown = unknown or result is None
-                    return None if unknown else False
-
-                return any_of
-            case Unless(a=a, b=b):
+            case lang.All(preds=preds):
+                return _until(tuple(self.pred(p) for p in preds), stop=False)
+            case lang.Any_(preds=preds):
+                return _until(tuple(self.pred(p) for p in preds), stop=True)
+            case lang.Unless(a=a, b=b):
                 held_fn, veto_fn = self.pred(a), self.pred(b)
 
                 def unless(ev: Evaluation) -> bool | None:
@@ -567,24 +520,30 @@ class Program:
                     return veto_fn(ev) is not True
 
                 return unless
-            case Unknown(a=a):
+            case lang.Unknown(a=a):
                 value = self.agg(a)
                 return lambda ev: value(ev) is None
         raise TypeError(f"not a predicate: {pred!r}")  # pragma: no cover
 
 
-def _ratio(a: Fn, b: Fn) -> Fn:
-    def ratio(ev: Evaluation) -> Value:
-        x = a(ev)
-        if x is None:
-            return None
-        y = b(ev)
-        return None if y is None or y <= 0 else x / y
+def _until(fns: tuple[PredFn, ...], *, stop: bool) -> PredFn:
+    """All (``stop=False``) or any (``stop=True``) of the predicates: the first
+    that gives ``stop`` decides; else unknown if one was unknown (as absent
+    series make an ``and``/``or`` in PromQL)."""
 
-    return ratio
+    def until(ev: Evaluation) -> bool | None:
+        unknown = False
+        for fn in fns:
+            result = fn(ev)
+            if result is stop:
+                return stop
+            unknown = unknown or result is None
+        return None if unknown else not stop
+
+    return until
 
 
-def _both(a: Fn, b: Fn, op: Callable[[float, float], float]) -> Fn:
+def _both(a: Fn, b: Fn, op: Callable[[float, float], Value]) -> Fn:
     def both(ev: Evaluation) -> Value:
         x = a(ev)
         if x is None:
@@ -656,15 +615,15 @@ class Evaluation:
         count, seconds = self.increase(counter, part), self.primitives.seconds(part)
         return None if count is None or seconds is None else count / seconds
 
-    def agg(self, node: Agg) -> Value:
+    def agg(self, node: lang.Agg) -> Value:
         """Any window measure of the definition's kind, compiled on the spot."""
         return self._program.agg(node)(self)
 
-    def check(self, pred: Pred) -> bool | None:
+    def check(self, pred: lang.Pred) -> bool | None:
         """True, False, or None when a measure it needs is unknown."""
         return self._program.pred_fn(pred)(self)
 
-    def holds(self, pred: Pred) -> bool:
+    def holds(self, pred: lang.Pred) -> bool:
         return self.check(pred) is True
 
 

@@ -44,31 +44,29 @@ class Setting:
 
 
 @dataclass(frozen=True, slots=True)
-class Minus:
+class _SamplePair:
     a: SampleExpr
     b: SampleExpr
 
 
 @dataclass(frozen=True, slots=True)
-class Times:
-    a: SampleExpr
-    b: SampleExpr
+class Minus(_SamplePair):
+    """Minus."""
 
 
 @dataclass(frozen=True, slots=True)
-class Lesser:
+class Times(_SamplePair):
+    """Times."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lesser(_SamplePair):
     """The smaller of two values."""
 
-    a: SampleExpr
-    b: SampleExpr
-
 
 @dataclass(frozen=True, slots=True)
-class Over:
+class Over(_SamplePair):
     """``a / b``; unknown when ``b`` is zero."""
-
-    a: SampleExpr
-    b: SampleExpr
 
 
 CmpOp = Literal[">=", ">", "<", "=="]
@@ -84,27 +82,18 @@ class Is:
 
 
 @dataclass(frozen=True, slots=True)
-class Both:
+class Both(_SamplePair):
     """1 when both 0/1 values are 1."""
 
-    a: SampleExpr
-    b: SampleExpr
-
 
 @dataclass(frozen=True, slots=True)
-class Either:
+class Either(_SamplePair):
     """1 when either 0/1 value is 1 (both must be known)."""
 
-    a: SampleExpr
-    b: SampleExpr
-
 
 @dataclass(frozen=True, slots=True)
-class Otherwise:
+class Otherwise(_SamplePair):
     """``a`` where it is known, else ``b``."""
-
-    a: SampleExpr
-    b: SampleExpr
 
 
 SampleExpr: TypeAlias = (
@@ -134,19 +123,19 @@ CounterName = Literal["enqueued", "processed", "attempts", "rate_limited", "idle
 
 
 @dataclass(frozen=True, slots=True)
-class Mean:
-    """Mean of a series over the part's samples (those where it is known)."""
-
+class _SeriesPart:
     series: Series
     part: Part
 
 
 @dataclass(frozen=True, slots=True)
-class Total:
-    """Sum of a series over the part's samples."""
+class Mean(_SeriesPart):
+    """Mean of a series over the part's samples (those where it is known)."""
 
-    series: Series
-    part: Part
+
+@dataclass(frozen=True, slots=True)
+class Total(_SeriesPart):
+    """Sum of a series over the part's samples."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,11 +161,8 @@ class Latest:
 
 
 @dataclass(frozen=True, slots=True)
-class Earliest:
+class Earliest(_SeriesPart):
     """The series at the oldest sample of the part."""
-
-    series: Series
-    part: Part
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,32 +182,30 @@ class MinOfLast:
 
 
 @dataclass(frozen=True, slots=True)
-class LowQuartile:
+class LowQuartile(_SeriesPart):
     """The 25th percentile of a series over the part's samples (interpolated as
     Prometheus' ``quantile_over_time`` does): a value most samples reach."""
 
-    series: Series
-    part: Part
+
+@dataclass(frozen=True, slots=True)
+class _AggPair:
+    a: Agg
+    b: Agg
 
 
 @dataclass(frozen=True, slots=True)
-class Ratio:
+class Ratio(_AggPair):
     """``a / b``; unknown when ``b`` is zero."""
 
-    a: Agg
-    b: Agg
+
+@dataclass(frozen=True, slots=True)
+class Diff(_AggPair):
+    """Diff."""
 
 
 @dataclass(frozen=True, slots=True)
-class Diff:
-    a: Agg
-    b: Agg
-
-
-@dataclass(frozen=True, slots=True)
-class Product:
-    a: Agg
-    b: Agg
+class Product(_AggPair):
+    """Product."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,11 +217,8 @@ class Share:
 
 
 @dataclass(frozen=True, slots=True)
-class FirstKnown:
+class FirstKnown(_AggPair):
     """``a`` where known, else ``b``."""
-
-    a: Agg
-    b: Agg
 
 
 @dataclass(frozen=True, slots=True)

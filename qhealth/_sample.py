@@ -31,14 +31,7 @@ SAMPLE_FIELDS: tuple[str, ...] = (
 OBSERVED_FIELDS: tuple[str, ...] = SAMPLE_FIELDS[1:]
 
 #: The cumulative fields: they never decrease except on a process restart.
-COUNTER_FIELDS: tuple[str, ...] = (
-    "enqueued_total",
-    "processed_total",
-    "failed_total",
-    "attempts_total",
-    "rate_limited_total",
-    "idle_s_total",
-)
+COUNTER_FIELDS: tuple[str, ...] = tuple(name for name in SAMPLE_FIELDS if name.endswith("_total"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

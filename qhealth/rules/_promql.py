@@ -17,46 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._language import (
-    Agg,
-    All,
-    Any_,
-    Both,
-    Check,
-    Const,
-    Diff,
-    Earliest,
-    Either,
-    Field,
-    FirstKnown,
-    Gated,
-    Increase,
-    Is,
-    Latest,
-    Lesser,
-    LowQuartile,
-    M,
-    MaxOfFirst,
-    Mean,
-    MinOfLast,
-    Minus,
-    Number,
-    Otherwise,
-    Over,
-    Part,
-    Pred,
-    Product,
-    Ratio,
-    SampleExpr,
-    Seconds,
-    Series,
-    Setting,
-    Share,
-    Times,
-    Total,
-    Unknown,
-    Unless,
-)
+from .. import _language as lang
+from .._language import Part
 from .._measures import MEASURE, SERIES
 from ._config import RulesConfig, duration
 
@@ -98,7 +60,7 @@ class Compiler:
 
     # -- names -----------------------------------------------------------------------
 
-    def series_name(self, series: Series) -> str:
+    def series_name(self, series: lang.Series) -> str:
         base = {
             "queue_depth": f"queue:qhealth_queue_depth:{self.cfg.depth_aggregation}",
             "queue_capacity": f"queue:qhealth_queue_capacity:{self.cfg.depth_aggregation}",
@@ -110,7 +72,7 @@ class Compiler:
     def gauge_name(self, field: str) -> str:
         """The recorded series of a gauge (``depth``, ``capacity``, ``workers``, ``busy``)."""
         by_field = {"depth": "queue_depth", "capacity": "queue_capacity", "workers": "workers"}
-        return self.series_name(Series(by_field.get(field, "workers_busy"), "", Field("depth")))
+        return self.series_name(lang.Series(by_field.get(field, "workers_busy"), "", lang.Field("depth")))
 
     @staticmethod
     def measure_name(name: str, part: Part = Part.WHOLE) -> str:
@@ -134,37 +96,37 @@ class Compiler:
         how, raw = metric[name]
         return f"{how} by (queue) ({self.raw(raw)})"
 
-    def sample(self, expr: SampleExpr, *, top: bool = False) -> _Q:
+    def sample(self, expr: lang.SampleExpr, *, top: bool = False) -> _Q:
         """A sample expression over the recorded gauges (``top``: the raw
         aggregation itself, for the rule that records a gauge)."""
         match expr:
-            case Field(name=name):
+            case lang.Field(name=name):
                 return _Q(self.field(name) if top else self.gauge_name(name))
-            case Const(value=value):
+            case lang.Const(value=value):
                 return _Q(num(value), scalar=True)
-            case Setting(name=name):
+            case lang.Setting(name=name):
                 return _Q(num(getattr(self.cfg.classifier, name)), scalar=True)
-            case Minus(a=a, b=b):
+            case lang.Minus(a=a, b=b):
                 return self._arith(self.sample(a), "-", self.sample(b))
-            case Times(a=a, b=b):
+            case lang.Times(a=a, b=b):
                 return self._arith(self.sample(a), "*", self.sample(b))
-            case Over(a=a, b=b):
+            case lang.Over(a=a, b=b):
                 x, y = self.sample(a), self.sample(b)
                 if y.scalar:
                     return _Q(f"({x.text} / {y.text})")
                 return _Q(f"({x.text} / on (queue) ({y.text} > 0))")
-            case Both(a=a, b=b):
+            case lang.Both(a=a, b=b):
                 return self._arith(self.sample(a), "*", self.sample(b))
-            case Lesser(a=a, b=b):
+            case lang.Lesser(a=a, b=b):
                 x, y = self.sample(a), self.sample(b)
                 if y.scalar:
                     return _Q(f"clamp_max({x.text}, {y.text})")
                 return _Q(f"({x.text} <= on (queue) {y.text} or on (queue) {y.text} < on (queue) {x.text})")
-            case Is(a=a, op=op, b=b):
+            case lang.Is(a=a, op=op, b=b):
                 return self._arith(self.sample(a), f"{op} bool", self.sample(b))
-            case Either(a=a, b=b):
+            case lang.Either(a=a, b=b):
                 return _Q(f"clamp_max({self._arith(self.sample(a), '+', self.sample(b)).text}, 1)")
-            case Otherwise(a=a, b=b):
+            case lang.Otherwise(a=a, b=b):
                 return _Q(f"({self.sample(a).text} or on (queue) {self.sample(b).text})")
         raise TypeError(f"not a sample expression: {expr!r}")  # pragma: no cover
 
@@ -181,67 +143,67 @@ class Compiler:
         """The range that holds the part's samples: ``S - I/2``."""
         return duration(self.span[part] - self.interval / 2)
 
-    def agg(self, node: Agg) -> _Q:
+    def agg(self, node: lang.Agg) -> _Q:
         match node:
-            case M(name=name, part=part):
+            case lang.M(name=name, part=part):
                 if name not in MEASURE:
                     raise KeyError(f"no measure {name!r}")
                 return _Q(self.measure_name(name, part))
-            case Number(value=value):
+            case lang.Number(value=value):
                 return _Q(num(value), scalar=True)
-            case Setting(name=name):
+            case lang.Setting(name=name):
                 return _Q(num(getattr(self.cfg.classifier, name)), scalar=True)
-            case Mean(series=series, part=part):
+            case lang.Mean(series=series, part=part):
                 s, r = self.series_name(series), self._range(part)
                 return _Q(f"(sum_over_time({s}[{r}]) / count_over_time({s}[{r}]))")
-            case Total(series=series, part=part):
+            case lang.Total(series=series, part=part):
                 return _Q(f"sum_over_time({self.series_name(series)}[{self._range(part)}])")
-            case LowQuartile(series=series, part=part):
+            case lang.LowQuartile(series=series, part=part):
                 return _Q(f"quantile_over_time(0.25, {self.series_name(series)}[{self._range(part)}])")
-            case Increase(counter=counter, part=part):
+            case lang.Increase(counter=counter, part=part):
                 metric = self.raw(RAW_COUNTERS[counter])
                 return _Q(f"sum by (queue) (increase({metric}[{duration(self.span[part])}]))")
-            case Seconds(part=part):
+            case lang.Seconds(part=part):
                 return _Q(num(self.span[part]), scalar=True)
-            case Latest(series=series):
+            case lang.Latest(series=series):
                 return _Q(self.series_name(series))
-            case Earliest(series=series, part=part):
+            case lang.Earliest(series=series, part=part):
                 return _Q(f"({self.series_name(series)} offset {duration(self.span[part])})")
-            case MaxOfFirst(series=series, fraction=fraction):
+            case lang.MaxOfFirst(series=series, fraction=fraction):
                 n, i = self.samples_in_window, self.interval
                 k = max(1, n // fraction)
                 return _Q(
                     f"max_over_time({self.series_name(series)}[{duration(k * i - i / 2)}] "
                     f"offset {duration((n - k) * i)})"
                 )
-            case MinOfLast(series=series, fraction=fraction):
+            case lang.MinOfLast(series=series, fraction=fraction):
                 n, i = self.samples_in_window, self.interval
                 k = max(1, n // fraction)
                 return _Q(f"min_over_time({self.series_name(series)}[{duration(k * i - i / 2)}])")
-            case Ratio(a=a, b=b):
+            case lang.Ratio(a=a, b=b):
                 x, y = self.agg(a), self.agg(b)
                 if y.scalar:
                     return _Q(f"({x.text} / {y.text})")
                 match = "" if x.scalar else " on (queue)"
                 return _Q(f"({x.text} /{match} ({y.text} > 0))")
-            case Diff(a=a, b=b):
+            case lang.Diff(a=a, b=b):
                 return self._arith(self.agg(a), "-", self.agg(b))
-            case Product(a=a, b=b):
+            case lang.Product(a=a, b=b):
                 return self._arith(self.agg(a), "*", self.agg(b))
-            case Share(a=a):
+            case lang.Share(a=a):
                 return _Q(f"clamp({self.agg(a).text}, 0, 1)")
-            case FirstKnown(a=a, b=b):
+            case lang.FirstKnown(a=a, b=b):
                 return _Q(f"({self.agg(a).text} or on (queue) {self.agg(b).text})")
-            case Gated(a=a, gate=gate):
+            case lang.Gated(a=a, gate=gate):
                 return _Q(f"({self.agg(a).text} and on (queue) {self.pred(gate)})")
         raise TypeError(f"not a window measure: {node!r}")  # pragma: no cover
 
     # -- predicates ---------------------------------------------------------------------------
 
-    def pred(self, pred: Pred) -> str:
+    def pred(self, pred: lang.Pred) -> str:
         """An expression present (for a queue) exactly where the predicate holds."""
         match pred:
-            case Check(a=a, op=op, b=b):
+            case lang.Check(a=a, op=op, b=b):
                 x, y = self.agg(a), self.agg(b)
                 if x.scalar and y.scalar:
                     raise ValueError(f"a check between two numbers: {x.text} {op} {y.text}")
@@ -250,13 +212,13 @@ class Compiler:
                     return f"({y.text} {flipped} {x.text})"
                 match = "" if y.scalar else " on (queue)"
                 return f"({x.text} {op}{match} {y.text})"
-            case All(preds=preds):
+            case lang.All(preds=preds):
                 return "(" + " and on (queue) ".join(self.pred(p) for p in preds) + ")"
-            case Any_(preds=preds):
+            case lang.Any_(preds=preds):
                 return "(" + " or on (queue) ".join(self.pred(p) for p in preds) + ")"
-            case Unless(a=a, b=b):
+            case lang.Unless(a=a, b=b):
                 return f"({self.pred(a)} unless on (queue) {self.pred(b)})"
-            case Unknown(a=a):
+            case lang.Unknown(a=a):
                 return f"({WINDOW_FULL} unless on (queue) {self.agg(a).text})"
         raise TypeError(f"not a predicate: {pred!r}")  # pragma: no cover
 
