@@ -11,9 +11,10 @@ and an unknown value stays unknown instead of becoming a fake 0.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from . import _language as lang
 from ._config import ClassifierConfig
@@ -23,6 +24,7 @@ from ._sample import Sample
 
 Value = float | None
 SeriesFn = Callable[[Sample], Value]
+_In = TypeVar("_In")
 
 _COUNTER_FIELD = {
     "enqueued": "enqueued_total",
@@ -30,6 +32,16 @@ _COUNTER_FIELD = {
     "attempts": "attempts_total",
     "rate_limited": "rate_limited_total",
     "idle_s": "idle_s_total",
+}
+
+#: The method of :class:`Primitives` that computes each window aggregate of a series.
+_PRIMITIVE: dict[type, str] = {
+    lang.Mean: "mean",
+    lang.Total: "total",
+    lang.LowQuartile: "low_quartile",
+    lang.Earliest: "earliest",
+    lang.MaxOfFirst: "max_of_first",
+    lang.MinOfLast: "min_of_last",
 }
 
 #: Tolerance for "a sample at time t belongs to the part": sampling jitter up to this share of the interval.
@@ -50,29 +62,27 @@ def _compile(expr: lang.SampleExpr, cfg: ClassifierConfig, capacity: int | None)
             setting = float(getattr(cfg, name))
             return lambda s: setting
         case lang.Minus(a=a, b=b):
-            return _binary(_compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: x - y)
+            return _both(_compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: x - y)
         case lang.Times(a=a, b=b):
-            return _binary(_compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: x * y)
+            return _both(_compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: x * y)
         case lang.Over(a=a, b=b):
-            over = _binary(
+            over = _both(
                 _compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: x / y if y else _NONE
             )
             return lambda s: None if (v := over(s)) is _NONE else v
         case lang.Lesser(a=a, b=b):
-            return _binary(_compile(a, cfg, capacity), _compile(b, cfg, capacity), min)
+            return _both(_compile(a, cfg, capacity), _compile(b, cfg, capacity), min)
         case lang.Is(a=a, op=op, b=b):
             compare = _COMPARE[op]
-            return _binary(
+            return _both(
                 _compile(a, cfg, capacity),
                 _compile(b, cfg, capacity),
                 lambda x, y: 1.0 if compare(x, y) else 0.0,
             )
         case lang.Both(a=a, b=b):
-            return _binary(_compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: x * y)
+            return _both(_compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: x * y)
         case lang.Either(a=a, b=b):
-            return _binary(
-                _compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: min(x + y, 1.0)
-            )
+            return _both(_compile(a, cfg, capacity), _compile(b, cfg, capacity), lambda x, y: min(x + y, 1.0))
         case lang.Otherwise(a=a, b=b):
             first, second = _compile(a, cfg, capacity), _compile(b, cfg, capacity)
 
@@ -89,17 +99,6 @@ _NONE = float("nan")  # a marker for "unknown" inside a binary operation (never 
 
 def _num(value: float | int | None) -> Value:
     return None if value is None else float(value)
-
-
-def _binary(a: SeriesFn, b: SeriesFn, op: Callable[[float, float], float]) -> SeriesFn:
-    def apply(s: Sample) -> Value:
-        x = a(s)
-        if x is None:
-            return None
-        y = b(s)
-        return None if y is None else op(x, y)
-
-    return apply
 
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
@@ -440,15 +439,12 @@ class Program:
             case lang.Setting(name=name):
                 setting = float(getattr(self.cfg, name))
                 return lambda ev: setting
-            case lang.Mean(series=series, part=part):
-                index = INDEX[series.name]
-                return lambda ev: ev.primitives.mean(index, part)
-            case lang.Total(series=series, part=part):
-                index = INDEX[series.name]
-                return lambda ev: ev.primitives.total(index, part)
-            case lang.LowQuartile(series=series, part=part):
-                index = INDEX[series.name]
-                return lambda ev: ev.primitives.low_quartile(index, part)
+            case lang.Mean() | lang.Total() | lang.LowQuartile() | lang.Earliest():
+                call = operator.methodcaller(_PRIMITIVE[type(node)], INDEX[node.series.name], node.part)
+                return lambda ev: call(ev.primitives)
+            case lang.MaxOfFirst() | lang.MinOfLast():
+                call = operator.methodcaller(_PRIMITIVE[type(node)], INDEX[node.series.name], node.fraction)
+                return lambda ev: call(ev.primitives)
             case lang.Increase(counter=counter, part=part):
                 name = _COUNTER_FIELD[counter]
                 return lambda ev: ev.primitives.increase(name, part)
@@ -457,15 +453,6 @@ class Program:
             case lang.Latest(series=series):
                 index = INDEX[series.name]
                 return lambda ev: ev.primitives.latest_value(index)
-            case lang.Earliest(series=series, part=part):
-                index = INDEX[series.name]
-                return lambda ev: ev.primitives.earliest(index, part)
-            case lang.MaxOfFirst(series=series, fraction=fraction):
-                index = INDEX[series.name]
-                return lambda ev: ev.primitives.max_of_first(index, fraction)
-            case lang.MinOfLast(series=series, fraction=fraction):
-                index = INDEX[series.name]
-                return lambda ev: ev.primitives.min_of_last(index, fraction)
             case lang.Ratio(a=a, b=b):
                 return _both(self.agg(a), self.agg(b), lambda x, y: x / y if y > 0 else None)
             case lang.Diff(a=a, b=b):
@@ -543,12 +530,17 @@ def _until(fns: tuple[PredFn, ...], *, stop: bool) -> PredFn:
     return until
 
 
-def _both(a: Fn, b: Fn, op: Callable[[float, float], Value]) -> Fn:
-    def both(ev: Evaluation) -> Value:
-        x = a(ev)
+def _both(
+    a: Callable[[_In], Value], b: Callable[[_In], Value], op: Callable[[float, float], Value]
+) -> Callable[[_In], Value]:
+    """``op`` of ``a`` and ``b``, unknown where either is (``b`` is not asked
+    when ``a`` is unknown)."""
+
+    def both(arg: _In) -> Value:
+        x = a(arg)
         if x is None:
             return None
-        y = b(ev)
+        y = b(arg)
         return None if y is None else op(x, y)
 
     return both

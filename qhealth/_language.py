@@ -166,19 +166,19 @@ class Earliest(_SeriesPart):
 
 
 @dataclass(frozen=True, slots=True)
-class MaxOfFirst:
-    """Highest value among the oldest ``1/fraction`` of the window's samples."""
-
+class _SeriesFraction:
     series: Series
     fraction: int
 
 
 @dataclass(frozen=True, slots=True)
-class MinOfLast:
-    """Lowest value among the newest ``1/fraction`` of the window's samples."""
+class MaxOfFirst(_SeriesFraction):
+    """Highest value among the oldest ``1/fraction`` of the window's samples."""
 
-    series: Series
-    fraction: int
+
+@dataclass(frozen=True, slots=True)
+class MinOfLast(_SeriesFraction):
+    """Lowest value among the newest ``1/fraction`` of the window's samples."""
 
 
 @dataclass(frozen=True, slots=True)

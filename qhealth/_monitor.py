@@ -85,6 +85,23 @@ class Listener:
         """The queue is no longer watched: drop what you keep for it."""
 
 
+def listen(source: object, listener: Listener) -> bool:
+    """Register ``listener`` with ``source`` if the source takes listeners (a
+    Monitor does; a bare snapshot source does not). Returns whether it did."""
+    add = getattr(source, "add_listener", None)
+    if not callable(add):
+        return False
+    add(listener)
+    return True
+
+
+def stop_listening(source: object, listener: Listener) -> None:
+    """Undo :func:`listen` (nothing happens if the source takes no listeners)."""
+    remove = getattr(source, "remove_listener", None)
+    if callable(remove):
+        remove(listener)
+
+
 @dataclass(eq=False)
 class Watched:
     """A queue under watch (internal): its source, capacity and classifier."""

@@ -19,17 +19,17 @@ test checks against the instrument path of :mod:`qhealth.otel`.
 
 from __future__ import annotations
 
-import bisect
 import math
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import _contract as c
 from ._contract import MetricSpec, SnapshotSource
-from ._monitor import Listener, QueueSnapshot
+from ._histogram import Buckets
+from ._monitor import Listener, QueueSnapshot, listen, stop_listening
 
 Attributes = Mapping[str, str]
 
@@ -71,33 +71,6 @@ CONSUMED_MESSAGES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Buckets:
-    """Cumulative observations of one histogram of one queue; immutable, so
-    that an export can tell by identity whether it changed."""
-
-    counts: tuple[int, ...]
-    """Per bucket, not cumulative; the last one above the highest bound."""
-    total: float = 0.0
-    low: float = math.inf
-    high: float = -math.inf
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def add(self, bounds: tuple[float, ...], values: Iterable[float]) -> Buckets:
-        # A clock that went backwards or a NaN is left out (NaN fails v >= 0).
-        good = [v for v in values if v >= 0 and v != math.inf]
-        if not good:
-            return self
-        counts = list(self.counts)
-        where = bisect.bisect_left
-        for v in good:
-            counts[where(bounds, v)] += 1
-        return Buckets(tuple(counts), self.total + sum(good), min(self.low, *good), max(self.high, *good))
-
-
 def _nanos(seconds: float | None) -> int:
     return int(seconds * 1e9) if seconds is not None else time.time_ns()
 
@@ -113,7 +86,7 @@ class Producer(Listener):
         self._cumulative = AggregationTemporality.CUMULATIVE
         self._source = source
         self._bounds = tuple(bounds)
-        self._empty = Buckets((0,) * (len(self._bounds) + 1))
+        self._empty = Buckets.empty(self._bounds)
         self._messaging = messaging
         self._start_ns = time.time_ns()
         self._lock = threading.Lock()
@@ -125,16 +98,11 @@ class Producer(Listener):
         self._starts: dict[tuple[str, str, tuple[str, ...]], tuple[int, float]] = {}
         """Per cumulative series: its start time and last value (a value that
         falls is a restart of its source: a new start)."""
-        self._attached = False
-        add_listener = getattr(source, "add_listener", None)
-        if callable(add_listener):
-            add_listener(self)
-            self._attached = True
+        self._attached = listen(source, self)
 
     def close(self) -> None:
-        remove = getattr(self._source, "remove_listener", None)
-        if self._attached and callable(remove):
-            remove(self)
+        if self._attached:
+            stop_listening(self._source, self)
         self._attached = False
 
     # -- tick side --------------------------------------------------------------

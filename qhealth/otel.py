@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 from . import _contract as c
 from ._contract import DEFAULT_BUCKETS, MetricSpec, SnapshotSource
 from ._log import ThrottledLog
-from ._monitor import Listener, QueueSnapshot
+from ._monitor import Listener, QueueSnapshot, listen, stop_listening
 from ._otel_points import CONSUMED_MESSAGES, PROCESS_DURATION, Messaging, Producer
 from ._redact import redact_url
 
@@ -155,18 +155,13 @@ class OTelExporter(Listener):
             self._histograms[name] = self._meter.create_histogram(
                 name, unit=unit, description=description, explicit_bucket_boundaries_advisory=list(bounds)
             )
-        self._attached = False
-        add_listener = getattr(source, "add_listener", None)
-        if callable(add_listener):
-            add_listener(self)
-            self._attached = True
+        self._attached = listen(source, self)
 
     def close(self) -> None:
         """Stop recording histograms (observable instruments stay on the meter
         until its provider shuts down)."""
-        remove = getattr(self._source, "remove_listener", None)
-        if self._attached and callable(remove):
-            remove(self)
+        if self._attached:
+            stop_listening(self._source, self)
         self._attached = False
 
     # -- tick side: histograms ------------------------------------------------

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import qhealth
+import qhealth.conditions
 
 from .clocks import FakeClock
 from .conftest import SHARED

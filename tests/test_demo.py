@@ -11,6 +11,8 @@ from collections.abc import Callable
 import pytest
 
 import qhealth
+import qhealth.conditions
+import qhealth.ratelimit
 from qhealth import Health, QueueSnapshot, Sample
 from qhealth.cli._demo import SCENARIOS, Workload
 from qhealth.cli._demo._api import RateLimited, SimulatedAPI

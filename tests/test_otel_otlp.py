@@ -11,6 +11,7 @@ from typing import Literal
 import pytest
 
 import qhealth
+import qhealth.conditions
 from qhealth.cli._exports import start_exports
 from qhealth.otel import Messaging, OtlpExport, http_metrics_url, setup_otlp
 

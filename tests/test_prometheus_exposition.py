@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 import qhealth
+import qhealth.conditions
 from qhealth.prometheus import encode, metrics_route, register
 
 from .export_support import fake_monitor

@@ -15,6 +15,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 #: Sub-command modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = ("demo", "classify", "report", "rules", "trace-to-promtool", "watch", "serve")
@@ -22,6 +23,15 @@ COMMANDS: tuple[str, ...] = ("demo", "classify", "report", "rules", "trace-to-pr
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser: its description is laid out as written (examples
+    keep their lines)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stalls, overflow and idle capacity.",
     )
     parser.add_argument("--version", action="version", version=f"qhealth {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     for name in COMMANDS:
         module = importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
         module.register(subparsers)

@@ -58,7 +58,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "demo",
         help="the problem and the fix side by side: a naive pool and src_pool against a rate-limited API",
         description=_DESCRIPTION.format(scenarios=listing),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--scenario", choices=list(SCENARIOS), default=DEFAULT_SCENARIO, help="default: %(default)s"

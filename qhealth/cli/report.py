@@ -23,7 +23,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "report",
         help="draw a trace and its conditions as HTML (or PNG)",
         description=_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("trace", metavar="TRACE", help="trace file (JSON Lines)")
     parser.add_argument("-o", "--output", metavar="FILE", help="write the HTML report here")

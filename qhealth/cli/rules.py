@@ -28,7 +28,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "rules",
         help="write the Prometheus rules and alerts for a scrape interval",
         description=_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_rules_options(parser)
     parser.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output)")

@@ -58,7 +58,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "serve",
         help="serve /metrics: replay traces as live metrics, or merge multiprocess files",
         description=_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("traces", nargs="*", metavar="TRACE", help="trace files (JSON Lines) to replay")
     parser.add_argument(

@@ -75,7 +75,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "watch",
         help="watch a queue from outside (sidecar): Redis list/stream, RQ, arq, Celery",
         description=_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_source_arguments(parser, KINDS)
     add_export_arguments(
@@ -98,7 +97,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Record what `qhealth watch` sees of a queue as a trace file (JSON Lines, "
         "shared/spec/trace-format.md), for `qhealth classify`, `qhealth report` and `qhealth serve`. "
         "It prints the same lines as `qhealth watch`.\n\n" + _DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_source_arguments(record, KINDS)
     record.add_argument("-o", "--output", required=True, metavar="FILE", help="the trace file to write")
