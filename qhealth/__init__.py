@@ -4,7 +4,7 @@ The core (probe, monitor, classifier, traces) needs nothing outside the
 standard library. Exporters and framework integrations live in their own
 modules and import their dependencies when used:
 
-* ``qhealth.conditions``, ``qhealth.traces``, ``qhealth.ratelimit``: the rest
+* ``qhealth.conditions``, ``qhealth.traces``, ``qhealth.ratelimit``, ``qhealth.redact``: the rest
   of the core's public names
 * ``qhealth.prometheus``: prometheus-client collector and ``/metrics`` server
 * ``qhealth.otel``: OpenTelemetry instruments and OTLP set-up
@@ -31,7 +31,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 #: The public face: at most twenty names. The rest is in named submodules:
-#: qhealth.conditions, qhealth.traces, qhealth.ratelimit, qhealth.replay,
+#: qhealth.conditions, qhealth.traces, qhealth.ratelimit, qhealth.redact, qhealth.replay,
 #: qhealth.rules, qhealth.prometheus, qhealth.otel, qhealth.integrations.*,
 #: qhealth.sidecar.
 __all__ = [

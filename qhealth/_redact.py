@@ -76,6 +76,16 @@ def scrub_urls(text: str) -> str:
     return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
 
 
+def error_text(exc: BaseException, url: str) -> str:
+    """``Type: message`` of ``exc``, the secrets of ``url`` masked (and any
+    other ``user:password@`` URL it quotes)."""
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:  # a __str__ that raises
+        text = f"{type(exc).__name__}: <unprintable>"
+    return scrub_urls(scrub(text, url))
+
+
 def error_line(exc: BaseException) -> str:
     """``Type: message`` of an exception on one line, passwords masked."""
     text = " ".join(str(exc).split()) or "(no message)"

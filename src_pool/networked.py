@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from qhealth.redact import error_text, redact_url
+
 from .backpressure import Watermarks
 from .broker import (
     MAX_PRIORITY,
@@ -30,7 +32,6 @@ from .broker import (
 )
 from .broker_stats import BrokerStats
 from .deliveries import Deliveries
-from .redact import error_text, redact_url
 from .throttled_log import ThrottledLog
 
 

@@ -13,8 +13,9 @@ import asyncio
 from types import ModuleType
 from urllib.parse import urlsplit
 
+from qhealth.redact import redact_url
+
 from .broker import BrokerError
-from .redact import redact_url
 
 SCHEMES = ("amqp", "amqps")
 

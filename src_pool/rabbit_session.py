@@ -36,13 +36,14 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
+from qhealth.redact import error_text, redact_url
+
 from .backoff import Backoff, persist
 from .broker import AuthenticationFailed, BrokerClosed, BrokerError
 from .broker_stats import BrokerStats
 from .rabbit_connect import RabbitUnavailable, import_aio_pika, transient_errors
 from .rabbit_publish import Message, batching_supported, publish_batch
 from .rabbit_topology import Topology, explain_declare_error
-from .redact import error_text, redact_url
 from .throttled_log import ThrottledLog
 
 logger = logging.getLogger("src_pool.rabbitmq")

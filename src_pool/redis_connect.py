@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+from qhealth.redact import error_text, redact_url, scrub
+
 from .broker import AuthenticationFailed, BrokerError
-from .redact import error_text, redact_url, scrub
 
 __all__ = [
     "RedisUnavailable",

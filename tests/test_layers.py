@@ -85,3 +85,13 @@ def test_no_source_module_is_over_700_lines() -> None:
         if (n := len(path.read_text(encoding="utf-8").splitlines())) > 700
     }
     assert not long, long
+
+
+def test_the_top_level_names_stay_few_and_are_all_exported() -> None:
+    """``import qhealth`` gives at most twenty names; everything else lives in a
+    named submodule (qhealth.conditions, qhealth.traces, ...)."""
+    import qhealth
+
+    assert len(qhealth.__all__) <= 20, qhealth.__all__
+    missing = [name for name in qhealth.__all__ if not hasattr(qhealth, name)]
+    assert not missing, missing

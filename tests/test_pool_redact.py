@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from src_pool.redact import error_text, redact_url, scrub
+from qhealth.redact import error_text, redact_url, scrub
 
 SRC_POOL = Path(__file__).resolve().parent.parent / "src_pool"
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
+from qhealth.redact import redact_url
 from src_pool import AuthenticationFailed, BrokerClosed, BrokerError, Envelope, PayloadError, QueueFull
 from src_pool.rabbit_broker import RabbitBroker
 from src_pool.rabbit_connect import RabbitUnavailable
-from src_pool.redact import redact_url
 from tests.broker_fixtures import eventually, rabbit_brokers, raw_publish
 from tests.broker_helpers import drain
 from tests.integration_brokers import amqp_url, unique

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from qhealth.redact import redact_url
 from src_pool import BrokerClosed, Envelope, PayloadError, QueueFull
-from src_pool.redact import redact_url
 from src_pool.redis_broker import RedisBroker
 from src_pool.redis_connect import RedisUnavailable
 from tests.broker_fixtures import RedisFactory, abandon, redis_brokers
