@@ -91,6 +91,20 @@ class ClassifierConfig:
     most of each cycle; a moment's wait in a small pool shows in a sample or
     two, and cannot carry a whole window."""
     boom_bust_regular_off: float = 0.2
+    boom_bust_long_wait_on: float = 1.0
+    """How long, on its own: items that wait this many seconds next to idle
+    workers (Little's law) are boom-bust when they do so in at least
+    ``boom_bust_waiting_idle_on`` of the samples and ``boom_bust_sightings_on``
+    of them (cycle after cycle, not one burst seen twice), with
+    ``boom_bust_idle_capacity_on`` of the pool idle next to them. Backing off
+    for up to a second, as healthy consumers do, leaves waits of half that;
+    batches that sit for a whole sleep of a light-loaded poller show here even
+    when each one is seen in fewer samples than ``boom_bust_regular_on``."""
+    boom_bust_long_wait_off: float = 0.5
+    boom_bust_sightings_on: int = 5
+    """With the long waits: samples in the window that show items waiting next
+    to an idle worker."""
+    boom_bust_sightings_off: int = 3
     boom_bust_busy_excess_on: float = 0.20
     """In step with the samples: share of workers busy at the sampling instants
     minus the share busy over time (from idle time). Sampling at a multiple of
@@ -154,6 +168,10 @@ class ClassifierConfig:
             "min_workers",
             "boom_bust_idle_wait_on",
             "boom_bust_idle_wait_off",
+            "boom_bust_long_wait_on",
+            "boom_bust_long_wait_off",
+            "boom_bust_sightings_on",
+            "boom_bust_sightings_off",
             "downstream_limit",
         }
         for f in fields(self):

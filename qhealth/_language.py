@@ -351,7 +351,7 @@ class Measure:
     doc: str
     build: Callable[[Part], Agg]
     recent: bool = False
-    unit: Literal["ratio", "seconds", "items", "per_second", "calls", "worker_seconds"] = "ratio"
+    unit: Literal["ratio", "seconds", "items", "per_second", "calls", "worker_seconds", "samples"] = "ratio"
 
     def expr(self, part: Part = Part.WHOLE) -> Agg:
         if part is Part.RECENT and not self.recent:

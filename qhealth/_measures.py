@@ -257,6 +257,13 @@ MEASURES: tuple[Measure, ...] = (
         recent=True,
     ),
     Measure(
+        "waiting_idle_samples",
+        "Boom-bust, how many times: samples with items waiting next to an idle worker.",
+        lambda p: Total(WAITING_NEXT_TO_IDLE, p),
+        recent=True,
+        unit="samples",
+    ),
+    Measure(
         "busy_excess",
         "Boom-bust seen in step: share of workers busy at the sampling instants minus the share busy "
         "over the window (from the idle-time counter). In a pool whose work does not follow a clock "
@@ -320,7 +327,9 @@ def _boom_bust(part: Part, suffix: str) -> Pred:
 
     In the samples: workers idle next to waiting work, a real share of the pool
     and for long enough (a quarter of the pool or more however short each wait,
-    as with fast pollers under heavy load). Or, when the samples land in step
+    as with fast pollers under heavy load), in a good share of the samples; or
+    waits of a second or more, seen in fewer samples but cycle after cycle (a
+    lightly loaded pool that sleeps between polls). Or, when the samples land in step
     with the polls (sampling at a multiple of the poll period), a pool caught
     far busier at the samples than it is over time, with items seen waiting
     next to idle workers, or by a wide margin at nearly every sample.
@@ -338,6 +347,12 @@ def _boom_bust(part: Part, suffix: str) -> Pred:
                 ),
             ),
             at_least(M("waiting_idle_share", part), f"boom_bust_regular_{suffix}"),
+        ),
+        all_of(
+            at_least(M("idle_capacity_share", part), f"boom_bust_idle_capacity_{suffix}"),
+            at_least(M("idle_wait_s", part), f"boom_bust_long_wait_{suffix}"),
+            at_least(M("waiting_idle_share", part), f"boom_bust_waiting_idle_{suffix}"),
+            at_least(M("waiting_idle_samples", part), f"boom_bust_sightings_{suffix}"),
         ),
         all_of(
             at_least(M("waiting_idle_share", part), f"boom_bust_waiting_idle_{suffix}"),

@@ -5,8 +5,9 @@ The main recordings are the issue's cases: arq polling every 5 s (boom-bust) and
 default 0.5 s (healthy) at the same load, healthy bursty RQ and Celery, and two more healthy
 pools that leave items waiting a moment next to idle workers (Dramatiq's consumer backing off,
 Huey's pollers out of step), plus a batch poller that leaves 10-16 items waiting next to 16
-idle threads every cycle. The ``*light`` and ``*locked`` variants are the hard limits written
-up in docs/accuracy.md: they are scored there, not asserted here.
+idle threads every cycle. The ``*light`` and ``*locked`` variants (2% busy) are scored in docs/accuracy.md;
+only their 1 s versions are asserted here: at 5 s and 15 s the phase-locked samples see
+the pool at one phase of its poll only, a limit that docs/accuracy.md explains.
 """
 
 from __future__ import annotations
@@ -81,8 +82,22 @@ def test_real_polling_pools_are_boom_bust_for_most_of_the_run(path: Path) -> Non
     assert wrong == 0, "no other condition"
 
 
+@pytest.mark.parametrize("name", ["threadpool-batchpoll5locked-1s", "arq-poll5locked-1s"])
+def test_a_lightly_loaded_poller_sampled_every_second_is_boom_bust(name: str) -> None:
+    """2% busy, so busy workers never show in a sample, and each batch is seen waiting in
+    two or three samples of every 6-10 s: fewer than ``boom_bust_regular_on``, but its items
+    wait seconds next to 16 idle threads, cycle after cycle (the long-wait evidence)."""
+    judged = _judged(REAL / f"{name}.jsonl")
+    right = sum(1 for _, got in judged if got == {"boom_bust"})
+    assert right >= 0.9 * len(judged), f"boom_bust at {right} of {len(judged)} labeled samples"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", MAIN, ids=lambda p: p.name.removesuffix(".jsonl"))
+@pytest.mark.parametrize(
+    "path",
+    [*MAIN, REAL / "threadpool-batchpoll5locked-1s.jsonl"],
+    ids=lambda p: p.name.removesuffix(".jsonl"),
+)
 def test_the_rules_compute_what_the_classifier_computes_on_real_traces(path: Path, tmp_path: Path) -> None:
     trace = read_trace(path)
     rules = RulesConfig(scrape_interval_s=trace.header.interval_s)
