@@ -46,12 +46,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._probes import ProbeSource
+from typing import Protocol
 
 Clock = Callable[[], float]
+
+
+class _Owner(Protocol):
+    """What hands a thread its own probe (a :class:`~qhealth._probes.ProbeSource`)."""
+
+    def probe(self) -> Probe: ...
 
 #: Latency observations kept per probe between two ticks. Beyond this, new
 #: observations are counted as dropped: memory stays bounded whatever the rate.
@@ -94,7 +97,7 @@ class Probe:
         *,
         timed: bool = True,
         clock: Clock = time.monotonic,
-        _owner: ProbeSource | None = None,
+        _owner: _Owner | None = None,
     ) -> None:
         self.queue = queue
         self.enqueued_total = 0
