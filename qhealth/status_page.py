@@ -1,7 +1,8 @@
 """A status page for people who have no Grafana yet: ``GET /`` on the metrics server.
 
-``qhealth serve``, ``qhealth demo --serve`` and :func:`qhealth.prometheus.serve`
-answer ``/`` with one small HTML page: every queue with its condition, the
+``qhealth serve``, ``qhealth watch --serve`` and ``qhealth demo --serve`` answer
+``/`` with one small HTML page (a program mounts it on :func:`qhealth.prometheus.serve`
+with ``routes={"/": StatusPage(monitor).route}``): every queue with its condition, the
 reasons and fix hints behind it, and sparklines of depth, busy workers,
 throughput and the condition over the last few minutes. It refreshes itself
 every few seconds.

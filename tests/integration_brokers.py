@@ -141,9 +141,9 @@ def procs() -> Iterator[Callable[..., Proc]]:
 PYTHON = sys.executable
 
 
-def readme_snippet(name: str) -> str:
-    """The fenced block that follows ``<!-- readme-test: NAME -->`` in README.md."""
-    return snippet(name)
+def readme_snippet(name: str, page: str = "README.md") -> str:
+    """The fenced block that follows ``<!-- readme-test: NAME -->`` in README.md, or in another page."""
+    return snippet(name, page)
 
 
 def console_command(snippet: str) -> list[str]:

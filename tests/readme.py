@@ -1,9 +1,10 @@
-"""Reading the README's examples, so that tests can run them as written.
+"""Reading the examples of the README and the docs pages, so that tests can run them as written.
 
 Two conventions are in use: a section whose first ```python block is a
 program and whose first ```text block is what it prints (:func:`example`), and
 a fenced block right after a ``<!-- readme-test: NAME -->`` marker
-(:func:`snippet`).
+(:func:`snippet`). Each helper reads ``README.md`` unless given another
+``page`` (a path from the project's root, such as ``docs/instrument.md``).
 """
 
 from __future__ import annotations
@@ -18,27 +19,29 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _readme() -> str:
-    return (ROOT / "README.md").read_text(encoding="utf-8")
+def read_page(page: str = "README.md") -> str:
+    """The text of a page of the project: ``README.md``, or a path such as ``docs/export.md``."""
+    return (ROOT / page).read_text(encoding="utf-8")
 
 
-def section(title: str) -> str:
+def section(title: str, page: str = "README.md") -> str:
     """The text under a ``## `` or ``### `` heading, up to the next heading."""
-    readme = _readme()
-    if title not in readme:
-        pytest.fail(f"the README has no section {title!r}")
-    start = readme.index(title) + len(title)
-    ends = [i for i in (readme.find("\n## ", start), readme.find("\n### ", start)) if i > 0]
-    return readme[start : min(ends) if ends else None]
+    text = read_page(page)
+    heading = f"\n{title}\n"
+    if text.count(heading) != 1:
+        pytest.fail(f"{page} must hold exactly one section {title!r}")
+    start = text.index(heading) + len(heading) - 1
+    ends = [i for i in (text.find("\n## ", start), text.find("\n### ", start)) if i > 0]
+    return text[start : min(ends) if ends else None]
 
 
-def example(title: str) -> tuple[str, str]:
-    """A section's program and the output the README shows for it."""
-    text = section(title)
+def example(title: str, page: str = "README.md") -> tuple[str, str]:
+    """A section's program and the output the page shows for it."""
+    text = section(title, page)
     code = re.search(r"```python\n(.*?)```", text, re.S)
     shown = re.search(r"```text\n(.*?)```", text, re.S)
     if not (code and shown):
-        pytest.fail(f"README section {title!r} needs a ```python example and its ```text output")
+        pytest.fail(f"{page} section {title!r} needs a ```python example and its ```text output")
     return code.group(1), shown.group(1)
 
 
@@ -60,10 +63,10 @@ def snippet(name: str, page: str = "README.md") -> str:
     """The fenced block that follows ``<!-- readme-test: NAME -->`` in the README
     (or in another page of the project, such as ``docs/autoscaling.md``)."""
     marker = f"<!-- readme-test: {name} -->\n"
-    readme = (ROOT / page).read_text(encoding="utf-8")
-    if readme.count(marker) != 1:
+    text = read_page(page)
+    if text.count(marker) != 1:
         pytest.fail(f"{page} must hold exactly one {marker.strip()}")
-    block = readme.split(marker, 1)[1]
+    block = text.split(marker, 1)[1]
     if not block.startswith("```"):
         pytest.fail(f"{marker.strip()} must be followed by a fenced block")
     return block.split("\n", 1)[1].split("\n```", 1)[0] + "\n"

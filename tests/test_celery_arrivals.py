@@ -164,9 +164,9 @@ def test_closing_the_counter_stops_counting(
 
 
 @pytest.mark.slow
-def test_the_readme_producer_snippet_exports_the_arrivals(redis_url: str) -> None:
+def test_the_documented_producer_snippet_exports_the_arrivals(redis_url: str) -> None:
     port = free_port()
-    code = readme_snippet("celery-producer")
+    code = readme_snippet("celery-producer", "docs/instrument.md")
     listen = "127.0.0.1:9809"
     assert "redis://localhost:6379/0" in code and listen in code
     namespace: dict[str, Any] = {}

@@ -139,8 +139,8 @@ def test_help_lists_the_commands_and_formats() -> None:
     assert "--format" in result.stdout and "jsonl" in result.stdout and "--window" in result.stdout
 
 
-def test_the_readme_example_is_what_classify_prints(capsys: pytest.CaptureFixture[str]) -> None:
-    text = (ROOT / "README.md").read_text()
+def test_the_documented_example_is_what_classify_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "docs" / "instrument.md").read_text()
     command = "$ qhealth classify ../shared/traces/transition-poll-bug.jsonl\n"
     shown = text.split(command, 1)[1].split("```", 1)[0]
     assert main(["classify", str(TRACES / "transition-poll-bug.jsonl")]) == 0

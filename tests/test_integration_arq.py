@@ -215,16 +215,17 @@ else:
         after = source.read()
         assert after is not None and (after.processed_total, after.failed_total) == (15, 1)
 
-    async def test_the_readme_snippet_instruments_a_worker_that_runs_jobs(redis_url: str) -> None:
+    async def test_the_documented_snippet_instruments_a_worker_that_runs_jobs(redis_url: str) -> None:
         from arq.worker import create_worker
 
         from qhealth import default_monitor
         from tests.integration_brokers import readme_snippet
 
-        code = readme_snippet("arq")
+        page = "docs/instrument.md"
+        code = readme_snippet("arq", page)
         assert "redis://localhost:6379/0" in code
         namespace: dict[str, Any] = {"__name__": "readme"}
-        exec(compile(code.replace("redis://localhost:6379/0", redis_url), "README.md", "exec"), namespace)
+        exec(compile(code.replace("redis://localhost:6379/0", redis_url), page, "exec"), namespace)
         settings = namespace["WorkerSettings"]
         assert settings.health_check_interval <= 10  # what `qhealth watch --kind arq` reads, kept fresh
         await enqueue(redis_url, "arq:queue", ("send_email", ("someone@example.com",)))

@@ -544,11 +544,11 @@ async def test_the_password_never_shows_in_reprs_errors_or_logs(
     await right.aclose()
 
 
-# -- the README ------------------------------------------------------------------------------------
+# -- docs/reference-pool.md -------------------------------------------------------------------------
 
 
-def test_the_readme_semaphore_example_runs_and_keeps_3_calls_at_once(redis_server: RedisServer) -> None:
-    program = snippet("redis-semaphore")
+def test_the_documented_semaphore_example_runs_and_keeps_3_calls_at_once(redis_server: RedisServer) -> None:
+    program = snippet("redis-semaphore", "docs/reference-pool.md")
     url = "redis://127.0.0.1:6379/0"
     assert url in program
     assert run_example(program.replace(url, redis_server.url)) == ["30 done, at most 3 calls at once"]

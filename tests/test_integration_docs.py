@@ -1,4 +1,5 @@
-"""The README's "Instrument your pool" snippets, run as written (URLs and ports pointed at throwaway ones).
+"""docs/instrument.md's snippets and docs/sidecar.md's watch command, run as written (URLs and ports
+pointed at throwaway ones).
 
 The arq snippet runs in arq's own environment, in ``tests/test_integration_arq.py``.
 """
@@ -33,13 +34,14 @@ from tests.integration_brokers import (
 
 __all__ = ["procs", "redis_url"]
 
-README_URL = "redis://localhost:6379/0"
-README_LISTEN = "127.0.0.1:9808"
+PAGE_URL = "redis://localhost:6379/0"
+PAGE_LISTEN = "127.0.0.1:9808"
+INSTRUMENT = "docs/instrument.md"
 
 
 def run_snippet(code: str) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": "readme"}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, INSTRUMENT, "exec"), namespace)
     return namespace
 
 
@@ -57,7 +59,7 @@ def tick(monitor: Monitor, queue: str) -> Any:
 
 
 def test_the_futures_snippet_counts_its_items() -> None:
-    ns = run_snippet(readme_snippet("futures"))
+    ns = run_snippet(readme_snippet("futures", INSTRUMENT))
     monitor: Monitor = ns["monitor"]
     try:
         assert ns["sizes"] == [1, 2, 3]
@@ -69,7 +71,7 @@ def test_the_futures_snippet_counts_its_items() -> None:
 
 
 def test_the_worker_loop_snippet_counts_items_and_polls() -> None:
-    ns = run_snippet(readme_snippet("loop"))
+    ns = run_snippet(readme_snippet("loop", INSTRUMENT))
     monitor: Monitor = ns["monitor"]
     try:
         snapshot = monitor.tick()["webhooks"]
@@ -79,14 +81,14 @@ def test_the_worker_loop_snippet_counts_items_and_polls() -> None:
 
 
 def test_the_rq_snippet_instruments_a_worker_that_runs_jobs(redis_url: str) -> None:
-    code = readme_snippet("rq")
-    assert README_URL in code
+    code = readme_snippet("rq", INSTRUMENT)
+    assert PAGE_URL in code
     queue = rq.Queue("emails", connection=redis.Redis.from_url(redis_url))
     queue.empty()
     for i in range(2):
         queue.enqueue(jobs.ok, i)
     queue.enqueue(jobs.limited)
-    ns = run_snippet(code.replace(README_URL, redis_url))
+    ns = run_snippet(code.replace(PAGE_URL, redis_url))
     monitor: Monitor = ns["monitor"]
     try:
         ns["worker"].work(burst=True, logging_level="ERROR")
@@ -98,7 +100,7 @@ def test_the_rq_snippet_instruments_a_worker_that_runs_jobs(redis_url: str) -> N
 
 @pytest.mark.slow
 def test_the_rq_worker_class_command_runs_jobs(redis_url: str, tmp_path: Path) -> None:
-    command = console_command(readme_snippet("rq-worker"))
+    command = console_command(readme_snippet("rq-worker", INSTRUMENT))
     name = unique("emails")
     command[-1] = name
     queue = rq.Queue(name, connection=redis.Redis.from_url(redis_url))
@@ -120,12 +122,12 @@ def test_the_celery_snippet_serves_a_worker_s_counts(
     procs: Callable[..., Proc], redis_url: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    code = readme_snippet("celery")
-    assert README_URL in code and README_LISTEN in code
+    code = readme_snippet("celery", INSTRUMENT)
+    assert PAGE_URL in code and PAGE_LISTEN in code
     (tmp_path / "mail.py").write_text(
-        code.replace(README_URL, redis_url).replace(README_LISTEN, f"127.0.0.1:{port}")
+        code.replace(PAGE_URL, redis_url).replace(PAGE_LISTEN, f"127.0.0.1:{port}")
     )
-    command = console_command(readme_snippet("celery-worker"))
+    command = console_command(readme_snippet("celery-worker", INSTRUMENT))
     assert command[:3] == ["celery", "-A", "mail"]
     worker = procs([PYTHON, "-m", "celery", *command[1:]], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
     from celery import Celery
@@ -142,9 +144,9 @@ def test_the_celery_snippet_serves_a_worker_s_counts(
 
 @pytest.mark.slow
 def test_the_watch_command_serves_an_rq_queue(procs: Callable[..., Proc], redis_url: str) -> None:
-    command = console_command(readme_snippet("watch"))
+    command = console_command(readme_snippet("watch", "docs/sidecar.md"))
     port = free_port()
-    args = [a.replace(README_URL, redis_url).replace(README_LISTEN, f"127.0.0.1:{port}") for a in command[1:]]
+    args = [a.replace(PAGE_URL, redis_url).replace(PAGE_LISTEN, f"127.0.0.1:{port}") for a in command[1:]]
     name = unique("emails")
     args[args.index("emails")] = name
     rq.Queue(name, connection=redis.Redis.from_url(redis_url)).enqueue(jobs.ok, 1)
