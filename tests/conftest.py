@@ -4,6 +4,7 @@ tests that need them; the ones used across files are here."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,18 @@ def _no_rq_metrics_server_in_test_processes() -> None:
     the default monitor in prometheus-client's default registry for good; the
     tests that check that serving start real workers with QHEALTH_RQ_LISTEN set."""
     os.environ.setdefault("QHEALTH_RQ_LISTEN", "off")
+
+
+@pytest.fixture(autouse=True)
+def _default_registry_left_as_found() -> Iterator[None]:
+    """A test that puts a collector in prometheus-client's default registry (the
+    default of ``register`` and ``serve``) and does not take it out would make the
+    next one in the same process fail with "Duplicated timeseries": take out what
+    a test left."""
+    from prometheus_client import REGISTRY
+
+    before = set(REGISTRY._collector_to_names)
+    yield
+    for collector in set(REGISTRY._collector_to_names) - before:
+        print("LEAKED", os.environ.get("PYTEST_CURRENT_TEST"))
+        REGISTRY.unregister(collector)

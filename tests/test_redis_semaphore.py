@@ -60,9 +60,13 @@ async def watcher(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
 
 
 async def wait_until(check: Callable[[], Any], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.005)
+    """Poll ``check`` until it holds; fail after ``timeout`` seconds. (A deadline, not
+    ``asyncio.timeout``: a cancellation that a client library swallows mid-command
+    would turn that into a wait without end.)"""
+    deadline = time.monotonic() + timeout
+    while not await asyncio.wait_for(check(), timeout):
+        assert time.monotonic() < deadline, f"not within {timeout} s: {check}"
+        await asyncio.sleep(0.005)
 
 
 # -- the seed defect: two processes, "a cap of 3" -------------------------------------------

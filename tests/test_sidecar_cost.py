@@ -132,11 +132,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+#: What a PING may wait while a queue is read, seen from a client on a loaded 2-core
+#: machine: a read that walked a million items would hold Redis for 100 ms and more.
+#: (Redis's own slow log holds the strict line: no command of SLOW_MS or more.)
+PING_WAIT_MS = 10.0
+
+
 def ping_bound_ms(server: RedisServer) -> float:
-    """5 ms, or twice the 99th percentile of PINGs while nothing reads, if the
-    machine alone delays them more than that."""
+    """PING_WAIT_MS, or three times the 99th percentile of PINGs while nothing
+    reads, if the machine alone delays them more than that."""
     probe = PingProbe(server.port, 1.0)
-    return max(SLOW_MS, 2 * percentile(probe.result(), 0.99))
+    return max(PING_WAIT_MS, 3 * percentile(probe.result(), 0.99))
 
 
 @pytest.mark.parametrize("kind", ["arq", "redis-list", "rq", "celery", "redis-stream"])
