@@ -42,5 +42,4 @@ def _default_registry_left_as_found() -> Iterator[None]:
     before = set(REGISTRY._collector_to_names)
     yield
     for collector in set(REGISTRY._collector_to_names) - before:
-        print("LEAKED", os.environ.get("PYTEST_CURRENT_TEST"))
         REGISTRY.unregister(collector)

@@ -198,11 +198,15 @@ def test_depth_on_redis_counts_prefetched_messages_and_every_priority_list_of_a_
 def test_the_oldest_age_comes_from_stamped_messages_on_every_priority_list(
     redis_url: str, producer: Callable[[str], Any], sources: Callable[..., CelerySource]
 ) -> None:
+    from celery.signals import before_task_publish
+
     from qhealth.integrations.celery import stamp_published
 
     queue = unique("celery-oldest")
     app = producer(redis_url)
     source = sources(redis_url, queue)
+    # The stamp is process-wide: an earlier test in this process may have set it.
+    before_task_publish.disconnect(dispatch_uid="qhealth-stamp-published")
     app.send_task("t.ok", queue=queue, priority=9)  # before the stamp: no time to read
     reading = source.read()
     assert reading is not None and reading.oldest_age_s is None
