@@ -25,6 +25,7 @@ from ._sample import Sample
 Value = float | None
 SeriesFn = Callable[[Sample], Value]
 _In = TypeVar("_In")
+_Out = TypeVar("_Out", float, bool)
 
 _COUNTER_FIELD = {
     "enqueued": "enqueued_total",
@@ -149,41 +150,14 @@ def _generate(
                 return frozenset()
             case lang.Field(name=name):
                 return frozenset({name})
-            case lang.Const() | lang.Setting():
-                return frozenset()
             case lang.Otherwise():
                 return frozenset()  # decides by itself what it needs
-            case (
-                lang.Minus(a=a, b=b)
-                | lang.Times(a=a, b=b)
-                | lang.Over(a=a, b=b)
-                | lang.Lesser(a=a, b=b)
-                | lang.Is(a=a, b=b)
-            ):
-                return needs(a) | needs(b)
-            case lang.Both(a=a, b=b) | lang.Either(a=a, b=b):
-                return needs(a) | needs(b)
-        raise TypeError(f"not a sample expression: {expr!r}")  # pragma: no cover
+        return frozenset().union(*map(needs, lang.operands(expr)))
 
     def has_capacity(expr: lang.SampleExpr) -> bool:
-        match expr:
-            case lang.Field(name="capacity"):
-                return True
-            case lang.Field() | lang.Const() | lang.Setting():
-                return False
-            case lang.Otherwise(a=a, b=b):
-                return has_capacity(a) or has_capacity(b)
-            case (
-                lang.Minus(a=a, b=b)
-                | lang.Times(a=a, b=b)
-                | lang.Over(a=a, b=b)
-                | lang.Lesser(a=a, b=b)
-                | lang.Is(a=a, b=b)
-            ):
-                return has_capacity(a) or has_capacity(b)
-            case lang.Both(a=a, b=b) | lang.Either(a=a, b=b):
-                return has_capacity(a) or has_capacity(b)
-        raise TypeError(f"not a sample expression: {expr!r}")  # pragma: no cover
+        if isinstance(expr, lang.Field):
+            return expr.name == "capacity"
+        return any(map(has_capacity, lang.operands(expr)))
 
     def pure(expr: lang.SampleExpr) -> str:
         """The expression, its inputs known."""
@@ -483,16 +457,7 @@ class Program:
     def pred(self, pred: lang.Pred) -> PredFn:
         match pred:
             case lang.Check(a=a, op=op, b=b):
-                x_fn, y_fn, compare = self.agg(a), self.agg(b), _COMPARE[op]
-
-                def check(ev: Evaluation) -> bool | None:
-                    x = x_fn(ev)
-                    if x is None:
-                        return None
-                    y = y_fn(ev)
-                    return None if y is None else compare(x, y)
-
-                return check
+                return _both(self.agg(a), self.agg(b), _COMPARE[op])
             case lang.All(preds=preds):
                 return _until(tuple(self.pred(p) for p in preds), stop=False)
             case lang.Any_(preds=preds):
@@ -531,12 +496,12 @@ def _until(fns: tuple[PredFn, ...], *, stop: bool) -> PredFn:
 
 
 def _both(
-    a: Callable[[_In], Value], b: Callable[[_In], Value], op: Callable[[float, float], Value]
-) -> Callable[[_In], Value]:
+    a: Callable[[_In], Value], b: Callable[[_In], Value], op: Callable[[float, float], _Out | None]
+) -> Callable[[_In], _Out | None]:
     """``op`` of ``a`` and ``b``, unknown where either is (``b`` is not asked
     when ``a`` is unknown)."""
 
-    def both(arg: _In) -> Value:
+    def both(arg: _In) -> _Out | None:
         x = a(arg)
         if x is None:
             return None

@@ -101,6 +101,13 @@ SampleExpr: TypeAlias = (
 )
 
 
+def operands(expr: SampleExpr) -> tuple[SampleExpr, ...]:
+    """The expressions ``expr`` is made of (none for a field, a constant or a setting)."""
+    if isinstance(expr, _SamplePair | Is):
+        return (expr.a, expr.b)
+    return ()
+
+
 @dataclass(frozen=True, slots=True)
 class Series:
     """A named sample series: what window measures aggregate (PromQL records it

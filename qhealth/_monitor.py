@@ -85,21 +85,41 @@ class Listener:
         """The queue is no longer watched: drop what you keep for it."""
 
 
-def listen(source: object, listener: Listener) -> bool:
+def listen(source: object, listener: Listener) -> Callable[[], None] | None:
     """Register ``listener`` with ``source`` if the source takes listeners (a
-    Monitor does; a bare snapshot source does not). Returns whether it did."""
+    Monitor does; a bare snapshot source does not). Returns how to stop
+    listening, or None when the source took no listener."""
     add = getattr(source, "add_listener", None)
     if not callable(add):
-        return False
+        return None
     add(listener)
-    return True
+
+    def leave() -> None:
+        remove = getattr(source, "remove_listener", None)
+        if callable(remove):
+            remove(listener)
+
+    return leave
 
 
-def stop_listening(source: object, listener: Listener) -> None:
-    """Undo :func:`listen` (nothing happens if the source takes no listeners)."""
-    remove = getattr(source, "remove_listener", None)
-    if callable(remove):
-        remove(listener)
+class SourceListener(Listener):
+    """A listener that registers with its source when made (if the source takes
+    listeners) and leaves it on :meth:`close`."""
+
+    _leave: Callable[[], None] | None = None
+
+    def _listen_to(self, source: object) -> None:
+        self._leave = listen(source, self)
+
+    @property
+    def listening(self) -> bool:
+        return self._leave is not None
+
+    def close(self) -> None:
+        """Stop listening to the source."""
+        leave, self._leave = self._leave, None
+        if leave is not None:
+            leave()
 
 
 @dataclass(eq=False)

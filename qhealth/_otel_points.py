@@ -29,7 +29,7 @@ from typing import Any
 from . import _contract as c
 from ._contract import MetricSpec, SnapshotSource
 from ._histogram import Buckets
-from ._monitor import Listener, QueueSnapshot, listen, stop_listening
+from ._monitor import QueueSnapshot, SourceListener
 
 Attributes = Mapping[str, str]
 
@@ -75,7 +75,7 @@ def _nanos(seconds: float | None) -> int:
     return int(seconds * 1e9) if seconds is not None else time.time_ns()
 
 
-class Producer(Listener):
+class Producer(SourceListener):
     """Keeps each queue's histograms from its ticks and hands out its points."""
 
     def __init__(
@@ -98,12 +98,7 @@ class Producer(Listener):
         self._starts: dict[tuple[str, str, tuple[str, ...]], tuple[int, float]] = {}
         """Per cumulative series: its start time and last value (a value that
         falls is a restart of its source: a new start)."""
-        self._attached = listen(source, self)
-
-    def close(self) -> None:
-        if self._attached:
-            stop_listening(self._source, self)
-        self._attached = False
+        self._listen_to(source)
 
     # -- tick side --------------------------------------------------------------
 

@@ -56,6 +56,7 @@ class _Owner(Protocol):
 
     def probe(self) -> Probe: ...
 
+
 #: Latency observations kept per probe between two ticks. Beyond this, new
 #: observations are counted as dropped: memory stays bounded whatever the rate.
 MAX_OBSERVATIONS_PER_TICK = 2048

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 from . import _contract as c
 from ._contract import DEFAULT_BUCKETS, MetricSpec, SnapshotSource
 from ._log import ThrottledLog
-from ._monitor import Listener, QueueSnapshot, listen, stop_listening
+from ._monitor import QueueSnapshot, SourceListener
 from ._otel_points import CONSUMED_MESSAGES, PROCESS_DURATION, Messaging, Producer
 from ._redact import redact_url
 
@@ -96,7 +96,7 @@ def _require(package: str) -> None:
 Attributes = Mapping[str, str]
 
 
-class OTelExporter(Listener):
+class OTelExporter(SourceListener):
     """The qhealth instruments on one meter, reading one snapshot source.
 
     Made by :func:`instrument`. Observable callbacks share one cache of each
@@ -104,6 +104,8 @@ class OTelExporter(Listener):
     attributes built once per queue: the seventeen callbacks of a collection
     cost one pass over the snapshots. ``messaging`` adds OpenTelemetry's
     messaging conventions beside qhealth's names (see :class:`Messaging`).
+    :meth:`close` stops recording histograms; the observable instruments stay
+    on the meter until its provider shuts down.
     """
 
     def __init__(
@@ -155,14 +157,7 @@ class OTelExporter(Listener):
             self._histograms[name] = self._meter.create_histogram(
                 name, unit=unit, description=description, explicit_bucket_boundaries_advisory=list(bounds)
             )
-        self._attached = listen(source, self)
-
-    def close(self) -> None:
-        """Stop recording histograms (observable instruments stay on the meter
-        until its provider shuts down)."""
-        if self._attached:
-            stop_listening(self._source, self)
-        self._attached = False
+        self._listen_to(source)
 
     # -- tick side: histograms ------------------------------------------------
 

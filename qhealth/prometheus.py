@@ -33,7 +33,7 @@ from ._contract import DEFAULT_BUCKETS, MetricSpec, SnapshotSource
 from ._histogram import Buckets
 from ._http import Handler, HttpServer, Request, Response
 from ._log import ThrottledLog
-from ._monitor import Listener, QueueSnapshot, listen, stop_listening
+from ._monitor import Listener, QueueSnapshot, SourceListener, listen
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
@@ -150,19 +150,18 @@ class QHealthCollector:
         self._records: dict[str, _Record] = {}
         self._encoded: dict[str, tuple[_Record, tuple[str, ...]]] = {}
         """Per queue, the record last written out and its lines, one string per family."""
-        feeder = _Feeder(self)
-        self._feeder: _Feeder | None = feeder if listen(source, feeder) else None
+        self._leave = listen(source, _Feeder(self))
 
     @property
     def histograms(self) -> bool:
         """Whether histograms are exported (the source hands over its ticks)."""
-        return self._feeder is not None
+        return self._leave is not None
 
     def close(self) -> None:
         """Stop listening to the source (unregister from the registry yourself)."""
-        if self._feeder is not None:
-            stop_listening(self._source, self._feeder)
-        self._feeder = None
+        leave, self._leave = self._leave, None
+        if leave is not None:
+            leave()
 
     # -- tick side ----------------------------------------------------------------
 
@@ -193,11 +192,11 @@ class QHealthCollector:
         current: dict[str, _Record] = {}
         for queue, snapshot in self._source.snapshots().items():
             record = records.get(queue)
-            if record is None or self._feeder is None:
+            if record is None or self._leave is None:
                 # No tick seen yet (collector made after the monitor ran): the
                 # source's snapshot, and histograms with no observations yet;
                 # a source that hands over no ticks has no histograms at all.
-                empty = self._empty if self._feeder is not None else None
+                empty = self._empty if self._leave is not None else None
                 record = _Record(snapshot, empty, empty)
             current[queue] = record
         return current
@@ -384,7 +383,7 @@ def _multiprocess_dir(path: str | os.PathLike[str] | None) -> str:
     return directory
 
 
-class MultiProcessExporter(Listener):
+class MultiProcessExporter(SourceListener):
     """Writes a monitor's values to this process's prometheus-client
     multiprocess files at each tick (one per process; see the module docstring).
 
@@ -443,14 +442,7 @@ class MultiProcessExporter(Listener):
             )
             for spec in (c.ITEM_WAIT, c.ITEM_DURATION)
         }
-        add_listener = getattr(monitor, "add_listener", None)
-        if callable(add_listener):
-            add_listener(self)
-
-    def close(self) -> None:
-        remove = getattr(self._monitor, "remove_listener", None)
-        if callable(remove):
-            remove(self)
+        self._listen_to(monitor)
 
     def on_source_down(self, snapshot: QueueSnapshot) -> None:
         """``qhealth_source_up`` 0 and every condition 0. The other gauges keep

@@ -32,7 +32,7 @@ from ._classifier import HEALTHY, SEVERITY, WARMING_UP
 from ._colors import STATE_COLORS
 from ._contract import SnapshotSource
 from ._http import HttpServer, Request, Response
-from ._monitor import Listener, QueueSnapshot
+from ._monitor import QueueSnapshot, SourceListener
 
 #: Ticks of history drawn per queue.
 HISTORY = 180
@@ -59,7 +59,7 @@ class _Point:
     state: str
 
 
-class StatusPage(Listener):
+class StatusPage(SourceListener):
     """Keeps a short history per queue and renders the page.
 
     Mount it with ``server.add_route("/", page.route)``; :meth:`close` stops
@@ -83,14 +83,7 @@ class StatusPage(Listener):
         self._lock = threading.Lock()
         self._history: dict[str, deque[_Point]] = {}
         self._last: dict[str, QueueSnapshot] = {}
-        add_listener = getattr(source, "add_listener", None)
-        if callable(add_listener):
-            add_listener(self)
-
-    def close(self) -> None:
-        remove = getattr(self._source, "remove_listener", None)
-        if callable(remove):
-            remove(self)
+        self._listen_to(source)
 
     # -- listener --------------------------------------------------------------
 

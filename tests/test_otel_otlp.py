@@ -12,7 +12,7 @@ import pytest
 
 import qhealth
 import qhealth.conditions
-from qhealth.cli._exports import start_exports
+from qhealth.cli._exports import Asked, start_exports
 from qhealth.otel import Messaging, OtlpExport, http_metrics_url, setup_otlp
 
 from .export_support import busy_monitor, spec_rows
@@ -232,7 +232,7 @@ def test_the_endpoint_flag_posts_where_the_standard_variable_does(
         base = f"http://127.0.0.1:{receiver.port}"
         if how == "variable":
             monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", base)
-        exports = start_exports(monitor, otlp=True, otlp_endpoint=base if how == "flag" else None)
+        exports = start_exports(monitor, Asked(otlp=True, otlp_endpoint=base if how == "flag" else None))
         try:
             _exported(monitor, probe)
             receiver.wait_for({"qhealth.queue.depth"})

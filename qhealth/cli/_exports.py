@@ -50,19 +50,28 @@ class Exports:
         self.closers.clear()
 
 
-def start_exports(
-    monitor: Monitor,
-    *,
-    serve: str | None = None,
-    otlp: bool = False,
-    otlp_endpoint: str | None = None,
-    otlp_protocol: str | None = None,
-) -> Exports:
+@dataclass(frozen=True)
+class Asked:
+    """The exports a command was asked for (the options of :func:`add_export_arguments`)."""
+
+    serve: str | None = None
+    otlp: bool = False
+    otlp_endpoint: str | None = None
+    otlp_protocol: str | None = None
+
+    @classmethod
+    def of(cls, options: object) -> Asked:
+        """From parsed arguments, or any object with the same attributes."""
+        return cls(**{name: getattr(options, name) for name in cls.__dataclass_fields__})
+
+
+def start_exports(monitor: Monitor, asked: Asked) -> Exports:
     """Start what is asked, each on its own fresh registry / meter provider.
 
     Raises ValueError naming the option when an export cannot start (a bad or
     busy address, a missing extra); whatever had started by then is closed.
     """
+    serve, otlp_endpoint, otlp_protocol = asked.serve, asked.otlp_endpoint, asked.otlp_protocol
     exports = Exports()
     try:
         if serve:
@@ -86,7 +95,7 @@ def start_exports(
             exports.closers.append(server.close)
             exports.url = server.url
             exports.running.append(("serving", server.url))
-        if otlp or otlp_endpoint or otlp_protocol:
+        if asked.otlp or otlp_endpoint or otlp_protocol:
             from .. import otel
 
             try:

@@ -14,6 +14,9 @@ from .._sample import Sample, TraceHeader
 from .._text import finding_lines, printable
 from .._trace import TraceError, iter_trace
 from . import UsageError
+from ._options import add_classifier_arguments, config_from_args
+
+_HELP = "classify a recorded trace offline"
 
 _DESCRIPTION = """\
 Classify every sample of a trace (shared/spec/trace-format.md) on the sliding
@@ -27,44 +30,13 @@ healthy.
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "classify",
-        help="classify a recorded trace offline",
-        description=_DESCRIPTION,
-    )
+    parser = subparsers.add_parser("classify", help=_HELP, description=_DESCRIPTION)
     parser.add_argument("trace", metavar="TRACE", help="trace file (JSON Lines), or - for standard input")
     parser.add_argument(
         "--format", choices=("table", "jsonl"), default="table", help="output format (default: %(default)s)"
     )
-    parser.add_argument(
-        "--window",
-        type=float,
-        metavar="SECONDS",
-        help="sliding window in seconds (default: 60; at least 8 sampling intervals)",
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a classifier setting (repeatable), e.g. --set idle_on=0.95",
-    )
+    add_classifier_arguments(parser)
     parser.set_defaults(handler=run)
-
-
-def config_from_args(window: float | None, settings: list[str]) -> ClassifierConfig:
-    overrides: dict[str, object] = {}
-    if window is not None:
-        overrides["window_s"] = window
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = value.strip()
-    try:
-        return ClassifierConfig().with_overrides(overrides)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:

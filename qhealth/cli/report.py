@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from . import UsageError
-from .classify import config_from_args
+from ._options import add_classifier_arguments, config_from_args
+
+_HELP = "draw a trace and its conditions as HTML (or PNG)"
 
 _DESCRIPTION = """\
 Draw a trace (shared/spec/trace-format.md) for people without Grafana: depth
@@ -19,25 +21,12 @@ and the fix.
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "report",
-        help="draw a trace and its conditions as HTML (or PNG)",
-        description=_DESCRIPTION,
-    )
+    parser = subparsers.add_parser("report", help=_HELP, description=_DESCRIPTION)
     parser.add_argument("trace", metavar="TRACE", help="trace file (JSON Lines)")
     parser.add_argument("-o", "--output", metavar="FILE", help="write the HTML report here")
     parser.add_argument("--png", metavar="FILE", help="write a PNG image here (needs matplotlib)")
     parser.add_argument("--title", help="report title (default: qhealth report: TRACE)")
-    parser.add_argument(
-        "--window", type=float, metavar="SECONDS", help="sliding window in seconds (default: 60)"
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a classifier setting (repeatable), as for `qhealth classify`",
-    )
+    add_classifier_arguments(parser)
     parser.set_defaults(handler=run)
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import UsageError
+from ._options import add_classifier_arguments, config_from_args, write_output
 
 if TYPE_CHECKING:
     from ..rules import RulesConfig
+
+_HELP = "write the Prometheus rules and alerts for a scrape interval"
 
 _DESCRIPTION = """\
 Write the Prometheus recording and alerting rules that judge every queue the way
@@ -24,11 +25,7 @@ interval at which Prometheus scrapes qhealth: the window is the classifier's
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "rules",
-        help="write the Prometheus rules and alerts for a scrape interval",
-        description=_DESCRIPTION,
-    )
+    parser = subparsers.add_parser("rules", help=_HELP, description=_DESCRIPTION)
     add_rules_options(parser)
     parser.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output)")
     parser.set_defaults(handler=run)
@@ -54,18 +51,11 @@ def add_rules_options(parser: argparse.ArgumentParser) -> None:
         help="how the depth reported by several processes combines: max (one shared broker "
         "queue, the default) or sum (a queue of its own in each process)",
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a classifier setting (repeatable), as `qhealth classify --set`",
-    )
+    add_classifier_arguments(parser, window=False)
 
 
 def rules_config(args: argparse.Namespace) -> RulesConfig:
     """The RulesConfig the options describe (UsageError naming a bad one)."""
-    from .._config import ClassifierConfig
     from ..rules import RulesConfig, parse_duration
 
     try:
@@ -76,14 +66,8 @@ def rules_config(args: argparse.Namespace) -> RulesConfig:
         ) from None
     if not 0.001 <= interval <= 86400:
         raise UsageError(f"--scrape-interval must be between 1ms and 1d, got {args.scrape_interval!r}")
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError(f"--set needs KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = value.strip()
+    classifier = config_from_args(None, args.set)
     try:
-        classifier = ClassifierConfig().with_overrides(overrides)
         return RulesConfig(
             classifier=classifier,
             scrape_interval_s=interval,
@@ -97,12 +81,5 @@ def rules_config(args: argparse.Namespace) -> RulesConfig:
 def run(args: argparse.Namespace) -> int:
     from ..rules import build, render
 
-    text = render(build(rules_config(args)))
-    if args.output:
-        try:
-            Path(args.output).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"{args.output}: {exc.strerror or exc}") from None
-    else:
-        sys.stdout.write(text)
+    write_output(args.output, render(build(rules_config(args))))
     return 0

@@ -28,10 +28,12 @@ from .._text import finding_lines, printable
 from .._trace import TraceError, read_trace
 from ..replay import Replay, replay_monitor
 from . import UsageError
-from .classify import config_from_args
+from ._options import add_classifier_arguments, config_from_args
 
 DEFAULT_LISTEN = "127.0.0.1:9808"
 _IDLE_WAIT_S = 0.25
+
+_HELP = "serve /metrics: replay traces as live metrics, or merge multiprocess files"
 
 _DESCRIPTION = f"""\
 Serve qhealth's metrics (shared/spec/metrics.md) on http://ADDR:PORT/metrics.
@@ -54,11 +56,7 @@ accept other hosts): the option `qhealth demo` and `qhealth watch` take too
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "serve",
-        help="serve /metrics: replay traces as live metrics, or merge multiprocess files",
-        description=_DESCRIPTION,
-    )
+    parser = subparsers.add_parser("serve", help=_HELP, description=_DESCRIPTION)
     parser.add_argument("traces", nargs="*", metavar="TRACE", help="trace files (JSON Lines) to replay")
     parser.add_argument(
         "--serve",
@@ -75,10 +73,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="DIR",
         help="serve the merged files of prometheus-client's multiprocess mode in DIR",
     )
-    parser.add_argument("--window", type=float, metavar="SECONDS", help="classifier window (default: 60)")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a classifier setting"
-    )
+    add_classifier_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="print only the address served")
     parser.set_defaults(handler=run)
 

@@ -26,8 +26,8 @@ from .._record import TraceRecorder
 from .._sample import TraceHeader
 from .._trace import TraceWriter
 from . import UsageError
-from ._exports import add_export_arguments, start_exports
-from .classify import config_from_args
+from ._exports import Asked, add_export_arguments, start_exports
+from ._options import add_classifier_arguments, config_from_args
 from .watch_output import WatchOutput
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 URL_ENV = "QHEALTH_WATCH_URL"
+
+_HELP = "watch a queue from outside (sidecar): Redis list/stream, RQ, arq, Celery"
 
 _DESCRIPTION = f"""\
 Watch a queue from outside, with no change to the pool's code: read what the
@@ -71,11 +73,7 @@ password is never printed.
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from ..sidecar import KINDS
 
-    parser = subparsers.add_parser(
-        "watch",
-        help="watch a queue from outside (sidecar): Redis list/stream, RQ, arq, Celery",
-        description=_DESCRIPTION,
-    )
+    parser = subparsers.add_parser("watch", help=_HELP, description=_DESCRIPTION)
     _add_source_arguments(parser, KINDS)
     add_export_arguments(
         parser, "serve /metrics and the status page / here (e.g. 127.0.0.1:9808; 0.0.0.0:PORT for all)"
@@ -128,10 +126,7 @@ def _add_source_arguments(parser: argparse.ArgumentParser, kinds: tuple[str, ...
     parser.add_argument(
         "--interval", type=float, default=1.0, metavar="SECONDS", help="sampling interval (default: 1)"
     )
-    parser.add_argument("--window", type=float, metavar="SECONDS", help="classifier window (default: 60)")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a classifier setting"
-    )
+    add_classifier_arguments(parser)
     parser.add_argument("--capacity", type=int, help="the queue's maximum size, if it is bounded")
 
 
@@ -174,13 +169,7 @@ def run(args: argparse.Namespace) -> int:
     # The exports start before the broker is touched: a bad or busy --serve address, or
     # the missing OTLP extra, is said at once rather than after connecting.
     try:
-        exports = start_exports(
-            monitor,
-            serve=args.serve,
-            otlp=args.otlp,
-            otlp_endpoint=args.otlp_endpoint,
-            otlp_protocol=args.otlp_protocol,
-        )
+        exports = start_exports(monitor, Asked.of(args))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:

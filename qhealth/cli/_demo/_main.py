@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from qhealth import ClassifierConfig, Monitor, TraceRecorder, read_trace
-from qhealth.cli._exports import start_exports
+from qhealth.cli._exports import Asked, start_exports
 
 from ._clock import SimulatedTime
 from ._clock import run as run_simulated
@@ -117,13 +117,7 @@ def intro(options: Options) -> list[str]:
 def _start_exports(options: Options, monitor: Monitor) -> tuple[list[Callable[[], object]], list[str]]:
     """The ``/metrics`` server and OTLP export, if asked: their closers, and lines saying where they are."""
     try:
-        exports = start_exports(
-            monitor,
-            serve=options.serve,
-            otlp=options.otlp,
-            otlp_endpoint=options.otlp_endpoint,
-            otlp_protocol=options.otlp_protocol,
-        )
+        exports = start_exports(monitor, Asked.of(options))
     except ValueError as exc:
         raise DemoError(str(exc)) from None
     lines = []

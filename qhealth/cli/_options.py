@@ -1,0 +1,56 @@
+"""Options several commands share: the classifier's settings (``--window``,
+``--set KEY=VALUE``) and where a command writes its result (``-o FILE``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .._config import ClassifierConfig
+from . import UsageError
+
+
+def add_classifier_arguments(parser: argparse.ArgumentParser, *, window: bool = True) -> None:
+    """``--window SECONDS`` (unless the command has a window of its own) and ``--set KEY=VALUE``."""
+    if window:
+        parser.add_argument(
+            "--window",
+            type=float,
+            metavar="SECONDS",
+            help="sliding window in seconds (default: 60; at least 8 sampling intervals)",
+        )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a classifier setting (repeatable), e.g. --set idle_on=0.95",
+    )
+
+
+def config_from_args(window: float | None, settings: list[str]) -> ClassifierConfig:
+    """The classifier settings the options describe (UsageError naming a bad one)."""
+    overrides: dict[str, object] = {}
+    if window is not None:
+        overrides["window_s"] = window
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    try:
+        return ClassifierConfig().with_overrides(overrides)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def write_output(path: str | None, text: str) -> None:
+    """``text`` to the file ``-o`` names, or to standard output."""
+    if path is None:
+        sys.stdout.write(text)
+        return
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
