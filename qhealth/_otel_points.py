@@ -75,6 +75,36 @@ def _nanos(seconds: float | None) -> int:
     return int(seconds * 1e9) if seconds is not None else time.time_ns()
 
 
+class AttributeCache:
+    """Each queue's attribute sets, built once: an OpenTelemetry SDK hashes the
+    attributes of every point it records, and the same few recur every time."""
+
+    def __init__(self, messaging: Messaging | None) -> None:
+        self._messaging = messaging
+        self._per_queue: dict[str, dict[tuple[int, tuple[str, ...]], Attributes]] = {}
+
+    def of(self, queue: str, spec: MetricSpec, labels: tuple[str, ...]) -> Attributes:
+        """``queue`` and the metric's labels."""
+        per_queue = self._per_queue.setdefault(queue, {})
+        key = (id(spec), labels)
+        found = per_queue.get(key)
+        if found is None:
+            found = per_queue[key] = {"queue": queue, **dict(zip(spec.labels, labels, strict=True))}
+        return found
+
+    def messaging(self, queue: str) -> Attributes:
+        """OpenTelemetry's messaging attributes of ``queue`` (needs ``messaging``)."""
+        assert self._messaging is not None
+        per_queue = self._per_queue.setdefault(queue, {})
+        found = per_queue.get((0, ("messaging",)))
+        if found is None:
+            found = per_queue[(0, ("messaging",))] = self._messaging.attributes(queue)
+        return found
+
+    def drop(self, queue: str) -> None:
+        self._per_queue.pop(queue, None)
+
+
 class Producer(SourceListener):
     """Keeps each queue's histograms from its ticks and hands out its points."""
 
@@ -94,7 +124,7 @@ class Producer(SourceListener):
         """Per queue: waits, durations."""
         self._points: dict[str, tuple[tuple[object, ...], dict[str, list[Any]]]] = {}
         """Per queue: what its points were built from, and its points by metric name."""
-        self._attributes: dict[str, dict[tuple[int, tuple[str, ...]], Attributes]] = {}
+        self._attributes = AttributeCache(messaging)
         self._starts: dict[tuple[str, str, tuple[str, ...]], tuple[int, float]] = {}
         """Per cumulative series: its start time and last value (a value that
         falls is a restart of its source: a new start)."""
@@ -116,7 +146,7 @@ class Producer(SourceListener):
         with self._lock:
             self._histograms.pop(queue, None)
             self._points.pop(queue, None)
-            self._attributes.pop(queue, None)
+            self._attributes.drop(queue)
             for key in [k for k in self._starts if k[0] == queue]:
                 del self._starts[key]
 
@@ -163,14 +193,6 @@ class Producer(SourceListener):
                 out.append(Metric(name, description, unit, Sum(by_name[name], self._cumulative, True)))
         return out
 
-    def _attributes_of(self, queue: str, spec: MetricSpec, labels: tuple[str, ...]) -> Attributes:
-        per_queue = self._attributes.setdefault(queue, {})
-        key = (id(spec), labels)
-        found = per_queue.get(key)
-        if found is None:
-            found = per_queue[key] = {"queue": queue, **dict(zip(spec.labels, labels, strict=True))}
-        return found
-
     def _start(self, queue: str, name: str, labels: tuple[str, ...], value: float, now: int) -> int:
         key = (queue, name, labels)
         known = self._starts.get(key)
@@ -189,7 +211,7 @@ class Producer(SourceListener):
         points: dict[str, list[Any]] = {}
         processed = 0.0
         for spec, labels, value in c.series_of(snapshot):
-            attributes = self._attributes_of(queue, spec, labels)
+            attributes = self._attributes.of(queue, spec, labels)
             if spec.kind is c.Kind.COUNTER:
                 start = self._start(queue, spec.otel, labels, value, now)
                 if spec is c.ITEMS_PROCESSED:
@@ -198,14 +220,12 @@ class Producer(SourceListener):
                 start = now
             points.setdefault(spec.otel, []).append(NumberDataPoint(attributes, start, now, value))
         # As the SDK's histograms do, a histogram has a point once it has an observation.
-        plain = self._attributes_of(queue, c.ITEM_WAIT, ())
+        plain = self._attributes.of(queue, c.ITEM_WAIT, ())
         for spec, buckets in zip((c.ITEM_WAIT, c.ITEM_DURATION), histograms, strict=True):
             if buckets.count:
                 points[spec.otel] = [self._histogram_point(HistogramDataPoint, plain, now, buckets)]
         if self._messaging is not None:
-            attributes = self._attributes.setdefault(queue, {}).setdefault(
-                (0, ("messaging",)), self._messaging.attributes(queue)
-            )
+            attributes = self._attributes.messaging(queue)
             if histograms[1].count:
                 point = self._histogram_point(HistogramDataPoint, attributes, now, histograms[1])
                 points[PROCESS_DURATION[0]] = [point]

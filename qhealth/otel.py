@@ -56,10 +56,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import _contract as c
-from ._contract import DEFAULT_BUCKETS, MetricSpec, SnapshotSource
+from ._contract import DEFAULT_BUCKETS, SnapshotSource
 from ._log import ThrottledLog
 from ._monitor import QueueSnapshot, SourceListener
-from ._otel_points import CONSUMED_MESSAGES, PROCESS_DURATION, Messaging, Producer
+from ._otel_points import CONSUMED_MESSAGES, PROCESS_DURATION, AttributeCache, Messaging, Producer
 from ._redact import redact_url
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class OTelExporter(SourceListener):
         self._meter = provider.get_meter("qhealth", __version__)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[QueueSnapshot, dict[str, list[Observation]]]] = {}
-        self._attributes: dict[str, dict[tuple[int, tuple[str, ...]], Attributes]] = {}
+        self._attributes = AttributeCache(messaging)
         for spec in c.SAMPLED:
             callback = self._callback(spec.otel)
             if spec.kind is c.Kind.COUNTER:
@@ -164,12 +164,12 @@ class OTelExporter(SourceListener):
     def on_tick(self, snapshot: QueueSnapshot) -> None:
         if not snapshot.waits and not snapshot.durations:
             return
-        attributes = self._attributes_of(snapshot.queue, c.ITEM_WAIT, ())
+        attributes = self._attributes.of(snapshot.queue, c.ITEM_WAIT, ())
         recorded = [(c.ITEM_WAIT.otel, snapshot.waits, attributes)]
         recorded.append((c.ITEM_DURATION.otel, snapshot.durations, attributes))
         if self._messaging is not None:
             recorded.append(
-                (PROCESS_DURATION[0], snapshot.durations, self._messaging_attributes(snapshot.queue))
+                (PROCESS_DURATION[0], snapshot.durations, self._attributes.messaging(snapshot.queue))
             )
         for name, observed, attrs in recorded:
             record = self._histograms[name].record
@@ -180,25 +180,9 @@ class OTelExporter(SourceListener):
     def on_unwatch(self, queue: str) -> None:
         with self._lock:
             self._cache.pop(queue, None)
-            self._attributes.pop(queue, None)
+            self._attributes.drop(queue)
 
     # -- collection side: observable callbacks ----------------------------------
-
-    def _attributes_of(self, queue: str, spec: MetricSpec, labels: tuple[str, ...]) -> Attributes:
-        per_queue = self._attributes.setdefault(queue, {})
-        key = (id(spec), labels)
-        found = per_queue.get(key)
-        if found is None:
-            found = per_queue[key] = {"queue": queue, **dict(zip(spec.labels, labels, strict=True))}
-        return found
-
-    def _messaging_attributes(self, queue: str) -> Attributes:
-        assert self._messaging is not None
-        per_queue = self._attributes.setdefault(queue, {})
-        found = per_queue.get((0, ("messaging",)))
-        if found is None:
-            found = per_queue[(0, ("messaging",))] = self._messaging.attributes(queue)
-        return found
 
     def _observations(self, name: str) -> list[Observation]:
         from opentelemetry.metrics import Observation
@@ -214,12 +198,12 @@ class OTelExporter(SourceListener):
                     by_name: dict[str, list[Observation]] = {}
                     processed: float | None = None
                     for spec, labels, value in c.series_of(snapshot):
-                        attributes = self._attributes_of(queue, spec, labels)
+                        attributes = self._attributes.of(queue, spec, labels)
                         by_name.setdefault(spec.otel, []).append(Observation(value, attributes))
                         if spec is c.ITEMS_PROCESSED:
                             processed = (processed or 0.0) + value
                     if self._messaging is not None and processed is not None:
-                        attributes = self._messaging_attributes(queue)
+                        attributes = self._attributes.messaging(queue)
                         by_name[CONSUMED_MESSAGES[0]] = [Observation(processed, attributes)]
                     cached = (snapshot, by_name)
                     self._cache[queue] = cached

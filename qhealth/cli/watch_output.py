@@ -22,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TextIO
 
 from .._classifier import HEALTHY, SEVERITY, WARMING_UP, Health
@@ -59,6 +60,7 @@ def _names(queues: list[str]) -> str:
     return text + (f" and {len(queues) - SHOWN_QUEUES} more" if len(queues) > SHOWN_QUEUES else "")
 
 
+@dataclass(eq=False)
 class WatchOutput(Listener):
     """Prints a watch (see the module docstring).
 
@@ -67,40 +69,26 @@ class WatchOutput(Listener):
     queues under watch. ``where`` names the broker (its URL, masked).
     """
 
-    def __init__(
-        self,
-        out: TextIO,
-        err: TextIO,
-        *,
-        fmt: str,
-        kind: str,
-        where: str,
-        many: bool,
-        why_down: Callable[[str], str],
-        watched: Callable[[], int],
-        consumers: Callable[[str], Any] = lambda queue: None,
-        clock: Callable[[], float] = time.monotonic,
-        down_every_s: float = DOWN_EVERY_S,
-    ) -> None:
-        self._out = out
-        self._err = err
-        self._format = fmt
-        self._kind = kind
-        self._where = where
-        self._many = many
-        self._why_down = why_down
-        self._watched = watched
-        self._consumers = consumers
-        self._clock = clock
-        self._down_every_s = down_every_s
-        self._lock = threading.Lock()
-        self._last_state: dict[str, str] = {}
-        self._down_since: dict[str, float] = {}
-        self._next_down_line = float("-inf")
-        self._round: dict[str, QueueSnapshot] = {}
-        self._round_down: set[str] = set()
-        self._round_back: list[tuple[str, float]] = []
-        self._said_not_judged = False
+    out: TextIO
+    err: TextIO
+    _: KW_ONLY
+    fmt: str
+    kind: str
+    where: str
+    many: bool
+    why_down: Callable[[str], str]
+    watched: Callable[[], int]
+    consumers: Callable[[str], Any] = lambda queue: None
+    clock: Callable[[], float] = time.monotonic
+    down_every_s: float = DOWN_EVERY_S
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _last_state: dict[str, str] = field(default_factory=dict, init=False)
+    _down_since: dict[str, float] = field(default_factory=dict, init=False)
+    _next_down_line: float = field(default=float("-inf"), init=False)
+    _round: dict[str, QueueSnapshot] = field(default_factory=dict, init=False)
+    _round_down: set[str] = field(default_factory=set, init=False)
+    _round_back: list[tuple[str, float]] = field(default_factory=list, init=False)
+    _said_not_judged: bool = field(default=False, init=False)
 
     # -- the monitor's calls --------------------------------------------------
 
@@ -109,18 +97,18 @@ class WatchOutput(Listener):
             self._start_round_if_seen(snapshot.queue)
             since = self._down_since.pop(snapshot.queue, None)
             if since is not None:
-                self._round_back.append((snapshot.queue, self._clock() - since))
+                self._round_back.append((snapshot.queue, self.clock() - since))
             self._round[snapshot.queue] = snapshot
-            if self._format == "jsonl":
-                self._out.write(json.dumps(as_json(snapshot), separators=(",", ":")) + "\n")
-            elif not self._many:
+            if self.fmt == "jsonl":
+                self.out.write(json.dumps(as_json(snapshot), separators=(",", ":")) + "\n")
+            elif not self.many:
                 self._write_line(snapshot)
             self._end_round_if_complete()
 
     def on_source_down(self, snapshot: QueueSnapshot) -> None:
         with self._lock:
             self._start_round_if_seen(snapshot.queue)
-            self._down_since.setdefault(snapshot.queue, self._clock())
+            self._down_since.setdefault(snapshot.queue, self.clock())
             self._round[snapshot.queue] = snapshot
             self._round_down.add(snapshot.queue)
             self._end_round_if_complete()
@@ -137,7 +125,7 @@ class WatchOutput(Listener):
             self._end_round()
 
     def _end_round_if_complete(self) -> None:
-        if len(self._round) >= self._watched():
+        if len(self._round) >= self.watched():
             self._end_round()
 
     def _end_round(self) -> None:
@@ -145,46 +133,46 @@ class WatchOutput(Listener):
             self._write_back()
         if self._round_down:
             self._write_down()
-        if self._many and self._format == "text":
+        if self.many and self.fmt == "text":
             self._write_summary()
-        self._out.flush()
-        self._err.flush()
+        self.out.flush()
+        self.err.flush()
         self._round, self._round_down, self._round_back = {}, set(), []
 
     # -- lines -----------------------------------------------------------------
 
     def _write_down(self) -> None:
-        now = self._clock()
+        now = self.clock()
         if now < self._next_down_line:
             return
-        self._next_down_line = now + self._down_every_s
+        self._next_down_line = now + self.down_every_s
         down = sorted(self._round_down)
         longest = max(now - self._down_since.get(q, now) for q in down)
-        reasons = Counter(self._why_down(q) for q in down)
+        reasons = Counter(self.why_down(q) for q in down)
         if len(reasons) == 1:
             (why,) = reasons
             what = (
-                f"{self._kind} queue {down[0]!r}"
+                f"{self.kind} queue {down[0]!r}"
                 if len(down) == 1
-                else f"{len(down)} {self._kind} queues ({_names(down)})"
+                else f"{len(down)} {self.kind} queues ({_names(down)})"
             )
-            line = f"cannot read {what} at {self._where}: {why}"
+            line = f"cannot read {what} at {self.where}: {why}"
         else:
             parts = "; ".join(
-                f"{_names([q for q in down if self._why_down(q) == why])}: {why}"
+                f"{_names([q for q in down if self.why_down(q) == why])}: {why}"
                 for why, _ in reasons.most_common(SHOWN_QUEUES)
             )
-            line = f"cannot read {len(down)} {self._kind} queues at {self._where}: {parts}"
-        self._err.write(
+            line = f"cannot read {len(down)} {self.kind} queues at {self.where}: {parts}"
+        self.err.write(
             f"qhealth watch: {line} (down {longest:.0f} s; its metrics are withdrawn until it reads again; "
-            f"this line repeats every {self._down_every_s:g} s while it lasts)\n"
+            f"this line repeats every {self.down_every_s:g} s while it lasts)\n"
         )
 
     def _write_back(self) -> None:
         back = sorted(q for q, _ in self._round_back)
         longest = max(s for _, s in self._round_back)
-        what = f"{self._kind} queue {back[0]!r}" if len(back) == 1 else f"{len(back)} {self._kind} queues"
-        self._err.write(f"qhealth watch: reading {what} again, after {longest:.0f} s down\n")
+        what = f"{self.kind} queue {back[0]!r}" if len(back) == 1 else f"{len(back)} {self.kind} queues"
+        self.err.write(f"qhealth watch: reading {what} again, after {longest:.0f} s down\n")
         if not self._down_since:
             self._next_down_line = float("-inf")  # a new outage is reported at once
 
@@ -197,10 +185,10 @@ class WatchOutput(Listener):
         if snapshot.oldest_age_s is not None:
             line += f"  oldest {snapshot.oldest_age_s:.1f}s"
         line += f"  {health.state}"
-        consumers = self._consumers(snapshot.queue)
+        consumers = self.consumers(snapshot.queue)
         if isinstance(consumers, list) and consumers:
             line += "  idle ms: " + ", ".join(f"{name}={idle}" for name, _, idle in consumers[:8])
-        self._out.write(line + "\n")
+        self.out.write(line + "\n")
         self._write_findings(snapshot, indent=10)
 
     def _write_findings(self, snapshot: QueueSnapshot, indent: int) -> bool:
@@ -212,12 +200,12 @@ class WatchOutput(Listener):
         self._last_state[snapshot.queue] = health.state
         pad = " " * indent
         for text in finding_lines(health, indent=indent):
-            self._out.write(text + "\n")
+            self.out.write(text + "\n")
         first_verdict = last in (None, WARMING_UP) and health.state != WARMING_UP
-        if first_verdict and not (self._many and self._said_not_judged):
+        if first_verdict and not (self.many and self._said_not_judged):
             self._said_not_judged = True  # with many queues of one kind, the reasons are the same: once
             for condition, why in health.not_judged.items():
-                self._out.write(f"{pad}not judged: {condition}: {why}\n")
+                self.out.write(f"{pad}not judged: {condition}: {why}\n")
         return True
 
     def _write_summary(self) -> None:
@@ -236,7 +224,7 @@ class WatchOutput(Listener):
             if unwell
             else (WARMING_UP if states.get(WARMING_UP) == len(read) else "all healthy")
         )
-        self._out.write(line + "\n")
+        self.out.write(line + "\n")
         changed = 0
         for snapshot in sorted(read, key=lambda s: s.queue):
             state, last = snapshot.health.state, self._last_state.get(snapshot.queue)
@@ -247,9 +235,9 @@ class WatchOutput(Listener):
                 continue
             changed += 1
             if changed <= SHOWN_CHANGES:
-                self._out.write(f"          {snapshot.queue!r}: now {state}\n")
+                self.out.write(f"          {snapshot.queue!r}: now {state}\n")
                 self._write_findings(snapshot, indent=12)
             else:
                 self._last_state[snapshot.queue] = snapshot.health.state
         if changed > SHOWN_CHANGES:
-            self._out.write(f"          ... and {changed - SHOWN_CHANGES} more queues changed state\n")
+            self.out.write(f"          ... and {changed - SHOWN_CHANGES} more queues changed state\n")
