@@ -225,6 +225,7 @@ async def _run_pollers(monitor: Monitor, queue: asyncio.Queue[int], poll: str) -
         await asyncio.gather(*tasks, ticker, return_exceptions=True)
 
 
+@pytest.mark.slow
 async def test_workers_polling_with_get_nowait_in_step_are_seen_as_boom_bust() -> None:
     from qhealth import ClassifierConfig
 
@@ -232,6 +233,7 @@ async def test_workers_polling_with_get_nowait_in_step_are_seen_as_boom_bust() -
     await _run_pollers(monitor, instrumented_queue("polled", monitor=monitor, workers=4), "get_nowait")
 
 
+@pytest.mark.slow
 async def test_workers_polling_with_empty_checks_are_seen_with_transition_timing() -> None:
     from qhealth import ClassifierConfig
 

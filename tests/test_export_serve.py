@@ -99,6 +99,7 @@ def storm(shared_traces: Path) -> Iterator[Served]:
             served.proc.communicate()
 
 
+@pytest.mark.slow
 def test_serve_replays_a_429_storm_until_rate_limited_shows_on_metrics(storm: Served) -> None:
     assert f"127.0.0.1:{storm.port}/metrics" in storm.banner
     key = ("qhealth_condition", labels(queue="event-archive", condition="rate_limited"))

@@ -80,6 +80,7 @@ def test_the_worker_loop_snippet_counts_items_and_polls() -> None:
         monitor.stop()
 
 
+@pytest.mark.slow
 def test_the_rq_snippet_instruments_a_worker_that_runs_jobs(redis_url: str) -> None:
     code = readme_snippet("rq", INSTRUMENT)
     assert PAGE_URL in code

@@ -118,6 +118,7 @@ def test_process_pool_counts_outcomes_from_the_parent() -> None:
     assert (sample.depth, sample.busy, sample.workers) == (0, 0, 0)  # shut down: no workers left
 
 
+@pytest.mark.slow
 def test_process_pool_busy_is_capped_by_its_workers() -> None:
     monitor = Monitor(interval=0.1)
     pool = instrument(ProcessPoolExecutor(max_workers=2), "procs-busy", monitor=monitor)

@@ -129,6 +129,7 @@ def test_100_slow_clients_and_20_scrapers_give_no_failed_scrape_and_p99_under_a_
     assert p99 < 1.0, f"p99 {p99:.3f} s"
 
 
+@pytest.mark.slow
 def test_a_trickling_client_is_cut_at_the_whole_request_deadline(
     registry: CollectorRegistry, tricklers: list[Trickler]
 ) -> None:

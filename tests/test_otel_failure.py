@@ -78,6 +78,7 @@ def test_a_dead_slow_or_failing_collector_does_not_slow_the_pool(protocol: Proto
         assert cpu >= 0.7, f"a {mode} collector took CPU from the pool ({mode}/live {cpu:.2f}):\n{table}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_a_dead_collector_is_logged_once_per_interval_never_per_item(
     protocol: Protocol, caplog: pytest.LogCaptureFixture
@@ -140,6 +141,7 @@ def test_shutting_down_with_a_dead_collector_takes_at_most_the_export_timeout(pr
     assert time.monotonic() - t0 < 2.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_exports_back_off_while_the_collector_is_down_and_resume_when_it_is_back(protocol: Protocol) -> None:
     receiver = SwitchableReceiver(protocol)  # starts dead: nothing listens

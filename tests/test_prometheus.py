@@ -370,6 +370,7 @@ def test_a_port_in_use_says_which_address() -> None:
 # -- consistency under load -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_scrape_during_heavy_load_is_one_consistent_tick(registry: CollectorRegistry) -> None:
     """A thread hammers the probe while the monitor ticks every 5 ms and the
     test scrapes: every scrape must hold values of one tick (the derived depth

@@ -104,6 +104,7 @@ async def test_a_bad_priority_is_refused(make: Factory) -> None:
 # -- prefetch: backpressure from the broker ------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_consumer_never_holds_more_unacked_items_than_its_prefetch(make: Factory) -> None:
     async with make(concurrency=5) as producer:
         await producer.put_many(range(40))
@@ -358,6 +359,7 @@ async def test_a_payload_that_is_not_json_is_refused(make: Factory, payload: Any
 # -- backpressure -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_put_waits_at_the_high_watermark_until_the_low_one(make: Factory) -> None:
     producer = make(capacity=10, low_watermark=3, refresh_interval=0.1)
     async with producer, make(concurrency=1) as consumer:
@@ -495,6 +497,7 @@ async def test_items_in_flight_when_the_connection_drops_are_delivered_again(
         assert sorted(await drain(consumer, 3, timeout=10)) == ["a", "b", "c"]
 
 
+@pytest.mark.slow
 async def test_a_put_waits_for_the_reconnect(make: Factory, amqp_url: str) -> None:
     async with Proxy(amqp_url) as proxy, make(url=proxy.url) as producer, make() as consumer:
         await producer.put("first")

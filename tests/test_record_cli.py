@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import redis
 
 from qhealth import read_trace
@@ -13,6 +14,7 @@ from tests.integration_brokers import PYTHON, redis_url, unique
 __all__ = ["redis_url"]
 
 
+@pytest.mark.slow
 def test_record_writes_a_trace_of_what_it_watched(redis_url: str, tmp_path: Path) -> None:
     key = unique("record")
     redis.Redis.from_url(redis_url).rpush(key, *range(5))

@@ -85,6 +85,7 @@ def _command_calls(server: RedisServer) -> int:
                for part in line.split(":")[1].split(",") if part.startswith("calls="))  # fmt: skip
 
 
+@pytest.mark.slow
 async def test_an_idle_consumer_makes_no_round_trips_while_it_waits(
     make: Callable[..., RedisBroker], redis_server: RedisServer
 ) -> None:
@@ -224,6 +225,7 @@ async def test_the_items_of_a_dead_consumer_are_requeued_with_a_lost_delivery_co
         assert survivor.stats.reaped_total == 3
 
 
+@pytest.mark.slow
 async def test_a_live_consumer_keeps_its_items_past_the_visibility_timeout(
     make: Callable[..., RedisBroker],
 ) -> None:
@@ -428,6 +430,7 @@ def test_bad_settings_are_refused_at_construction(kwargs: dict[str, Any], messag
 # -- depth for qhealth ----------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_depth_is_read_without_io_and_none_once_stale(
     redis_factory: Callable[..., RedisServer],
 ) -> None:
@@ -484,6 +487,7 @@ async def test_a_malformed_url_is_refused_without_showing_its_password() -> None
     await broker.close()
 
 
+@pytest.mark.slow
 async def test_an_unreachable_server_gives_a_clear_error_after_the_connect_timeout() -> None:
     from tests.redis_server import free_port
 
@@ -495,6 +499,7 @@ async def test_an_unreachable_server_gives_a_clear_error_after_the_connect_timeo
     await broker.close()
 
 
+@pytest.mark.slow
 async def test_a_consumer_reconnects_after_a_redis_restart(
     redis_factory: Callable[..., RedisServer],
 ) -> None:

@@ -66,6 +66,7 @@ async def test_cluster_every_key_of_a_queue_hashes_to_one_slot(
     assert len(keys) == 19 and len(slots) == 1
 
 
+@pytest.mark.slow
 async def test_cluster_the_items_of_a_dead_consumer_come_back_with_a_lost_delivery_counted(
     brokers: Callable[..., RedisBroker],
 ) -> None:

@@ -3,6 +3,8 @@ page says."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.readme import example, run_example
 from tests.redis_server import RedisServer, redis_server
 
@@ -11,6 +13,7 @@ __all__ = ["redis_server"]  # fixtures used by this module
 PAGE_URL = "redis://127.0.0.1:6379/0"
 
 
+@pytest.mark.slow
 def test_the_redis_example_runs_and_prints_its_counts(redis_server: RedisServer) -> None:
     program, shown = example("## On Redis", page="docs/reference-pool.md")
     assert PAGE_URL in program

@@ -163,6 +163,7 @@ def test_two_processes_sharing_the_limit_stay_under_the_joint_limit(redis_server
     assert api.rejected / len(stamps) < 0.005, f"{api.rejected} of {len(stamps)} calls answered 429"
 
 
+@pytest.mark.slow
 async def test_the_bucket_starts_empty_and_does_not_spike(limiters: Callable[..., RedisRateLimiter]) -> None:
     """seed: the bucket starts full (30 calls in the first second at 10/s)."""
     limiter = limiters(10)
@@ -181,6 +182,7 @@ async def test_the_bucket_starts_empty_and_does_not_spike(limiters: Callable[...
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+@pytest.mark.slow
 async def test_an_idle_pause_is_not_followed_by_a_burst(limiters: Callable[..., RedisRateLimiter]) -> None:
     """seed: the bucket refills to full while idle, and spikes after every pause."""
     limiter = limiters(20, 2)
@@ -252,6 +254,7 @@ async def test_waiters_are_served_in_the_order_they_asked(limiters: Callable[...
     assert order == list(range(8))
 
 
+@pytest.mark.slow
 async def test_a_cancelled_waiter_gives_its_tokens_back(limiters: Callable[..., RedisRateLimiter]) -> None:
     limiter = limiters(1)
     first = asyncio.create_task(limiter.acquire())  # due in 1 s

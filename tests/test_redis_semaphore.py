@@ -363,6 +363,7 @@ async def test_tasks_of_one_process_share_its_slots_up_to_the_limit(semaphores: 
 # -- waking without polling ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_release_wakes_a_waiter_at_once_and_the_waiter_does_not_poll(
     redis_factory: Callable[..., RedisServer],
 ) -> None:
@@ -523,6 +524,7 @@ async def test_releasing_a_slot_the_task_does_not_hold_is_an_error(semaphores: M
     await sem.release()
 
 
+@pytest.mark.slow
 async def test_the_password_never_shows_in_reprs_errors_or_logs(
     redis_factory: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:

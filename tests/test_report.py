@@ -201,6 +201,7 @@ def test_samples_and_verdicts_must_match() -> None:
         Section(TraceHeader("q", 1.0), samples, [])
 
 
+@pytest.mark.slow
 def test_png_is_an_image(poll_bug: Section, tmp_path: Path) -> None:
     out = tmp_path / "r.png"
     write_png(out, [poll_bug])

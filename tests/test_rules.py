@@ -56,6 +56,7 @@ def test_promtool_accepts_the_rules_at_every_scrape_interval(interval: int, tmp_
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_hand_written_promtool_tests_pass() -> None:
     """Each alert's `for:` boundary and exact annotations, on small synthetic queues."""
     result = run(need_tool("promtool", "prometheus"), "test", "rules", str(RULES_TEST))

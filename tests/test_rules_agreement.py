@@ -68,6 +68,7 @@ def test_rules_compute_every_measure_and_condition_as_the_classifier_on_wide(
     _agreement(path, tmp_path, every=10)
 
 
+@pytest.mark.slow
 def test_the_agreement_check_fails_when_a_back_end_computes_differently(tmp_path: Path) -> None:
     """The same generated test against rules built with another threshold fails."""
     trace = read_trace(TRACES / "transition-429-storm.jsonl")
@@ -126,6 +127,7 @@ def test_rules_say_what_the_labels_say_on_every_labeled_sample(
     assert not failures, failures
 
 
+@pytest.mark.slow
 def test_the_labels_check_fails_when_the_rules_miss_a_condition(tmp_path: Path) -> None:
     path = TRACES / "rate-limited.jsonl"
     trace = read_trace(path)

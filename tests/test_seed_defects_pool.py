@@ -77,6 +77,7 @@ async def test_cancelling_a_worker_mid_item_does_not_mark_the_item_done() -> Non
     assert broker.acked_total == 1
 
 
+@pytest.mark.slow
 async def test_idle_workers_block_instead_of_polling_get_with_a_timeout() -> None:
     """Textbook: ``wait_for(get(), timeout=1.0)``: 10 idle workers made 50 get() calls in 5 s."""
 

@@ -195,6 +195,7 @@ def test_depth_on_redis_counts_prefetched_messages_and_every_priority_list_of_a_
     assert list_lengths(redis_url, queue) == 0
 
 
+@pytest.mark.slow
 def test_the_oldest_age_comes_from_stamped_messages_on_every_priority_list(
     redis_url: str, producer: Callable[[str], Any], sources: Callable[..., CelerySource]
 ) -> None:

@@ -105,6 +105,7 @@ def test_lists_and_streams_are_found_by_key_and_type(redis_url: str, kind: str, 
     ]
 
 
+@pytest.mark.slow
 def test_watch_reads_every_queue_a_pattern_matches(redis_url: str) -> None:
     prefix = unique("cli")
     connection = redis.Redis.from_url(redis_url)
@@ -128,6 +129,7 @@ def test_watch_reads_every_queue_a_pattern_matches(redis_url: str) -> None:
     assert latest == {f"{prefix}-{i}": i + 1 for i in range(5)}
 
 
+@pytest.mark.slow
 def test_events_with_several_celery_queues_are_refused() -> None:
     sidecar = Sidecar("celery", "redis://127.0.0.1:1/0", events=True)
     try:

@@ -200,6 +200,7 @@ def valid_traces(draw: st.DrawFn) -> tuple[TraceHeader, list[Sample]]:
     return TraceHeader("prop", interval, capacity), samples
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_traces())
 def test_any_valid_trace_reads_back_and_classifies_without_error(

@@ -49,6 +49,7 @@ def watch(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_watch_prints_samples_and_never_the_password(locked_redis: str) -> None:
     key = unique("jobs")
     redis.Redis.from_url(locked_redis).rpush(key, 1, 2, 3)
@@ -128,6 +129,7 @@ def test_watch_serves_the_metric_contract(procs: Callable[..., Proc], redis_url:
     assert f'qhealth_condition{{condition="stalled",queue="{key}"}}' in body
 
 
+@pytest.mark.slow
 def test_the_first_verdict_names_the_conditions_it_could_not_judge(redis_url: str) -> None:
     key = unique("jobs")
     redis.Redis.from_url(redis_url).rpush(key, 1)
