@@ -16,6 +16,11 @@ for all queues. A command that many queues share (the hash of an RQ worker
 that serves many queues) is sent once per round. Readers only queue
 commands that cost O(1) or O(log n) in the queue's length, or that are bounded
 by a constant: none walks a queue.
+
+On a Redis Cluster the keys of different queues live in different slots, on
+different masters: each round is then one pipeline per master, all written
+before any reply is read, so a tick still costs two round trips (in parallel
+across the masters), and no command spans two slots.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._source import Reading
+from ._redis import is_cluster_client
 
 
 class CannotTell(Exception):
@@ -50,6 +56,7 @@ class Round:
         self._calls: list[tuple[Any, ...]] = []
         self._index: dict[tuple[Any, ...], int] = {}
         self._results: list[Any] = []
+        self._cluster = False
 
     def call(self, *command: Any) -> int:
         """Queue one Redis command (``"LLEN", key``); return the handle of its reply."""
@@ -71,11 +78,20 @@ class Round:
         """Send every queued command in one write, read every reply (no round
         trip when empty). An error reply stays in its place; a broken
         connection raises, after one more try on a fresh connection (a pooled
-        connection the server closed)."""
+        connection the server closed).
+
+        On a Redis Cluster (redis-py's ``RedisCluster``) the commands go to the
+        masters that own their keys, one write to each, all written before any
+        reply is read: still one round trip, in parallel (see
+        :func:`_cluster_exchange`)."""
         if not self._calls:
             return
         from redis.exceptions import ConnectionError as RedisConnectionError
 
+        self._cluster = is_cluster_client(client)
+        if self._cluster:
+            self._results = _cluster_exchange(client, self._calls)
+            return
         try:
             self._results = _exchange(client.connection_pool, self._calls)
         except RedisConnectionError:
@@ -85,7 +101,7 @@ class Round:
         """The reply of a queued command; a command Redis refused raises its error."""
         value = self._results[handle]
         if isinstance(value, Exception):
-            raise value
+            raise value if self._cluster else _explained(value)
         return value
 
 
@@ -107,6 +123,155 @@ def _exchange(pool: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
         raise
     finally:
         pool.release(connection)
+
+
+def _explained(error: Exception) -> Exception:
+    """A ``MOVED`` reply to a client of one server means the server is a node of
+    a Redis Cluster and the key lives on another node: say what to do."""
+    if type(error).__name__ != "MovedError":
+        return error
+    from redis.exceptions import ResponseError
+
+    return ResponseError(
+        f"MOVED {str(error).removeprefix('MOVED ')}: the server is a node of a Redis Cluster and the key "
+        "lives on another node; watch it with a redis+cluster:// URL"
+    )
+
+
+#: Where the key sits in the commands the readers send (after the command name):
+#: ``XINFO GROUPS key``, ``EVALSHA sha numkeys key ...``; elsewhere, first.
+_KEY_AT = {"XINFO": 2, "EVALSHA": 3, "EVAL": 3}
+
+
+#: Each key's hash slot, which never changes: computed once, not on every tick.
+#: Cleared when it holds this many (keys of jobs come and go).
+_SLOTS: dict[Any, int] = {}
+MAX_SLOTS_KEPT = 1_000_000
+
+
+def _cluster_exchange(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Send commands to the masters of a Redis Cluster that own their keys.
+
+    Each command goes to the master of its key's slot (from the client's slot
+    map); each master gets its commands in one write on one of its connections,
+    and every write happens before the first reply is read, so a round costs
+    one round trip in parallel, whatever the number of masters. No ``MULTI``:
+    the keys of different queues live in different slots, and a read needs no
+    transaction. Replies come back in the order of ``commands``.
+
+    A cluster that changed under the watch is followed once per round: a
+    ``MOVED`` reply (a slot moved, a replica promoted) or a master that cannot
+    be reached refreshes the slot map and sends the commands concerned again
+    (one more round trip); an ``ASK`` reply (a slot being migrated) sends the
+    command to the node named, after ``ASKING``. What still fails stays an
+    error in its place: those queues are not read this tick, the others are.
+    Only when no master answers at all does the round raise.
+    """
+    from redis.exceptions import AskError, MovedError
+
+    results: list[Any] = [None] * len(commands)
+    todo: dict[int, Any] = dict.fromkeys(range(len(commands)))
+    for attempt in range(2):
+        unreachable, error = _send_by_node(client, commands, todo, results)
+        if error is not None and len(unreachable) == len(commands):
+            raise error  # not one master answered: the cluster is unreachable
+        if attempt == 1:
+            break
+        moved = [i for i in todo if isinstance(results[i], MovedError)]
+        asked = {i: results[i].node_addr for i in todo if type(results[i]) is AskError}
+        if not (moved or asked or unreachable):
+            break
+        if moved or unreachable:
+            client.nodes_manager.initialize()
+        todo = dict.fromkeys([*moved, *unreachable])
+        for i, (host, port) in asked.items():
+            todo[i] = client.nodes_manager.get_node(host=host, port=port)
+    return results
+
+
+def _send_by_node(
+    client: Any, commands: list[tuple[Any, ...]], todo: dict[int, Any], results: list[Any]
+) -> tuple[list[int], BaseException | None]:
+    """One round to the masters: the commands ``todo`` names (each mapped to
+    the node an ``ASK`` named, else None: its slot's master), replies into
+    ``results``. Returns the commands whose master could not be reached (their
+    result is the error), and that error."""
+    from redis.crc import key_slot
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    lost_connection = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+    nodes = client.nodes_manager
+    owners = nodes.slots_cache  # slot -> [master, replicas...]; replaced whole when refreshed
+    slots = _SLOTS
+    if len(slots) > MAX_SLOTS_KEPT:
+        slots.clear()
+    batches: dict[str, tuple[Any, list[int], list[tuple[Any, ...]]]] = {}
+    for i, asked in todo.items():
+        command = commands[i]
+        node = asked
+        if node is None:
+            key = command[_KEY_AT.get(command[0], 1)] if len(command) > 1 else ""
+            slot = slots.get(key)
+            if slot is None:
+                slot = slots[key] = key_slot(key if isinstance(key, bytes) else str(key).encode())
+            held = owners.get(slot)
+            node = held[0] if held else nodes.get_node_from_slot(slot)  # uncovered: its error says so
+        batch = batches.get(node.name)
+        if batch is None:
+            batch = batches[node.name] = (node, [], [])
+        if asked is not None:
+            batch[1].append(-1)  # the reply to ASKING: dropped
+            batch[2].append(("ASKING",))
+        batch[1].append(i)
+        batch[2].append(command)
+    sent: list[tuple[Any, Any, list[int]]] = []
+    unreachable: list[int] = []
+    error: BaseException | None = None
+    for node, indices, batch_commands in batches.values():
+        pool = client.get_redis_connection(node).connection_pool
+        connection = None
+        try:
+            connection = pool.get_connection()
+            connection.send_packed_command([pack(batch_commands)])
+        except BaseException as exc:
+            if connection is not None:
+                connection.disconnect()
+                pool.release(connection)
+            if not isinstance(exc, lost_connection):
+                for other_pool, other, _ in sent:  # replies unread: these connections cannot be reused
+                    other.disconnect()
+                    other_pool.release(other)
+                raise
+            unreachable += [i for i in indices if i >= 0]
+            error = exc
+            continue
+        sent.append((pool, connection, indices))
+    failure: BaseException | None = None
+    for pool, connection, indices in sent:
+        try:
+            for i in indices:
+                try:
+                    reply = connection.read_response()
+                except ResponseError as exc:
+                    reply = exc
+                if i >= 0:
+                    results[i] = reply
+        except BaseException as exc:
+            connection.disconnect()  # a half-read reply must not reach the next user
+            if not isinstance(exc, lost_connection):
+                failure = failure or exc
+            else:
+                unreachable += [i for i in indices if i >= 0]
+                error = exc
+        finally:
+            pool.release(connection)
+    if failure is not None:
+        raise failure
+    for i in unreachable:
+        results[i] = error
+    return unreachable, error
 
 
 def pack(commands: list[tuple[Any, ...]]) -> bytes:

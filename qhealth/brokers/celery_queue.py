@@ -51,6 +51,8 @@ from .._redact import redact_url, scrub
 from .._source import Reading
 from ._rounds import QueueReader, RedisQueueSource, Round
 
+#: Redis URL schemes, a Redis Cluster's (``redis+cluster://``) among them: its keys are read the same way.
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 KOMBU_PRIORITY_SEP = "\x06\x16"
 KOMBU_PRIORITY_STEPS = (3, 6, 9)
 #: Unacknowledged messages tracked per tick; beyond this many, they are not counted.
@@ -423,15 +425,15 @@ class CelerySource(QueueReader):
     def __init__(self, url: str, queue: str, *, events: bool = False, redis_client: Any = None) -> None:
         self.queue = self.name = queue
         scheme = url.split(":", 1)[0].lower()
-        if scheme not in ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp"):
+        if scheme not in (*REDIS_SCHEMES, "amqp", "amqps", "pyamqp"):
             raise ValueError(
-                f"a Celery broker URL must start with redis://, rediss://, amqp:// or amqps://, "
-                f"got {redact_url(url)!r}"
+                f"a Celery broker URL must start with redis://, rediss://, redis+cluster://, amqp:// or "
+                f"amqps://, got {redact_url(url)!r}"
             )
         self.events = TaskEvents(url).start() if events else None
         self.redis: RedisCeleryQueue | None = None
         self._amqp: AmqpDepth | None = None
-        if scheme in ("redis", "rediss", "unix"):
+        if scheme in REDIS_SCHEMES:
             if redis_client is None:
                 from ._redis import connect
 

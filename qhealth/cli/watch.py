@@ -66,7 +66,9 @@ number. A queue that cannot be read is reported in one line a minute, and
 its metrics are withdrawn until it reads again.
 
 The broker URL comes from --url, else ${URL_ENV}, else {DEFAULT_URL}; its
-password is never printed.
+password is never printed. A Redis Cluster: redis+cluster://HOST:PORT (any
+node; rediss+cluster:// with TLS), read with one pipeline per master per round
+(not --kind arq, nor --events).
 """
 
 
@@ -175,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         try:
             sidecar = Sidecar(args.kind, url, group=args.group, events=args.events)
-        except (ValueError, ImportError) as exc:
+        except (ValueError, ImportError, ConnectionError) as exc:
+            # ConnectionError: a Redis Cluster's client asks for the slot map at once.
             raise UsageError(scrub(str(exc), url)) from None
         try:
             names = _start(sidecar, args.queue, max_queues, shown_url)

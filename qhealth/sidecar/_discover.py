@@ -18,7 +18,9 @@ redis-stream   streams whose key matches
 
 Looking by key uses ``SCAN`` with ``COUNT`` (each call bounded; never ``KEYS``),
 so finding queues never blocks Redis; it runs when the watch starts and then
-every minute, never on the tick.
+every minute, never on the tick. On a Redis Cluster every master is scanned,
+each for the slots it owns; a registry (one key) is read on the master of its
+slot.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import fnmatch
 from collections.abc import Iterable
 from typing import Any
 
+from ..brokers._redis import is_cluster_client
 from ..brokers.arq_queue import HEALTH_CHECK_SUFFIX
 from ..brokers.celery_queue import KOMBU_PRIORITY_SEP
 
@@ -50,7 +53,14 @@ def _matching(names: Iterable[str], pattern: str) -> list[str]:
 
 
 def _keys(client: Any, match: str, kind: str | None = None) -> list[str]:
-    return [_text(k) for k in client.scan_iter(match=match, count=SCAN_COUNT, _type=kind)]
+    """Keys that match, from every node that holds keys: each master of a
+    Redis Cluster keeps its own slots, so each is scanned (never a replica:
+    it holds the same keys as its master)."""
+    if is_cluster_client(client):
+        scan = client.scan_iter(match=match, count=SCAN_COUNT, _type=kind, target_nodes=client.PRIMARIES)
+    else:
+        scan = client.scan_iter(match=match, count=SCAN_COUNT, _type=kind)
+    return [_text(k) for k in scan]
 
 
 def rq_queues(client: Any, pattern: str, prefix: str = "rq") -> list[str]:

@@ -16,7 +16,8 @@ from ..brokers._rounds import QueueReader
 from ._group import GroupSource, SourceGroup, one_by_one, redis_reads
 
 KINDS: tuple[str, ...] = ("redis-list", "redis-stream", "rq", "arq", "celery")
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 #: The most queues one watch reads: a pattern matching more is cut here (sorted by name).
 MAX_QUEUES = 10_000
@@ -40,11 +41,33 @@ def check_arguments(kind: str, url: str, *, group: str | None, events: bool) -> 
     if kind == "celery":
         if scheme not in REDIS_SCHEMES + AMQP_SCHEMES:
             raise ValueError(
-                f"a Celery broker URL must start with redis://, rediss://, amqp:// or amqps://, "
-                f"got {redact_url(url)!r}"
+                f"a Celery broker URL must start with redis://, rediss://, redis+cluster://, amqp:// or "
+                f"amqps://, got {redact_url(url)!r}"
             )
     elif scheme not in REDIS_SCHEMES:
-        raise ValueError(f"--kind {kind} needs a redis:// URL, got {redact_url(url)!r}")
+        raise ValueError(
+            f"--kind {kind} needs a redis:// URL (redis+cluster:// for a Redis Cluster), "
+            f"got {redact_url(url)!r}"
+        )
+    if scheme in CLUSTER_SCHEMES:
+        _check_cluster(kind, events)
+
+
+def _check_cluster(kind: str, events: bool) -> None:
+    """Refuse, in one line, what cannot work on a Redis Cluster (docs/sidecar.md)."""
+    if kind == "arq":
+        # arq reads each queue with one Lua script over keys it is not given (the
+        # in-progress key of every job it looks at, each in a slot of its own), which a
+        # cluster refuses; and arq itself enqueues in a MULTI over keys of different slots.
+        raise ValueError(
+            "--kind arq cannot watch a Redis Cluster: arq does not run on one (it enqueues in a "
+            "transaction across slots), and reading busy jobs needs a script over keys of many slots"
+        )
+    if events:
+        raise ValueError(
+            "--events cannot follow a Redis Cluster: Celery's Redis transport (kombu) has no cluster "
+            "support, so there is no event stream to consume; watch the depth without --events"
+        )
 
 
 class Sidecar:
@@ -52,6 +75,11 @@ class Sidecar:
 
     ``client`` is a redis-py client to use instead of one made from ``url``
     (strings decoded); ``url`` then only names the broker in messages.
+
+    A ``redis+cluster://`` URL (``rediss+cluster://`` with TLS) names any node
+    of a Redis Cluster: the client then learns the cluster's slot map at once
+    (a ``ConnectionError`` if no node answers), each tick sends one pipeline
+    to each master, and patterns are looked for on every master.
     """
 
     def __init__(
