@@ -14,9 +14,10 @@ import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from . import _language as lang
+from ._codegen import UNSET, Compiled, SeriesFunction, series_function
 from ._config import ClassifierConfig
 from ._language import Part
 from ._measures import MEASURE, MEASURES, SERIES
@@ -118,9 +119,6 @@ class Row:
     values: tuple[Value, ...]
 
 
-SeriesFunction = Callable[[Value, Value, Value], tuple[Value, ...]]
-
-
 class SeriesComputer:
     """Computes every sample series of the definition for one queue.
 
@@ -131,82 +129,10 @@ class SeriesComputer:
     """
 
     def __init__(self, cfg: ClassifierConfig, capacity: int | None) -> None:
-        self.values: SeriesFunction = _generate(cfg, capacity)
+        self.values: SeriesFunction = series_function(SERIES, cfg, capacity)
 
     def row(self, sample: Sample) -> Row:
         return Row(sample, self.values(_num(sample.depth), _num(sample.workers), _num(sample.busy)))
-
-
-def _generate(
-    cfg: ClassifierConfig, capacity: int | None
-) -> Callable[[Value, Value, Value], tuple[Value, ...]]:
-    """Python source for all the sample series at once, compiled (decided once, run per sample)."""
-    known = {"depth": "depth", "workers": "workers", "busy": "busy"}
-    fields_of: dict[str, frozenset[str]] = {}
-
-    def needs(expr: lang.SampleExpr) -> frozenset[str]:
-        match expr:
-            case lang.Field(name="capacity"):
-                return frozenset()
-            case lang.Field(name=name):
-                return frozenset({name})
-            case lang.Otherwise():
-                return frozenset()  # decides by itself what it needs
-        return frozenset().union(*map(needs, lang.operands(expr)))
-
-    def has_capacity(expr: lang.SampleExpr) -> bool:
-        if isinstance(expr, lang.Field):
-            return expr.name == "capacity"
-        return any(map(has_capacity, lang.operands(expr)))
-
-    def pure(expr: lang.SampleExpr) -> str:
-        """The expression, its inputs known."""
-        match expr:
-            case lang.Field(name="capacity"):
-                return repr(float(capacity)) if capacity is not None else "None"
-            case lang.Field(name=name):
-                return known[name]
-            case lang.Const(value=value):
-                return repr(float(value))
-            case lang.Setting(name=name):
-                return repr(float(getattr(cfg, name)))
-            case lang.Minus(a=a, b=b):
-                return f"({pure(a)} - {pure(b)})"
-            case lang.Times(a=a, b=b) | lang.Both(a=a, b=b):
-                return f"({pure(a)} * {pure(b)})"
-            case lang.Over(a=a, b=b):
-                return f"({pure(a)} / {pure(b)} if {pure(b)} else None)"
-            case lang.Lesser(a=a, b=b):
-                return f"min({pure(a)}, {pure(b)})"
-            case lang.Is(a=a, op=op, b=b):
-                return f"(1.0 if {pure(a)} {op} {pure(b)} else 0.0)"
-            case lang.Either(a=a, b=b):
-                return f"min({pure(a)} + {pure(b)}, 1.0)"
-            case lang.Otherwise(a=a, b=b):
-                return guarded(a) + " if " + known_test(a) + " else " + guarded(b)
-        raise TypeError(f"not a sample expression: {expr!r}")  # pragma: no cover
-
-    def known_test(expr: lang.SampleExpr) -> str:
-        if has_capacity(expr) and capacity is None:
-            return "False"
-        names = sorted(needs(expr))
-        return " and ".join(f"{n} is not None" for n in names) or "True"
-
-    def guarded(expr: lang.SampleExpr) -> str:
-        if isinstance(expr, lang.Otherwise):
-            return f"({pure(expr)})"
-        test = known_test(expr)
-        if test == "False":
-            return "None"
-        return f"({pure(expr)} if {test} else None)" if test != "True" else f"({pure(expr)})"
-
-    for series in SERIES:
-        fields_of[series.name] = needs(series.expr)
-    body = ",\n        ".join(guarded(series.expr) for series in SERIES)
-    source = f"def series(depth, workers, busy):\n    return (\n        {body},\n    )\n"
-    namespace: dict[str, object] = {}
-    exec(compile(source, "<qhealth sample series>", "exec"), namespace)
-    return namespace["series"]  # type: ignore[return-value]
 
 
 INDEX: dict[str, int] = {s.name: i for i, s in enumerate(SERIES)}
@@ -384,9 +310,11 @@ PredFn = Callable[["Evaluation"], "bool | None"]
 
 
 class Program:
-    """The definition compiled once for one configuration: every measure and
-    predicate a chain of closures over an evaluation's primitives, so that a
-    tick runs arithmetic, not a walk over the definition's nodes."""
+    """The definition evaluated node by node for one configuration: every
+    measure and predicate a chain of closures over an evaluation's
+    primitives. The reference that the generated code
+    (:class:`qhealth._codegen.Compiled`) is held to; an evaluation made with
+    ``reference=True`` uses it."""
 
     def __init__(self, cfg: ClassifierConfig) -> None:
         self.cfg = cfg
@@ -511,33 +439,41 @@ def _both(
     return both
 
 
-_PROGRAMS: dict[ClassifierConfig, Program] = {}
+_PROGRAMS: dict[ClassifierConfig, tuple[Compiled, Program]] = {}
+_LAST: list[Any] = []  # [configuration, its programs]: hashing a configuration costs microseconds
 
 
-def program_for(cfg: ClassifierConfig) -> Program:
-    """The definition compiled for ``cfg`` (compiled once per configuration, and kept:
-    a process has a handful of configurations)."""
-    program = _PROGRAMS.get(cfg)
-    if program is None:
+def program_for(cfg: ClassifierConfig) -> tuple[Compiled, Program]:
+    """The definition compiled for ``cfg``, generated and node by node
+    (compiled once per configuration, and kept: a process has a handful)."""
+    if _LAST and _LAST[0] is cfg:  # the last verdict's configuration: no hashing
+        return _LAST[1]  # type: ignore[no-any-return]
+    programs = _PROGRAMS.get(cfg)
+    if programs is None:
         if len(_PROGRAMS) >= 64:
             _PROGRAMS.clear()
-        program = _PROGRAMS[cfg] = Program(cfg)
-    return program
+        measures = {(m.name, part): m.expr(part) for m in MEASURES for part in m.parts}
+        programs = _PROGRAMS[cfg] = (Compiled(measures, INDEX, cfg), Program(cfg))
+    _LAST[:] = [cfg, programs]
+    return programs
 
 
 class Evaluation:
     """The measures of one window (ending at its newest row), computed on demand
-    from its primitives, each at most once."""
+    from its primitives, each at most once (``reference``: node by node, as the
+    tests compare)."""
 
-    def __init__(self, primitives: Primitives, cfg: ClassifierConfig) -> None:
+    def __init__(self, primitives: Primitives, cfg: ClassifierConfig, *, reference: bool = False) -> None:
         self.primitives = primitives
         latest = primitives.latest
         if latest is None:
             raise ValueError("cannot evaluate an empty window")
         self.latest: Sample = latest
         self.cfg = cfg
-        self._program = program_for(cfg)
-        self._memo: dict[tuple[str, Part], Value] = {}
+        self._compiled, self._program = program_for(cfg)
+        self._reference = reference
+        self._memo = self._compiled.new_memo()
+        self._reference_memo: dict[tuple[str, Part], Value] = {}
 
     @classmethod
     def of_rows(
@@ -557,11 +493,16 @@ class Evaluation:
         return self.measure_of((name, part))
 
     def measure_of(self, key: tuple[str, Part]) -> Value:
-        memo = self._memo
-        if key in memo:
+        if self._reference:
+            memo = self._reference_memo
+            if key not in memo:
+                memo[key] = self._program.measures[key](self)
             return memo[key]
-        value = memo[key] = self._program.measures[key](self)
-        return value
+        slot = self._compiled.slot[key]
+        value = self._memo[slot]
+        if value is UNSET:
+            value = self._compiled.functions[slot](self.primitives, self._memo)
+        return value  # type: ignore[no-any-return]
 
     def increase(self, counter: str, part: Part = Part.WHOLE) -> Value:
         """A counter's increase over the part (``enqueued``, ``idle_s``, ...)."""
@@ -573,12 +514,16 @@ class Evaluation:
         return None if count is None or seconds is None else count / seconds
 
     def agg(self, node: lang.Agg) -> Value:
-        """Any window measure of the definition's kind, compiled on the spot."""
+        """Any window measure of the definition's kind, evaluated node by node."""
         return self._program.agg(node)(self)
 
     def check(self, pred: lang.Pred) -> bool | None:
         """True, False, or None when a measure it needs is unknown."""
-        return self._program.pred_fn(pred)(self)
+        if self._reference:
+            return self._program.pred_fn(pred)(self)
+        predicate = self._compiled.predicate(pred)
+        self._compiled.fit(self._memo)
+        return predicate(self.primitives, self._memo)  # type: ignore[no-any-return]
 
     def holds(self, pred: lang.Pred) -> bool:
         return self.check(pred) is True

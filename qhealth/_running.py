@@ -23,6 +23,7 @@ recomputation) at every sample of every example trace.
 from __future__ import annotations
 
 import math
+import operator
 from array import array
 from collections.abc import Iterator, Sequence
 
@@ -36,6 +37,7 @@ _NAN = math.nan
 _COUNTERS: tuple[str, ...] = tuple(COUNTER_FIELD.values())
 _COUNTER_COLUMN = {name: k for k, name in enumerate(_COUNTERS)}
 _GAUGES = ("depth", "workers", "busy")
+_read_counters = operator.attrgetter(*_COUNTERS)
 #: Sample series that are a gauge as it is (series index -> gauge column).
 _GAUGE_SERIES = {
     INDEX[series.name]: _GAUGES.index(series.expr.name)
@@ -83,6 +85,7 @@ class RunningWindow:
         self._max = max_samples
         self._t = array("d")
         self._gauges = tuple(array("d") for _ in _GAUGES)
+        self._unknown = [0] * len(_GAUGES)  # unknown (NaN) values held, per gauge
         self._counters = tuple(array("d") for _ in _COUNTERS)
         self._base = 0  # absolute index of the oldest sample held
         self._resets: dict[int, tuple[float, ...]] = {}  # absolute index -> value lost, per counter
@@ -103,22 +106,34 @@ class RunningWindow:
         self._latest = sample
         index = self._base + len(self._t)
         self._t.append(t)
-        gauges = [_float(getattr(sample, name)) for name in _GAUGES]
-        for column, value in zip(self._gauges, gauges, strict=True):
+        depth, workers, busy = sample.depth, sample.workers, sample.busy
+        gauges = (
+            _NAN if depth is None else float(depth),
+            _NAN if workers is None else float(workers),
+            _NAN if busy is None else float(busy),
+        )
+        for k, (column, value) in enumerate(zip(self._gauges, gauges, strict=True)):
             column.append(value)
+            if math.isnan(value):
+                self._unknown[k] += 1
         lost: list[float] | None = None
         last = self._last_known
-        for k, (column, name) in enumerate(zip(self._counters, _COUNTERS, strict=True)):
-            value = _float(getattr(sample, name))
+        for k, (column, value) in enumerate(zip(self._counters, _read_counters(sample), strict=True)):
+            if value is None:
+                column.append(_NAN)
+                continue
             column.append(value)
-            if not math.isnan(value):  # known
-                if value < last[k]:
-                    lost = lost or [0.0] * len(_COUNTERS)
-                    lost[k] = last[k]
-                last[k] = value
+            if value < last[k]:  # a reset (NaN, nothing known yet, compares false)
+                lost = lost or [0.0] * len(_COUNTERS)
+                lost[k] = last[k]
+            last[k] = value
         if lost is not None:
             self._resets[index] = tuple(lost)
-        values = self._latest_values = self._series.values(*(_value(g) for g in gauges))
+        values = self._latest_values = self._series.values(
+            None if depth is None else float(depth),
+            None if workers is None else float(workers),
+            None if busy is None else float(busy),
+        )
         for part in self._parts.values():
             sums, counts = part.sums, part.counts
             for i, v in enumerate(values):
@@ -184,6 +199,9 @@ class RunningWindow:
                     self._leave_samples(part)
                 if part.counter_start == self._base:
                     self._leave_counters(part)
+            for k, gauge in enumerate(self._gauges):
+                if math.isnan(gauge[0]):
+                    self._unknown[k] -= 1
             for column in (times, *self._gauges, *self._counters):
                 del column[0]
             self._resets.pop(self._base, None)
@@ -233,7 +251,11 @@ class RunningWindow:
         return 0 if math.isnan(depth) else int(depth)
 
     def extent(self, gauge: str) -> tuple[float, float] | None:
-        known = [v for v in self._gauges[_GAUGES.index(gauge)] if not math.isnan(v)]
+        k = _GAUGES.index(gauge)
+        column = self._gauges[k]
+        if not self._unknown[k]:
+            return (min(column), max(column)) if column else None
+        known = [v for v in column if not math.isnan(v)]
         return (min(known), max(known)) if known else None
 
     def latest_value(self, index: int) -> Value:
