@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import itertools
 import os
 import time
 import tracemalloc
@@ -29,19 +28,20 @@ TRACE = Path(__file__).resolve().parent.parent.parent / "shared" / "traces" / "b
 
 
 class Replayed:
-    """A source that hands out a trace's readings over and over (counters carried upwards)."""
+    """A source that hands out a trace's readings over and over (shared by every queue)."""
 
     def __init__(self, readings: list[Reading], offset: int) -> None:
-        self._cycle = itertools.cycle(readings)
-        for _ in range(offset % len(readings)):
-            next(self._cycle)
+        self._readings = readings
+        self._next = offset % len(readings)
 
     @property
     def unknown(self) -> dict[str, str]:
         return {}
 
     def read(self) -> Reading:
-        return next(self._cycle)
+        reading = self._readings[self._next]
+        self._next = (self._next + 1) % len(self._readings)
+        return reading
 
 
 class FakeClock:

@@ -61,7 +61,7 @@ class _Part:
         """Absolute index of the part's first sample for sample measures."""
         self.counter_start = 0
         """Absolute index of the part's first sample for counter measures."""
-        self.sums = [0.0] * series
+        self.sums = array("d", bytes(8 * series))  # an array: no float object per sum
         self.counts = [0] * series
         self.lost = [0.0] * len(_COUNTERS)
         """Per counter, the values lost at resets inside the counter part."""
@@ -211,7 +211,7 @@ class RunningWindow:
         """Recompute every running sum from the columns."""
         base = self._base
         for part in self._parts.values():
-            part.sums = [0.0] * len(part.sums)
+            part.sums = array("d", bytes(8 * len(part.sums)))
             part.counts = [0] * len(part.counts)
             for i in range(part.sample_start - base, len(self._t)):
                 for k, v in enumerate(self._values_at(i)):
@@ -308,6 +308,8 @@ class RunningWindow:
 
     def increase(self, field: str, part: Part) -> Value:
         k = _COUNTER_COLUMN[field]
+        if math.isnan(self._last_known[k]):
+            return None  # never reported (a source that does not know it): nothing to look for
         p = self._parts[part]
         column = self._counters[k]
         start = p.counter_start - self._base
