@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from .._redact import redact_url
+from ..brokers._redis import CLUSTER_SCHEMES
 from ..brokers._rounds import QueueReader
 from ._group import GroupSource, SourceGroup, one_by_one, redis_reads
 
 KINDS: tuple[str, ...] = ("redis-list", "redis-stream", "rq", "arq", "celery")
-REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
-CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+REDIS_SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 #: The most queues one watch reads: a pattern matching more is cut here (sorted by name).
 MAX_QUEUES = 10_000
