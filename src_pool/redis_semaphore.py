@@ -62,6 +62,7 @@ import re
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -209,6 +210,24 @@ class _Bound:
     lost: set[str] = field(default_factory=set)
     renewer: asyncio.Task[None] | None = None
     leaving: set[asyncio.Task[None]] = field(default_factory=set)  # clean-ups after a failed acquire
+
+
+def _cancel_check() -> Callable[[], None]:
+    """A check that raises CancelledError once the current task has been asked
+    to stop since the check was made. Python 3.11's ``asyncio.wait_for``, which
+    redis-py uses for its socket timeouts, can swallow a cancellation that lands
+    as a command completes (fixed in 3.12): a caller cancelled in line must not
+    go on waiting for a slot."""
+    task = asyncio.current_task()
+    if task is None:
+        return lambda: None
+    before = task.cancelling()
+
+    def check() -> None:
+        if task.cancelling() > before:
+            raise asyncio.CancelledError
+
+    return check
 
 
 class _Failures:
@@ -411,7 +430,9 @@ class RedisSemaphore:
         waits = timeout != 0
         args = [holder, self._lease_ms, self.limit, 1 if waits else 0, self.prefix]
         failures: _Failures | None = None
+        cancelled = _cancel_check()
         while True:
+            cancelled()
             try:
                 got, wait_ms = await bound.acquire(keys=keys, args=args)
             except bound.transient as exc:
@@ -428,6 +449,7 @@ class RedisSemaphore:
                 if left <= 0:
                     raise self._timed_out(timeout)
                 wait = max(MIN_WAIT_S, min(wait, left))
+            cancelled()
             try:
                 await bound.blocker.blpop([keys[4]], timeout=wait)
             except bound.transient as exc:

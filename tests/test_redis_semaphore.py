@@ -8,6 +8,7 @@ same script, so calls from several processes are counted on one clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -273,7 +274,8 @@ async def test_a_cancelled_waiter_leaves_the_line_and_does_not_hold_up_the_next(
     cancelled = asyncio.create_task(b.acquire())
     await wait_until(lambda: _is(watcher.zcard(line), 1))
     cancelled.cancel()
-    await asyncio.gather(cancelled, return_exceptions=True)
+    done, _ = await asyncio.wait({cancelled}, timeout=5)
+    assert done, "the cancelled acquire went on waiting"
     await wait_until(lambda: _is(watcher.zcard(line), 0))  # given back in the background, at once
     waiter = asyncio.create_task(c.acquire())
     await wait_until(lambda: _is(watcher.zcard(line), 1))
@@ -558,3 +560,31 @@ def test_the_documented_semaphore_example_runs_and_keeps_3_calls_at_once(redis_s
     url = "redis://127.0.0.1:6379/0"
     assert url in program
     assert run_example(program.replace(url, redis_server.url)) == ["30 done, at most 3 calls at once"]
+
+
+async def test_a_cancellation_the_client_swallows_still_ends_the_wait(
+    semaphores: Make, watcher: aioredis.Redis
+) -> None:
+    """Python 3.11's asyncio.wait_for (redis-py's socket timeouts) can lose a cancellation
+    that lands as a command completes: the acquire must end all the same, not wait on."""
+    name = unique_name("sem")
+    a, b = semaphores(name, 1), semaphores(name, 1)
+    holder = await a.acquire()
+    bound = b._bind()
+    real, entered = bound.acquire, asyncio.Event()
+
+    async def swallowing(**kwargs: Any) -> Any:
+        entered.set()
+        with contextlib.suppress(asyncio.CancelledError):  # the bug: the reply came, the cancellation is lost
+            await asyncio.sleep(0.5)
+        return await real(**kwargs)
+
+    bound.acquire = swallowing
+    waiting = asyncio.create_task(b.acquire())
+    await asyncio.wait_for(entered.wait(), 5)
+    waiting.cancel()
+    done, _ = await asyncio.wait({waiting}, timeout=5)
+    assert done, "the cancelled acquire went on waiting"
+    assert waiting.cancelled()
+    await wait_until(lambda: _is(watcher.zcard(f"{a.prefix}:line"), 0))  # its place given back
+    await a.release(holder)
