@@ -22,6 +22,7 @@ every example trace.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +37,8 @@ Generated = Callable[[Any, list[Any]], Any]
 #: What a memo slot holds until it is computed (never a value).
 UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()
 
-_COUNTER_FIELD = {
+#: The sample field of each counter of the definition.
+COUNTER_FIELD = {
     "enqueued": "enqueued_total",
     "processed": "processed_total",
     "attempts": "attempts_total",
@@ -44,7 +46,8 @@ _COUNTER_FIELD = {
     "idle_s": "idle_s_total",
 }
 
-_PRIMITIVE: dict[type, str] = {
+#: The method of the window's primitives that computes each aggregate of a series.
+PRIMITIVE: dict[type, str] = {
     lang.Mean: "mean",
     lang.Total: "total",
     lang.LowQuartile: "low_quartile",
@@ -156,6 +159,7 @@ class Compiled:
         self._names = itertools.count()
         self._preds: dict[int, tuple[lang.Pred, Generated]] = {}
         self._pending: list[tuple[int, str]] = []  # primitives not compiled yet: (slot, call)
+        self._lock = threading.Lock()
         names = [f"m{slot}" for slot in range(len(measures))]
         sources = [
             f"def {name}(p, memo):\n    value = memo[{slot}] = {self._agg(expr)}\n    return value\n"
@@ -173,11 +177,12 @@ class Compiled:
         so a memo made before must be extended (:meth:`fit`)."""
         cached = self._preds.get(id(pred))
         if cached is None or cached[0] is not pred:
-            if len(self._preds) >= 256:  # bounded: predicates made on the fly come and go
-                self._preds.clear()
-            source = f"def predicate(p, memo):\n    return {self._pred(pred)}\n"
-            cached = (pred, self._define([source], ["predicate"])[0])
-            self._preds[id(pred)] = cached
+            with self._lock:  # two monitors' tickers may compile at once: one allocates slots at a time
+                if len(self._preds) >= 256:  # bounded: predicates made on the fly come and go
+                    self._preds.clear()
+                source = f"def predicate(p, memo):\n    return {self._pred(pred)}\n"
+                cached = (pred, self._define([source], ["predicate"])[0])
+                self._preds[id(pred)] = cached
         return cached[1]
 
     def fit(self, memo: list[Any]) -> None:
@@ -231,13 +236,13 @@ class Compiled:
             case lang.Setting(name=name):
                 return repr(float(getattr(self._cfg, name)))
             case lang.Mean() | lang.Total() | lang.LowQuartile() | lang.Earliest():
-                method = _PRIMITIVE[type(node)]
+                method = PRIMITIVE[type(node)]
                 return self._primitive(f"{method}({self._index[node.series.name]}, {_part(node.part)})")
             case lang.MaxOfFirst() | lang.MinOfLast():
-                method = _PRIMITIVE[type(node)]
+                method = PRIMITIVE[type(node)]
                 return self._primitive(f"{method}({self._index[node.series.name]}, {node.fraction})")
             case lang.Increase(counter=counter, part=part):
-                return self._primitive(f"increase({_COUNTER_FIELD[counter]!r}, {_part(part)})")
+                return self._primitive(f"increase({COUNTER_FIELD[counter]!r}, {_part(part)})")
             case lang.Seconds(part=part):
                 return self._primitive(f"seconds({_part(part)})")
             case lang.Latest(series=series):

@@ -15,37 +15,18 @@ import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from . import _language as lang
-from ._codegen import UNSET, Compiled, SeriesFunction, series_function
+from ._codegen import COUNTER_FIELD, PRIMITIVE, UNSET, Compiled, SeriesFunction, Value, series_function
 from ._config import ClassifierConfig
 from ._language import Part
 from ._measures import MEASURE, MEASURES, SERIES
 from ._sample import Sample
 
-Value = float | None
 SeriesFn = Callable[[Sample], Value]
 _In = TypeVar("_In")
 _Out = TypeVar("_Out", float, bool)
-
-_COUNTER_FIELD = {
-    "enqueued": "enqueued_total",
-    "processed": "processed_total",
-    "attempts": "attempts_total",
-    "rate_limited": "rate_limited_total",
-    "idle_s": "idle_s_total",
-}
-
-#: The method of :class:`Primitives` that computes each window aggregate of a series.
-_PRIMITIVE: dict[type, str] = {
-    lang.Mean: "mean",
-    lang.Total: "total",
-    lang.LowQuartile: "low_quartile",
-    lang.Earliest: "earliest",
-    lang.MaxOfFirst: "max_of_first",
-    lang.MinOfLast: "min_of_last",
-}
 
 #: Tolerance for "a sample at time t belongs to the part": sampling jitter up to this share of the interval.
 _EPS = 1e-9
@@ -146,15 +127,13 @@ class SeriesComputer:
 INDEX: dict[str, int] = {s.name: i for i, s in enumerate(SERIES)}
 """Where each sample series sits in a row's values."""
 
-COUNTER_FIELD = _COUNTER_FIELD
-
 
 class Primitives(Protocol):
     """What window measures are made of, over the whole window or its recent part.
 
     Two implementations compute the same numbers: :class:`ScanPrimitives`
     recomputes them from the rows at every call (the reference), and
-    :class:`qhealth._window.Window` keeps running sums as samples come and go
+    :class:`qhealth._running.RunningWindow` keeps running sums as samples come and go
     (what the classifier uses: a tick costs the same whatever the window's length).
     """
 
@@ -350,13 +329,13 @@ class Program:
                 setting = float(getattr(self.cfg, name))
                 return lambda ev: setting
             case lang.Mean() | lang.Total() | lang.LowQuartile() | lang.Earliest():
-                call = operator.methodcaller(_PRIMITIVE[type(node)], INDEX[node.series.name], node.part)
+                call = operator.methodcaller(PRIMITIVE[type(node)], INDEX[node.series.name], node.part)
                 return lambda ev: call(ev.primitives)
             case lang.MaxOfFirst() | lang.MinOfLast():
-                call = operator.methodcaller(_PRIMITIVE[type(node)], INDEX[node.series.name], node.fraction)
+                call = operator.methodcaller(PRIMITIVE[type(node)], INDEX[node.series.name], node.fraction)
                 return lambda ev: call(ev.primitives)
             case lang.Increase(counter=counter, part=part):
-                name = _COUNTER_FIELD[counter]
+                name = COUNTER_FIELD[counter]
                 return lambda ev: ev.primitives.increase(name, part)
             case lang.Seconds(part=part):
                 return lambda ev: ev.primitives.seconds(part)
@@ -448,21 +427,26 @@ def _both(
 
 
 _PROGRAMS: dict[ClassifierConfig, tuple[Compiled, Program]] = {}
-_LAST: list[Any] = []  # [configuration, its programs]: hashing a configuration costs microseconds
+#: The last configuration asked for, with its programs: hashing a configuration costs
+#: microseconds, and a monitor asks for the same one queue after queue. One tuple, read
+#: and replaced whole, so that two threads never pair a configuration with another's programs.
+_last: tuple[ClassifierConfig, tuple[Compiled, Program]] | None = None
 
 
 def program_for(cfg: ClassifierConfig) -> tuple[Compiled, Program]:
     """The definition compiled for ``cfg``, generated and node by node
     (compiled once per configuration, and kept: a process has a handful)."""
-    if _LAST and _LAST[0] is cfg:  # the last verdict's configuration: no hashing
-        return _LAST[1]  # type: ignore[no-any-return]
+    global _last
+    last = _last
+    if last is not None and last[0] is cfg:
+        return last[1]
     programs = _PROGRAMS.get(cfg)
     if programs is None:
         if len(_PROGRAMS) >= 64:
             _PROGRAMS.clear()
         measures = {(m.name, part): m.expr(part) for m in MEASURES for part in m.parts}
         programs = _PROGRAMS[cfg] = (Compiled(measures, INDEX, cfg), Program(cfg))
-    _LAST[:] = [cfg, programs]
+    _last = (cfg, programs)
     return programs
 
 
@@ -514,7 +498,7 @@ class Evaluation:
 
     def increase(self, counter: str, part: Part = Part.WHOLE) -> Value:
         """A counter's increase over the part (``enqueued``, ``idle_s``, ...)."""
-        return self.primitives.increase(_COUNTER_FIELD[counter], part)
+        return self.primitives.increase(COUNTER_FIELD[counter], part)
 
     def per_second(self, counter: str, part: Part = Part.WHOLE) -> Value:
         """A counter's increase per second over the part."""

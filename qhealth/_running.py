@@ -27,7 +27,8 @@ import operator
 from array import array
 from collections.abc import Iterator, Sequence
 
-from ._evaluate import COUNTER_FIELD, INDEX, Row, SeriesComputer, Value, quantile
+from ._codegen import COUNTER_FIELD, Value
+from ._evaluate import INDEX, Row, SeriesComputer, quantile
 from ._language import Field, Part
 from ._measures import SERIES
 from ._sample import Sample
