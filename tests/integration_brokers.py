@@ -141,6 +141,17 @@ def procs() -> Iterator[Callable[..., Proc]]:
 PYTHON = sys.executable
 
 
+def watch(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """``qhealth watch ARGS`` run as a user runs it, to its end: its output captured."""
+    return subprocess.run(
+        [PYTHON, "-m", "qhealth", "watch", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def readme_snippet(name: str, page: str = "README.md") -> str:
     """The fenced block that follows ``<!-- readme-test: NAME -->`` in README.md, or in another page."""
     return snippet(name, page)

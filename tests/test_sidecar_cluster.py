@@ -6,7 +6,6 @@ in one line (``pytest -k cluster`` selects these)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import rq
 from qhealth.brokers.celery_queue import KOMBU_PRIORITY_SEP
 from qhealth.sidecar import Sidecar
 from tests import integration_jobs as jobs
-from tests.integration_brokers import PYTHON, free_port, unique, wait_until
+from tests.integration_brokers import free_port, unique, wait_until, watch
 from tests.redis_cluster import LocalCluster, fresh_redis_cluster, redis_cluster
 
 __all__ = ["fresh_redis_cluster", "redis_cluster"]  # fixtures used by this module
@@ -61,16 +60,6 @@ def counting_client(cluster: LocalCluster) -> redis.RedisCluster:
         pool.connection_class = CountingConnection
         pool.reset()  # connections made before (the slot map's) are of the plain class
     return client
-
-
-def watch(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "qhealth", "watch", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture
