@@ -366,10 +366,6 @@ class RunningWindow:
         return min(known) if known else None
 
 
-def _float(value: float | None) -> float:
-    return _NAN if value is None else float(value)
-
-
 def _first_at(times: array[float], t_min: float) -> int:
     """The index of the first time at or after ``t_min``."""
     lo, hi = 0, len(times)
