@@ -90,6 +90,37 @@ def test_watch_without_the_otlp_extra_says_so_before_touching_the_broker() -> No
     assert "qhealth[otlp]" in error and "cannot read" not in error
 
 
+@pytest.mark.parametrize(
+    ("command", "queues", "record", "says"),
+    [
+        (
+            "watch",
+            ["q"],
+            "/nonexistent/dir/q.jsonl",
+            "--record /nonexistent/dir/q.jsonl: no directory /nonexistent/dir",
+        ),
+        ("watch", ["q"], ".", "--record .: is a directory, not a file"),
+        (
+            "watch",
+            ["q", "r"],
+            str(ROOT / "README.md"),
+            "several queues are recorded into a folder, and this is a file",
+        ),
+        ("record", ["q"], ".", "--output .: is a directory, not a file"),
+    ],
+)
+def test_watch_refuses_a_recording_it_could_not_write_before_touching_the_broker(
+    command: str, queues: list[str], record: str, says: str
+) -> None:
+    nobody = f"redis://127.0.0.1:{free_port()}/0"
+    where = ["--record", record] if command == "watch" else ["-o", record]
+    names = [arg for queue in queues for arg in ("--queue", queue)]
+    error = _one_line_error(
+        _qhealth(command, "--kind", "redis-list", *names, "--url", nobody, *where), command
+    )
+    assert says in error and "cannot read" not in error
+
+
 # -- 15: one name for the listen address, and each command's own usage ---------------------------
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -54,3 +55,15 @@ def write_output(path: str | None, text: str) -> None:
         Path(path).write_text(text, encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
+
+
+def writable_file(option: str, path: Path) -> None:
+    """A file the command will write once it runs: refuse it before starting
+    (a demo run, a connection to the broker), not after."""
+    folder = path.parent
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory, not a file")
+    if not folder.is_dir():
+        raise UsageError(f"{option} {path}: no directory {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option} {path}: not writable")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import UsageError
 from ._exports import add_export_arguments
+from ._options import writable_file
 
 if TYPE_CHECKING:
     from ._demo import Options
@@ -110,17 +110,6 @@ def _positive(option: str, value: float, limit: float = math.inf) -> None:
         raise UsageError(f"{option} must be a positive number{bound}, got {value:g}")
 
 
-def _writable_file(option: str, path: Path) -> None:
-    """A file the demo will write at its end: refuse before the run, not after it."""
-    folder = path.parent
-    if path.is_dir():
-        raise UsageError(f"{option} {path}: is a directory, not a file")
-    if not folder.is_dir():
-        raise UsageError(f"{option} {path}: no directory {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"{option} {path}: not writable")
-
-
 def options_from(args: argparse.Namespace) -> Options:
     """The demo's options from the command line, checked (UsageError names a bad one)."""
     from ._demo import SCENARIOS, Options, Settings
@@ -133,7 +122,7 @@ def options_from(args: argparse.Namespace) -> Options:
         _positive("--rate-limit", args.rate_limit)
     _positive("--window", args.window)
     if not args.no_report:
-        _writable_file("--report", Path(args.report))
+        writable_file("--report", Path(args.report))
     if args.window < 8 * INTERVAL_S:
         raise UsageError(f"--window must be at least {8 * INTERVAL_S:g} s (8 samples), got {args.window:g}")
     return Options(

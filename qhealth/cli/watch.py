@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._log import ThrottledLog
@@ -27,7 +28,7 @@ from .._sample import TraceHeader
 from .._trace import TraceWriter
 from . import UsageError
 from ._exports import Asked, add_export_arguments, start_exports
-from ._options import add_classifier_arguments, config_from_args
+from ._options import add_classifier_arguments, config_from_args, writable_file
 from .watch_output import WatchOutput
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ def _add_source_arguments(parser: argparse.ArgumentParser, kinds: tuple[str, ...
 
 def _run_record(args: argparse.Namespace) -> int:
     args.record = args.output
+    args.record_option = "--output"
     args.format = "text"
     args.serve = None
     args.otlp = False
@@ -165,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
     if max_queues <= 0:
         raise UsageError(f"--max-queues must be a positive integer, got {max_queues}")
     config = config_from_args(args.window, args.set)
+    if args.record:
+        _check_record(args)
     url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
     shown_url = redact_url(url)
     monitor = Monitor(interval=args.interval, config=config)
@@ -190,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         raise
 
     out = sys.stdout
-    many = len(names) > 1 or any(_is_pattern(q) for q in args.queue)
+    many = len(names) > 1 or _many_asked(args.queue)
     what = (
         f"queue {names[0]!r}"
         if not many
@@ -301,12 +305,32 @@ def _start(sidecar: Sidecar, queues: list[str], max_queues: int, shown_url: str)
     return names
 
 
+def _many_asked(queues: list[str]) -> bool:
+    return len(set(queues)) > 1 or any(_is_pattern(q) for q in queues)
+
+
+def _check_record(args: argparse.Namespace) -> None:
+    """Refuse a recording that could not be written before connecting: one
+    queue is recorded into a file, several into a folder of traces."""
+    option, path = getattr(args, "record_option", "--record"), Path(args.record)
+    if not _many_asked(args.queue):
+        writable_file(option, path)
+    elif path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: several queues are recorded into a folder, and this is a file")
+    elif not path.exists():
+        writable_file(option, path)  # the folder is made in a directory that must exist
+
+
 def _start_recording(monitor: Monitor, path: str, many: bool, queue: str, args: argparse.Namespace) -> Any:
-    if many:
-        recorder = TraceRecorder(path)
-        monitor.add_listener(recorder)
-        return recorder.close
-    writer = TraceWriter(path, TraceHeader(queue, args.interval, args.capacity))
+    option = getattr(args, "record_option", "--record")
+    try:
+        if many:
+            recorder = TraceRecorder(path)
+            monitor.add_listener(recorder)
+            return recorder.close
+        writer = TraceWriter(path, TraceHeader(queue, args.interval, args.capacity))
+    except OSError as exc:  # checked before starting; a folder that changed since says so in one line
+        raise UsageError(f"{option} {path}: {exc.strerror or exc}") from None
     monitor.add_listener(_Recorder(writer))
     return writer.close
 
