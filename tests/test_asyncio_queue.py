@@ -56,6 +56,33 @@ async def test_an_existing_queue_is_instrumented_in_place_and_keeps_its_identity
     assert monitor.snapshot("jobs").sample.processed_total == 1  # type: ignore[union-attr]
 
 
+async def test_items_taken_before_instrumenting_count_when_they_are_done() -> None:
+    """Done is derived from the queue's own unfinished count: an item a worker held when the
+    queue was instrumented counts as processed at its task_done, and never makes a count negative."""
+    clock = FakeClock()
+    monitor = Monitor(clock=clock)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(3):
+        queue.put_nowait(i)
+    queue.get_nowait()  # held by a worker, not done yet
+    instrument(queue, "jobs", monitor=monitor, workers=2)
+
+    def sample() -> tuple[int | None, int | None, int | None]:
+        clock.advance(1.0)
+        monitor.tick()
+        s = monitor.snapshot("jobs").sample  # type: ignore[union-attr]
+        return s.enqueued_total, s.processed_total, s.busy
+
+    assert sample() == (2, 0, 0)  # the two waiting count as enqueued: what instrumenting found
+    queue.get_nowait()
+    assert sample() == (2, 0, 1)
+    queue.task_done()  # the item held before
+    assert sample() == (2, 1, 0)
+    queue.task_done()
+    queue.put_nowait(9)
+    assert sample() == (3, 2, 0)
+
+
 async def test_the_queue_still_behaves_like_a_queue() -> None:
     queue = instrumented_queue("q", maxsize=1, monitor=Monitor())
     queue.put_nowait("a")

@@ -6,10 +6,11 @@
     probe = instrument(queue, "emails", workers=10)
 
 From then on the queue counts what goes through it at almost no cost: a get
-pays one attribute increment and ``task_done`` another, and neither makes an
-extra function call (the counting is folded into the queue's own ``_get`` and
-``task_done``). Everything else is derived on the monitor's tick: busy =
-started - done, enqueued = started + items waiting. Queue waits and processing
+pays one attribute increment, folded into the queue's own ``_get`` (no extra
+function call). Everything else is derived on the monitor's tick from what the
+queue keeps anyway: enqueued = started + items waiting; done = enqueued -
+the queue's own count of unfinished items (what ``join()`` waits for); busy =
+started - done. Queue waits and processing
 times are timed for a few items per monitor interval (``timed_per_tick``),
 not all; the event loop re-arms the timing itself, so the monitor's ticker
 only ever reads the queue.
@@ -114,7 +115,6 @@ def _waits_class(base: type[asyncio.Queue[Any]]) -> type:
                 self._unfinished_tasks -= 1
                 if self._unfinished_tasks == 0:
                     self._finished.set()
-                self._qh_done += 1
                 if self._qh_timing:
                     _time_end(self)
 
@@ -122,7 +122,6 @@ def _waits_class(base: type[asyncio.Queue[Any]]) -> type:
 
             def task_done(self) -> None:
                 base_task_done(self)
-                self._qh_done += 1
                 if self._qh_timing:
                     _time_end(self)
 
@@ -333,7 +332,6 @@ def _attach(
     monitor = monitor or default_monitor()
     q: Any = queue
     q._qh_started = 0
-    q._qh_done = 0
     q._qh_timing = {}
     q._qh_enqueue_times = []
     q._qh_waiters = weakref.WeakSet() if workers is None else None
@@ -343,14 +341,20 @@ def _attach(
     q._qh_idle = {}
     q._qh_known = weakref.WeakSet()
 
+    # Items already taken but not yet done when instrumented: their task_done() is still to
+    # come, and counts as processed then.
+    in_flight = q._unfinished_tasks - queue.qsize()
+    seen = [0, 0]  # the largest enqueued and done counts read so far
+
     def counts() -> dict[str, int]:
-        # Read on the ticker: the queue's own counters, written only by the event loop.
-        started, done = q._qh_started, q._qh_done
-        return {
-            "processed_total": done,
-            "busy": max(started - done, 0),
-            "enqueued_total": started + queue.qsize(),
-        }
+        # Read on the ticker: the queue's own counters, written only by the event loop. Read
+        # in this order, a get or put that happens between two reads can make a count low
+        # for a tick, never high: the largest value seen is the count (a counter that went
+        # down would read as a restart).
+        started = q._qh_started
+        enqueued = seen[0] = max(seen[0], started + queue.qsize())
+        done = seen[1] = max(seen[1], enqueued - q._unfinished_tasks + in_flight)
+        return {"processed_total": done, "busy": max(started - done, 0), "enqueued_total": enqueued}
 
     maxsize = queue.maxsize
     probe = monitor.watch(
