@@ -348,6 +348,8 @@ class RunningWindow:
         column = _GAUGE_SERIES.get(index)
         if column is not None:
             gauge = self._gauges[column]
+            if not self._unknown[column]:  # every value known: no filtering
+                return gauge[start:stop].tolist()
             return [v for v in gauge[start:stop] if not math.isnan(v)]
         return [v for i in range(start, stop) if (v := self._values_at(i)[index]) is not None]
 
