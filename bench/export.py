@@ -39,11 +39,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import re
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -53,6 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _callgrind import instructions
 from prometheus_client import CollectorRegistry, generate_latest
 
 import qhealth
@@ -301,28 +300,6 @@ def _scrape_child(mode: str, scrapes: int) -> None:
             generate_latest(registry)
 
 
-def _instructions(mode: str, scrapes: int) -> int:
-    result = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            os.path.realpath(sys.executable),
-            __file__,
-            "--child",
-            mode,
-            str(scrapes),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    match = re.search(r"Collected : (\d+)", result.stderr)
-    if match is None:
-        raise RuntimeError(f"no instruction count in valgrind's output: {result.stderr[-500:]}")
-    return int(match.group(1))
-
-
 def instructions_table() -> float:
     """Instructions per scrape of 100 queues after a tick, counted by
     callgrind (runs of 6 and 2 rounds, minus the same rounds without a
@@ -330,7 +307,8 @@ def instructions_table() -> float:
     print("\nPart 1b: instructions per scrape of 100 queues after a tick")
     print("         (callgrind; 6 - 2 rounds, less the same rounds without a scrape)")
     rounds = {
-        mode: _instructions(mode, 6) - _instructions(mode, 2) for mode in ("none", "qhealth", "baseline")
+        mode: instructions(__file__, mode, "6") - instructions(__file__, mode, "2")
+        for mode in ("none", "qhealth", "baseline")
     }
     per = {mode: (count - rounds["none"]) / 4 for mode, count in rounds.items() if mode != "none"}
     print(f"{'baseline (prometheus-client)':<30}  {per['baseline'] / 1e6:>8.1f} M")

@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 import timeit
 from collections.abc import Callable
 from typing import Any
+
+from _callgrind import instructions
 
 import qhealth
 from qhealth.integrations.asyncio_queue import instrument, instrumented_queue
@@ -148,32 +147,10 @@ def _one_pool_run(variant: str, items: int) -> None:
     asyncio.run(_pool(queue, items))
 
 
-def _instructions(variant: str, items: int) -> int:
-    result = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            os.path.realpath(sys.executable),
-            __file__,
-            "--child",
-            variant,
-            str(items),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    match = re.search(r"Collected : (\d+)", result.stderr)
-    if match is None:
-        raise RuntimeError(f"no instruction count in valgrind's output: {result.stderr[-500:]}")
-    return int(match.group(1))
-
-
 def callgrind_table() -> dict[str, float]:
     per_item = {}
     for variant in ("bare", "instrumented"):
-        small, large = _instructions(variant, 5_000), _instructions(variant, 25_000)
+        small, large = instructions(__file__, variant, "5000"), instructions(__file__, variant, "25000")
         per_item[variant] = (large - small) / 20_000
     return per_item
 
