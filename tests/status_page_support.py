@@ -7,42 +7,16 @@ import shutil
 import struct
 import subprocess
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 import qhealth
+from qhealth.replay import TraceSource
 
 from .clocks import FakeClock
 from .conftest import TRACES
-
-
-class TraceSource:
-    """A :class:`qhealth.Source` that hands out a trace's samples one per read."""
-
-    def __init__(self, trace: qhealth.Trace) -> None:
-        self._samples: Iterator[qhealth.Sample] = iter(trace.samples)
-
-    @property
-    def unknown(self) -> dict[str, str]:
-        return {}
-
-    def read(self) -> qhealth.Reading | None:
-        s = next(self._samples, None)
-        if s is None:
-            return None
-        return qhealth.Reading(
-            depth=s.depth,
-            workers=s.workers,
-            busy=s.busy,
-            enqueued_total=s.enqueued_total,
-            processed_total=s.processed_total,
-            failed_total=s.failed_total,
-            attempts_total=s.attempts_total,
-            rate_limited_total=s.rate_limited_total,
-            idle_s_total=s.idle_s_total,
-        )
 
 
 def replaying_monitor(names: dict[str, str]) -> tuple[qhealth.Monitor, FakeClock, int]:
