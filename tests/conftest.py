@@ -4,6 +4,7 @@ tests that need them; the ones used across files are here."""
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,15 @@ def shared_traces() -> Path:
             f"the example traces are missing: expected {TRACES} (the shared/ folder beside the project)"
         )
     return TRACES
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that something already listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -7,11 +7,9 @@ sub-command's own usage; and each message says what the user needs to know.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,26 +17,18 @@ import pytest
 from qhealth.cli import main
 
 from .conftest import ROOT, TRACES
+from .fresh_python import run_python
 from .services import free_port
 
 IDLE = str(TRACES / "idle-polling.jsonl")
 
 
 def _qhealth(
-    *args: str, without: str | None = None, stdin: str | None = None
+    *args: str, without: str | tuple[str, ...] = (), stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``qhealth ARGS`` in a fresh interpreter (where ``without`` cannot be imported)."""
-    blocked = f"sys.modules[{without!r}] = None; " if without else ""
-    program = f"import sys; {blocked}from qhealth.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run(
-        [sys.executable, "-c", program, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=ROOT,
-        input=stdin,
-    )
+    program = "import sys; from qhealth.cli import main; sys.exit(main(sys.argv[1:]))"
+    return run_python(program, *args, without=without, stdin=stdin)
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str], command: str) -> str:
@@ -47,14 +37,6 @@ def _one_line_error(result: subprocess.CompletedProcess[str], command: str) -> s
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"qhealth {command}: "), result.stderr
     return lines[0]
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield int(sock.getsockname()[1])
 
 
 # -- 14: options checked before anything starts ------------------------------------------------

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,14 +40,6 @@ def test_a_bad_number_is_refused_by_name(
 
 def test_a_listen_address_without_a_port_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--serve nowhere: listen address must be HOST:PORT" in _refused(capsys, "--serve", "nowhere")
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield int(sock.getsockname()[1])
 
 
 def test_a_port_in_use_is_refused(capsys: pytest.CaptureFixture[str], busy_port: int) -> None:

@@ -8,13 +8,13 @@ imported (``sys.modules[name] = None``), as if the extra were not installed.
 from __future__ import annotations
 
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 from qhealth.rules import RulesConfig, build, render
 
 from .conftest import ROOT, TRACES
+from .fresh_python import run_python
 
 
 def _extras() -> dict[str, list[str]]:
@@ -25,15 +25,7 @@ def _extras() -> dict[str, list[str]]:
 
 def _without(module: str, code: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``code`` (with ``sys.argv[1:] = args``) where ``module`` cannot be imported."""
-    program = f"import sys; sys.modules[{module!r}] = None\n{code}"
-    return subprocess.run(
-        [sys.executable, "-c", program, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=ROOT,
-    )
+    return run_python(code, *args, without=module)
 
 
 def test_the_dashboards_without_grafanalib_say_what_to_install_in_one_line() -> None:

@@ -27,6 +27,7 @@ from src_pool.rabbit_broker import RabbitBroker
 from src_pool.rabbit_connect import RabbitUnavailable
 from tests.broker_fixtures import eventually, rabbit_brokers, raw_publish
 from tests.broker_helpers import drain
+from tests.fresh_python import run_python
 from tests.integration_brokers import amqp_url, unique
 from tests.rabbit_proxy import Proxy
 from tests.services import free_port
@@ -565,12 +566,13 @@ def test_importing_src_pool_does_not_import_aio_pika() -> None:
 
 def test_without_aio_pika_the_error_says_which_extra_to_install() -> None:
     code = (
-        "import sys, asyncio; sys.modules['aio_pika'] = sys.modules['aiormq'] = None\n"
+        "import asyncio\n"
         "from src_pool.rabbit_broker import RabbitBroker\n"
         "try:\n    asyncio.run(RabbitBroker().start())\n"
         "except ImportError as exc:\n    print(exc)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    out = run_python(code, without=("aio_pika", "aiormq"))
+    assert out.returncode == 0, out.stderr
     assert "pip install 'qhealth[rabbitmq]'" in out.stdout
 
 
