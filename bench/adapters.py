@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -166,12 +165,6 @@ def arq_enqueue(url: str, queue: str, n: int, key: str) -> None:
 # -- one round ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_key(client: Any, key: str, timeout: float = 300.0) -> float:
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
@@ -276,28 +269,11 @@ def main() -> None:
     args = parser.parse_args()
     wanted = [f.strip() for f in args.only.split(",") if f.strip()]
 
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed: apt-get install -y redis-server")
-    port, tmp = _free_port(), tempfile.mkdtemp(prefix="qhealth-bench-")
-    server = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            tmp,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    from _redis_server import start_redis  # here: the workers import this module as `adapters`
+
+    tmp = tempfile.mkdtemp(prefix="qhealth-bench-")
+    server, port = start_redis(tmp)
     url = f"redis://127.0.0.1:{port}/0"
-    time.sleep(0.3)
     results: dict[str, float] = {}
     print(f"{args.rounds} rounds per variant, alternated; medians")
     print(f"{'':<8} {'jobs/s (wall clock)':^31} {'worker CPU µs per job':^31}")

@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,43 +33,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _redis_server import start_redis
 from limiter import HEADROOM, Result, print_results, run
 
 from src_pool import Limiter, TokenBucket
 from src_pool.redis_limiter import RedisRateLimiter
-
-
-def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed: apt-get install -y redis-server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            directory,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.02)
-    sys.exit("redis-server did not start")
 
 
 def variants(limit: int, url: str) -> dict[str, Callable[[], Limiter]]:
@@ -93,7 +58,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-redis-limiter-") as tmp:
-        server, url = start_redis(tmp)
+        server, port = start_redis(tmp)
+        url = f"redis://127.0.0.1:{port}/0"
         try:
             results: list[Result] = [
                 asyncio.run(run(name, make, args.limit, args.seconds))

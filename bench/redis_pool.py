@@ -44,9 +44,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,6 +55,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from _redis_server import start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ARQ_PYTHON = "/tmp/.venv-bench-arq/bin/python"
@@ -256,33 +255,11 @@ if __name__ == "__main__":
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            sys.exit("redis-server is not installed: apt-get install -y redis-server")
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(directory)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        self.proc, self.port = start_redis(directory)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.client = redis.Redis(port=self.port)
-        for _ in range(200):
-            try:
-                self.client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        sys.exit("redis-server did not start")
 
     def stop(self) -> None:
         self.client.close()

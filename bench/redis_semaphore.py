@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from redis_limiter import start_redis
+from _redis_server import start_redis
 
 from src_pool.redis_semaphore import RedisSemaphore
 
@@ -161,7 +161,8 @@ def main() -> None:
         return
     call_s = args.call_ms / 1000
     with tempfile.TemporaryDirectory(prefix="bench-redis-semaphore-") as tmp:
-        server, url = start_redis(tmp)
+        server, port = start_redis(tmp)
+        url = f"redis://127.0.0.1:{port}/0"
         try:
             free = asyncio.run(free_slot(url, 2000))
             hand = asyncio.run(hand_offs(url, 200))

@@ -32,10 +32,7 @@ round trip, then the workers' hashes and each head job's time).
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
+from _redis_server import start_redis
 
 from qhealth import ClassifierConfig, Monitor
 from qhealth.sidecar import Sidecar
@@ -60,28 +58,6 @@ class CountingConnection(redis.Connection):
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         type(self).sends += 1
         super().send_packed_command(command, check_health)
-
-
-def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed: apt-get install -y redis-server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", directory, "--logfile", str(Path(directory) / "redis.log")],
-    )  # fmt: skip
-    client = redis.Redis(port=port)
-    for _ in range(200):
-        try:
-            client.ping()
-            return proc, port
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit("redis-server did not start")
 
 
 def fill(client: redis.Redis, kind: str, count: int) -> str:
@@ -197,7 +173,7 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=7)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="qhealth-bench-sidecar-") as directory:
-        proc, port = start_redis(directory)
+        proc, port = start_redis(directory, log=True)
         try:
             try:
                 import hiredis  # noqa: F401

@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import redis  # noqa: E402
-from sidecar import fill, one_tick, start_redis  # noqa: E402
+from _redis_server import start_redis  # noqa: E402
+from sidecar import fill, one_tick  # noqa: E402
 
 from qhealth.sidecar import Sidecar  # noqa: E402
 from tests.redis_cluster import LocalCluster  # noqa: E402
@@ -105,7 +106,7 @@ def main() -> None:
           f"{'nodes':>6} {'writes/node':>12}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="qhealth-bench-sidecar-cluster-") as directory:
         cluster = LocalCluster(Path(directory) / "cluster")
-        proc, port = start_redis(directory)
+        proc, port = start_redis(directory, log=True)
         try:
             plain_url = f"redis://127.0.0.1:{port}/0"
             for kind in KINDS:
