@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -150,6 +151,15 @@ def watch(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         timeout=timeout,
         check=False,
     )
+
+
+def scrape(port: int) -> str:
+    """The text of ``/metrics`` on 127.0.0.1:``port``; empty while nothing serves it yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
 
 
 def readme_snippet(name: str, page: str = "README.md") -> str:

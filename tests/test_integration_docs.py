@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from tests.integration_brokers import (
     procs,
     readme_snippet,
     redis_url,
+    scrape,
     unique,
     wait_until,
 )
@@ -43,14 +43,6 @@ def run_snippet(code: str) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": "readme"}
     exec(compile(code, INSTRUMENT, "exec"), namespace)
     return namespace
-
-
-def scrape(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            return str(response.read().decode())
-    except OSError:
-        return ""
 
 
 def tick(monitor: Monitor, queue: str) -> Any:

@@ -16,7 +16,7 @@ import rq
 from qhealth import Monitor
 from qhealth.integrations.rq import instrument
 from tests import integration_jobs as jobs
-from tests.integration_brokers import PYTHON, Proc, free_port, procs, redis_url, unique, wait_until
+from tests.integration_brokers import PYTHON, Proc, free_port, procs, redis_url, scrape, unique, wait_until
 
 __all__ = ["procs", "redis_url"]  # fixtures used below
 
@@ -129,16 +129,6 @@ def test_the_depth_is_the_length_of_the_rq_queue(redis_url: str) -> None:
 def test_instrumenting_something_else_is_refused() -> None:
     with pytest.raises(TypeError, match="RQ worker"):
         instrument(object(), monitor=Monitor())  # type: ignore[type-var]
-
-
-def scrape(port: int) -> str:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            return str(response.read().decode())
-    except OSError:
-        return ""
 
 
 def test_the_worker_class_serves_its_counts_on_metrics(procs: Callable[..., Proc], redis_url: str) -> None:

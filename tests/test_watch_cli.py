@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -18,6 +17,7 @@ from tests.integration_brokers import (
     free_port,
     procs,
     redis_url,
+    scrape,
     unique,
     wait_until,
     watch,
@@ -105,15 +105,8 @@ def test_watch_serves_the_metric_contract(procs: Callable[..., Proc], redis_url:
     )
     expected = f'qhealth_queue_depth{{queue="{key}"}} 7.0'
 
-    def scrape() -> str:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-                return str(response.read().decode())
-        except OSError:
-            return ""
-
-    wait_until(lambda: expected in scrape(), 15, lambda: f"{expected} in /metrics\n{sidecar.output()}")
-    body = scrape()
+    wait_until(lambda: expected in scrape(port), 15, lambda: f"{expected} in /metrics\n{sidecar.output()}")
+    body = scrape(port)
     # A bare list knows its depth only: no invented worker or throughput numbers.
     assert f'qhealth_workers{{queue="{key}"}}' not in body
     assert f'qhealth_condition{{condition="stalled",queue="{key}"}}' in body
