@@ -464,8 +464,7 @@ class Evaluation:
         self.cfg = cfg
         self._compiled, self._program = program_for(cfg)
         self._reference = reference
-        self._memo = self._compiled.new_memo()
-        self._reference_memo: dict[tuple[str, Part], Value] = {}
+        self._memo = self._compiled.new_memo()  # each measure's value once computed, by its slot
 
     @classmethod
     def of_rows(
@@ -485,15 +484,13 @@ class Evaluation:
         return self.measure_of((name, part))
 
     def measure_of(self, key: tuple[str, Part]) -> Value:
-        if self._reference:
-            memo = self._reference_memo
-            if key not in memo:
-                memo[key] = self._program.measures[key](self)
-            return memo[key]
         slot = self._compiled.slot[key]
         value = self._memo[slot]
         if value is UNSET:
-            value = self._compiled.functions[slot](self.primitives, self._memo)
+            if self._reference:
+                value = self._memo[slot] = self._program.measures[key](self)
+            else:
+                value = self._compiled.functions[slot](self.primitives, self._memo)
         return value  # type: ignore[no-any-return]
 
     def increase(self, counter: str, part: Part = Part.WHOLE) -> Value:
