@@ -238,6 +238,13 @@ class Broker(abc.ABC):
         return None
 
     @property
+    def buffered(self) -> int:
+        """Items received from the server (a prefetch, a fetched batch) and not
+        yet taken by a worker: neither waiting in the queue's :meth:`depth` nor
+        in flight. 0 for a broker that hands items straight over; no I/O."""
+        return 0
+
+    @property
     def delayed(self) -> int | None:
         """Retries scheduled for later (0 when none), or None when unknown.
         Optional, like :attr:`in_flight`; no I/O."""

@@ -589,13 +589,14 @@ class Pool:
     # -- waiting for the work to be done -------------------------------------------
 
     def _check_joined(self, waiting: int = 0) -> None:
-        """Wake joiners when nothing is waiting or in flight. Brokers that
-        count their items in flight (and scheduled retries) say so exactly;
-        for others, every worker must be idle or parked (``waiting``: the
-        caller is about to block too)."""
+        """Wake joiners when nothing is waiting, received but not yet taken
+        (:attr:`Broker.buffered`), or in flight. Brokers that count their items
+        in flight (and scheduled retries) say so exactly; for others, every
+        worker must be idle or parked (``waiting``: the caller is about to
+        block too)."""
         broker = self.broker
         depth = broker.depth()
-        if depth is None or depth or broker.delayed:
+        if depth is None or depth or broker.delayed or broker.buffered:
             return  # unknown is not empty: a networked broker's depth may not be read yet
         in_flight = broker.in_flight
         if in_flight is None:
